@@ -1,0 +1,14 @@
+"""`dff benchmark` (placeholder until its issue lands)."""
+
+import argparse
+
+from dff.errors import DFFError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="(not yet available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise DFFError("'dff benchmark' is not implemented yet")

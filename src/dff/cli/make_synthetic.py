@@ -1,0 +1,14 @@
+"""`dff make-synthetic` (placeholder until its issue lands)."""
+
+import argparse
+
+from dff.errors import DFFError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-synthetic", help="(not yet available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise DFFError("'dff make-synthetic' is not implemented yet")

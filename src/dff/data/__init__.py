@@ -1,0 +1,1 @@
+"""Datasets, converters, sampling and the image transforms shared by training and test."""
