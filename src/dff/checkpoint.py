@@ -1,0 +1,111 @@
+"""Reading mmtracking `.pth` checkpoints safely and saving/loading our safetensors format.
+
+`.pth` files are opened with `torch.load(weights_only=True)`: a pickle that would run code is refused.
+Our format is one `.safetensors` file whose metadata holds a small JSON (format, version, preset, config, classes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from dff.config import DFFConfig
+from dff.errors import CheckpointError
+
+FORMAT = "deep-feature-flow"
+
+
+def is_safetensors(path: Path) -> bool:
+    """True if the file parses as a safetensors header."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """An mmcv/mmtracking checkpoint -> (state_dict, meta); plain state dicts are accepted too."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickled object"
+        raise CheckpointError(
+            f"{path}: refusing to load: the file contains pickled objects that could run code ({first})"
+        ) from None
+    except Exception as e:  # zip/pickle/EOF errors of a file that is not a checkpoint at all
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint or safetensors file ({type(e).__name__})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        state, meta = obj["state_dict"], obj.get("meta") or {}
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        raise CheckpointError(f"{path}: a PyTorch file but not a checkpoint (no 'state_dict' of tensors)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, meta if isinstance(meta, dict) else {}
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], DFFConfig]:
+    """Our format -> (state_dict, config)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path}: a safetensors file but not a deep-feature-flow model (no 'config' metadata)")
+    try:
+        cfg = DFFConfig.from_dict(json.loads(meta["config"]))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt config metadata ({e})") from None
+    return state, cfg
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise CheckpointError naming every missing, unexpected and mis-shaped key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k} (file {list(state[k].shape)}, model {list(expected[k].shape)})"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {', '.join(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} mis-shaped: {', '.join(wrong)}")
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
+
+
+def save(model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str) -> None:
+    """Write the model's state dict and config to `path` (.safetensors) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT, "version": version, "preset": cfg.name,
+        "class_names": json.dumps(list(cfg.class_names)), "config": json.dumps(cfg.to_dict()),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

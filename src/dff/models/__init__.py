@@ -1,0 +1,1 @@
+"""The DFF model: backbone, neck, RPN, RoI head, FlowNetSimple, flow warp, composed by `detector.py`."""

@@ -1,0 +1,106 @@
+"""FlowNetSimple as mmtracking builds it (spec 3.3): encoder c1..c6, refinement decoder, flow at 1/8 of the
+padded image, returned upsampled to full resolution in pixels. Keys match mmtracking (`conv3.1.conv.weight`, ...).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dff.config import FlowConfig
+
+
+class _ConvModule(nn.Module):
+    """mmcv ConvModule without norm: `.conv` (Conv2d or ConvTranspose2d) + optional LeakyReLU(0.1)."""
+
+    def __init__(self, conv: nn.Module, act: bool) -> None:
+        super().__init__()
+        self.conv = conv
+        self.act = nn.LeakyReLU(0.1) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.act(x) if self.act is not None else x
+
+
+def _conv(cin: int, cout: int, k: int, stride: int) -> _ConvModule:
+    return _ConvModule(nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, bias=True), act=True)
+
+
+def _deconv(cin: int, cout: int, act: bool) -> _ConvModule:
+    return _ConvModule(nn.ConvTranspose2d(cin, cout, 4, 2, padding=1, bias=False), act=act)
+
+
+def _predict(cin: int) -> _ConvModule:
+    return _ConvModule(nn.Conv2d(cin, 2, 3, 1, padding=1, bias=False), act=False)
+
+
+def _crop_like(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Keep the top-left part of x with target's spatial size."""
+    h, w = target.shape[-2:]
+    return x if x.shape[-2:] == (h, w) else x[:, :, :h, :w]
+
+
+class FlowNetSimple(nn.Module):
+    """(N, 6, Hp, Wp) normalised [current, key] pair -> flow (N, 2, Hp, Wp) in padded-image pixels."""
+
+    def __init__(self, cfg: FlowConfig, img_mean: tuple[float, ...], img_std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c1, c2, c3, c4, c5, c6 = (max(2, int(round(c * cfg.width_mult))) for c in (64, 128, 256, 512, 512, 1024))
+        d5, d4, d3, d2 = (max(2, int(round(c * cfg.width_mult))) for c in (512, 256, 128, 64))
+        self.conv1 = nn.ModuleList([_conv(6, c1, 7, 2)])
+        self.conv2 = nn.ModuleList([_conv(c1, c2, 5, 2)])
+        self.conv3 = nn.ModuleList([_conv(c2, c3, 5, 2), _conv(c3, c3, 3, 1)])
+        self.conv4 = nn.ModuleList([_conv(c3, c4, 3, 2), _conv(c4, c4, 3, 1)])
+        self.conv5 = nn.ModuleList([_conv(c4, c5, 3, 2), _conv(c5, c5, 3, 1)])
+        self.conv6 = nn.ModuleList([_conv(c5, c6, 3, 2), _conv(c6, c6, 3, 1)])
+        cat5, cat4, cat3, cat2 = c5 + d5 + 2, c4 + d4 + 2, c3 + d3 + 2, c2 + d2 + 2
+        self.deconv5, self.predict_flow6, self.upsample_flow5 = _deconv(c6, d5, True), _predict(c6), _deconv(2, 2, False)
+        self.deconv4, self.predict_flow5, self.upsample_flow4 = _deconv(cat5, d4, True), _predict(cat5), _deconv(2, 2, False)
+        self.deconv3, self.predict_flow4, self.upsample_flow3 = _deconv(cat4, d3, True), _predict(cat4), _deconv(2, 2, False)
+        self.deconv2, self.predict_flow3, self.upsample_flow2 = _deconv(cat3, d2, True), _predict(cat3), _deconv(2, 2, False)
+        self.predict_flow = _predict(cat2)
+        # Not in the state dict (mmtracking keeps them as plain attributes): detector and FlowNet normalisation.
+        self.register_buffer("img_mean", torch.tensor(img_mean, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
+        self.register_buffer("img_std", torch.tensor(img_std, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
+        self.register_buffer("flow_mean", torch.tensor(cfg.mean, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
+        self.register_buffer("flow_std", torch.tensor(cfg.std, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, a=0.1)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def prepare(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> torch.Tensor:
+        """Undo detector normalisation, apply FlowNet's (RGB x/255 - mean), zero the padding, downsample x0.5."""
+        x = pair * self.img_std + self.img_mean
+        x = x / self.flow_std - self.flow_mean
+        x[:, :, img_shape[0]:, :] = 0.0
+        x[:, :, :, img_shape[1]:] = 0.0
+        return F.interpolate(x, scale_factor=self.cfg.img_scale_factor, mode="bilinear", align_corners=False)
+
+    def forward(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> torch.Tensor:
+        """pair (N, 6, Hp, Wp) = cat([current, key]) -> flow (N, 2, Hp, Wp); channel 0 = x, 1 = y."""
+        x = self.prepare(pair, img_shape)
+        outs = []
+        for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
+            for layer in stage:
+                x = layer(x)
+            outs.append(x)
+        c2, c3, c4, c5, c6 = outs[1:]
+        cat = c6
+        for skip, deconv, predict, upsample in (
+            (c5, self.deconv5, self.predict_flow6, self.upsample_flow5),
+            (c4, self.deconv4, self.predict_flow5, self.upsample_flow4),
+            (c3, self.deconv3, self.predict_flow4, self.upsample_flow3),
+            (c2, self.deconv2, self.predict_flow3, self.upsample_flow2),
+        ):
+            flow = predict(cat)
+            up = _crop_like(upsample(flow), skip)
+            cat = torch.cat([skip, _crop_like(deconv(cat), skip), up], dim=1)
+        flow = self.predict_flow(cat)
+        up = 4 / self.cfg.img_scale_factor
+        flow = F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False)
+        return flow * up * self.cfg.flow_scale_factor

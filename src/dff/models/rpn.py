@@ -1,0 +1,71 @@
+"""Region proposal network: mmdet RPNHead (one level) and its test/train proposal filtering (spec 3.4)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from dff.config import RPNConfig
+from dff.models import anchors as anchor_ops
+from dff.models import box_coder
+
+RPN_STDS = (1.0, 1.0, 1.0, 1.0)
+
+
+class RPNHead(nn.Module):
+    """conv3x3 + ReLU, then per-anchor sigmoid logit (A) and deltas (4A); keys rpn_conv/rpn_cls/rpn_reg."""
+
+    def __init__(self, in_channels: int, cfg: RPNConfig) -> None:
+        super().__init__()
+        self.rpn_conv = nn.Conv2d(in_channels, cfg.feat_channels, 3, padding=1)
+        self.rpn_cls = nn.Conv2d(cfg.feat_channels, cfg.num_anchors, 1)
+        self.rpn_reg = nn.Conv2d(cfg.feat_channels, cfg.num_anchors * 4, 1)
+        for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H, W) -> logits (N, A, H, W), deltas (N, 4A, H, W)."""
+        x = F.relu(self.rpn_conv(x))
+        return self.rpn_cls(x), self.rpn_reg(x)
+
+
+class ProposalGenerator(nn.Module):
+    """Anchors + top-k + decode + clip + drop empty + NMS; no parameters (a module so it can be hooked)."""
+
+    def __init__(self, cfg: RPNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._base = anchor_ops.base_anchors(cfg.anchor_base_size, cfg.anchor_scales, cfg.anchor_ratios)
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def anchors(self, feat_h: int, feat_w: int, device: torch.device) -> torch.Tensor:
+        """(H*W*A, 4) anchors for a feature map, cached per size and device."""
+        key = (feat_h, feat_w, str(device))
+        if key not in self._cache:
+            self._cache[key] = anchor_ops.grid_anchors(self._base.to(device), feat_h, feat_w, self.cfg.stride)
+        return self._cache[key]
+
+    def forward(
+        self, logits: torch.Tensor, deltas: torch.Tensor, img_shape: tuple[int, int], training: bool = False
+    ) -> torch.Tensor:
+        """One image's logits (A, H, W) and deltas (4A, H, W) -> proposals (n, 5): x1, y1, x2, y2, score."""
+        nms_pre = self.cfg.train_nms_pre if training else self.cfg.test_nms_pre
+        max_per_img = self.cfg.train_max_per_img if training else self.cfg.test_max_per_img
+        scores = logits.permute(1, 2, 0).reshape(-1).sigmoid()
+        deltas = deltas.permute(1, 2, 0).reshape(-1, 4)
+        anchors = self.anchors(logits.shape[1], logits.shape[2], logits.device)
+        if 0 < nms_pre < scores.shape[0]:
+            scores, order = scores.sort(descending=True)
+            scores, order = scores[:nms_pre], order[:nms_pre]
+            deltas, anchors = deltas[order], anchors[order]
+        boxes = box_coder.decode(anchors, deltas, RPN_STDS, max_shape=img_shape)
+        valid = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+        if not bool(valid.all()):
+            boxes, scores = boxes[valid], scores[valid]
+        if boxes.numel() == 0:
+            return boxes.new_zeros((0, 5))
+        keep = torchvision.ops.nms(boxes, scores, self.cfg.nms_iou)[:max_per_img]
+        return torch.cat([boxes[keep], scores[keep, None]], dim=1)
