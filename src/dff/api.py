@@ -53,6 +53,15 @@ class DFFModel:
             raise DFFError(f"key_interval must be >= 1, got {value}")
         self._key_interval = int(value)
 
+    @property
+    def use_flow(self) -> bool:
+        """True (default): warp key features by FlowNet's flow; False: reuse them unwarped (zero-flow ablation)."""
+        return self.net.use_flow
+
+    @use_flow.setter
+    def use_flow(self, value: bool) -> None:
+        self.net.use_flow = bool(value)
+
     def predict(
         self, frames: Iterable[np.ndarray] | str | os.PathLike, *, return_flow: bool = False
     ) -> Iterator[FrameResult]:

@@ -69,6 +69,7 @@ class DFF(nn.Module):
         self.detector = FasterRCNN(cfg)
         self.motion = FlowNetSimple(cfg.flow, cfg.preprocess.mean, cfg.preprocess.std)
         self.warp = FlowWarp()
+        self.use_flow = True  # False: non-key frames reuse the key features unwarped (the zero-flow ablation)
 
     def features(
         self, img: torch.Tensor, meta: ImageMeta, is_key: bool, cache: KeyFrameCache
@@ -76,6 +77,8 @@ class DFF(nn.Module):
         """The DFF step: key frame -> backbone features (cached); other frame -> flow to the key, warp."""
         if is_key:
             cache.img, cache.feats = img, self.detector.extract_feat(img)
+            return cache.feats, None
+        if not self.use_flow:
             return cache.feats, None
         flow = self.motion(torch.cat([img, cache.img], dim=1), meta.img_shape)
         return self.warp(cache.feats, flow), flow

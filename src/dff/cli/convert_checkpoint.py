@@ -1,0 +1,23 @@
+"""`dff convert-checkpoint IN.pth OUT.safetensors`: an mmtracking checkpoint to our safetensors format."""
+
+from __future__ import annotations
+
+import argparse
+
+from dff.api import load
+from dff.config import PRESETS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-checkpoint", help="convert an mmtracking DFF .pth to a .safetensors model file")
+    p.add_argument("src", help="mmtracking checkpoint (.pth)")
+    p.add_argument("dst", help="output .safetensors file")
+    p.add_argument("--preset", default="r50_dc5", choices=sorted(PRESETS), help="architecture of the checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load(args.src, preset=args.preset)
+    model.save(args.dst)
+    print(f"wrote {args.dst} ({args.preset}, {sum(p.numel() for p in model.net.parameters()) / 1e6:.1f} M parameters)")
+    return 0
