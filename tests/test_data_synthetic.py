@@ -1,0 +1,98 @@
+"""The synthetic ILSVRC generator: layout, determinism, speed, motion buckets and the CLI commands."""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from dff.classes import VID_WNIDS
+from dff.cli.main import main
+from dff.data.cocovid import CocoVID, motion_iou
+from dff.data.convert import convert_dataset
+from dff.data.synthetic import SYNTHETIC_CLASSES, load_ground_truth, make_synthetic
+from dff.errors import InputError
+
+
+def _files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_layout_is_ilsvrc2015(tmp_path):
+    made = make_synthetic(tmp_path, videos=2, val_videos=1, frames=16, det_images=4, width=160, height=96,
+                          progress=False)
+    files = _files(tmp_path)
+    train = "train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000001"
+    for t in (0, 15):
+        assert f"Data/VID/{train}/{t:06d}.JPEG" in files
+        assert f"Annotations/VID/{train}/{t:06d}.xml" in files
+        assert f"Data/VID/val/ILSVRC2015_val_00000000/{t:06d}.JPEG" in files
+    assert f"Data/VID/{train}/000016.JPEG" not in files
+    assert "Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_00000000.JPEG" in files
+    assert any(f.startswith("Annotations/DET/train/ILSVRC2013_train/n") and f.endswith(".xml") for f in files)
+    assert {"Lists/VID_train_15frames.txt", "Lists/VID_val_videos.txt", "Lists/DET_train_30classes.txt",
+            "synthetic_gt.json"} <= set(files)
+    lines = (tmp_path / "Lists" / "VID_train_15frames.txt").read_text().splitlines()
+    assert len(lines) == 30 and lines[0].split()[1::2] == ["1", "16"]
+    assert (tmp_path / "Lists" / "VID_val_videos.txt").read_text() == "val/ILSVRC2015_val_00000000 1 0 16\n"
+    assert load_ground_truth(tmp_path).to_dict() == made.to_dict()
+    wnids = {tr.wnid for v in made.videos for tr in v.tracks}
+    assert wnids <= {VID_WNIDS[i] for i in range(30)}
+    with pytest.raises(InputError, match="folder is not empty"):
+        make_synthetic(tmp_path, videos=1, val_videos=0, frames=2, det_images=0, progress=False)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    kw = dict(videos=1, val_videos=1, frames=12, det_images=2, width=160, height=96, progress=False)
+    a, b, c = (make_synthetic(tmp_path / n, seed=s, **kw) for n, s in (("a", 4), ("b", 4), ("c", 5)))
+    frame = "Data/VID/val/ILSVRC2015_val_00000000/000007.JPEG"
+    assert (tmp_path / "a" / frame).read_bytes() == (tmp_path / "b" / frame).read_bytes()
+    assert (tmp_path / "a" / frame).read_bytes() != (tmp_path / "c" / frame).read_bytes()
+    assert a.to_dict() == b.to_dict() != c.to_dict()
+    # a video does not depend on how many others are made
+    d = make_synthetic(tmp_path / "d", seed=4, **{**kw, "videos": 3})
+    assert json.dumps(d.to_dict()["videos"][0]) == json.dumps(a.to_dict()["videos"][0])
+
+
+def test_frames_accept_1280x720(tmp_path):
+    make_synthetic(tmp_path, videos=0, val_videos=1, frames=2, det_images=1, width=1280, height=720,
+                   progress=False)
+    (path,) = convert_dataset(tmp_path, parts=("vid_val",), progress=False)
+    coco = CocoVID.load(path)
+    assert {(img["width"], img["height"]) for img in coco.images} == {(1280, 720)}
+
+
+@pytest.mark.slow
+def test_default_twenty_video_set_is_fast_balanced_and_varied(tmp_path):
+    start = time.perf_counter()
+    made = make_synthetic(tmp_path, videos=20, val_videos=0, det_images=0, progress=False)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"20 videos took {elapsed:.1f}s"
+    (path,) = convert_dataset(tmp_path, parts=("vid_train",), progress=False)
+    coco = CocoVID.load(path)
+    assert len(coco.videos) == 20 and len(coco.images) == 1200
+    m = np.array([v for v in motion_iou(coco).values() if not math.isnan(v)])
+    fast, medium, slow = (m < 0.7).mean(), ((m >= 0.7) & (m <= 0.9)).mean(), (m > 0.9).mean()
+    assert min(fast, medium, slow) > 0.2, (fast, medium, slow)
+    drawn = {tr.wnid for v in made.videos for tr in v.tracks}
+    assert len(drawn) == len(SYNTHETIC_CLASSES)
+    anns = coco.all_annotations()
+    assert 0.05 < np.mean([a["occluded"] for a in anns]) < 0.5
+    speeds = {tr.speed for v in made.videos for tr in v.tracks}
+    assert speeds == {"slow", "medium", "fast"}
+    # objects enter after frame 0 and leave before the end
+    assert any(tr.frames[0] > 0 for v in made.videos for tr in v.tracks)
+    assert any(tr.frames[-1] < v.num_frames - 1 for v in made.videos for tr in v.tracks)
+
+
+def test_cli_make_synthetic_and_convert_dataset(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["make-synthetic", str(out), "--videos", "1", "--val-videos", "1", "--frames", "15",
+                 "--det-images", "2", "--width", "128", "--height", "80", "--seed", "2", "--no-progress"]) == 0
+    assert main(["convert-dataset", str(out), "-o", str(tmp_path / "ann"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out.split()
+    names = ("imagenet_vid_train.json", "imagenet_vid_val.json", "imagenet_det_30plus1cls.json")
+    assert printed == [str(out)] + [str(tmp_path / "ann" / n) for n in names]
+    assert main(["convert-dataset", str(tmp_path / "nowhere")]) == 2
+    assert "dff: error:" in capsys.readouterr().err
