@@ -1,0 +1,227 @@
+"""Result writers: JSONL (one flushed line per frame), an mp4 encoded with PyAV, and COCO-results JSON.
+
+Every writer is a context manager whose `close()` leaves a complete, valid file, also when the run is interrupted
+(Ctrl-C) part-way: the JSONL holds every finished frame, the video is finalised and playable, the COCO JSON is a
+closed array. The video and COCO files are written under a temporary name in the target folder and moved into
+place on close, so a half-written file never appears under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import av
+import cv2
+import numpy as np
+
+from dff.errors import InputError
+
+def detection_record(
+    frame: int, time_s: float, key: bool, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+    class_names: tuple[str, ...],
+) -> dict[str, Any]:
+    """The JSON object of one frame: frame, time_s, key and detections (bbox xyxy in original pixels)."""
+    return {
+        "frame": int(frame),
+        "time_s": round(float(time_s), 6),
+        "key": bool(key),
+        "detections": [
+            {
+                "bbox": [round(float(v), 2) for v in box],
+                "score": round(float(s), 5),
+                "label": class_names[int(c)],
+                "class_id": int(c),
+            }
+            for box, s, c in zip(boxes, scores, labels)
+        ],
+    }
+
+
+class _AtomicFile:
+    """A temporary file next to `path`, moved onto `path` by `commit()` or deleted by `discard()`."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "w") -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise InputError(f"{self.path}: output folder {self.path.parent} does not exist")
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}")
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+class JsonlWriter:
+    """Writes one JSON object per line and flushes it; `path` '-' writes to stdout."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        if self.path == "-":
+            self._f: IO[str] = sys.stdout
+        else:
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise InputError(f"{self.path}: output folder {parent} does not exist")
+            self._f = open(self.path, "w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not sys.stdout and not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CocoResultsWriter:
+    """Streams a COCO results array ([{image_id, category_id, bbox xywh, score}]) without holding it in memory.
+
+    `image_id` is the frame index plus `image_id_offset`; `category_id` is the class index + 1 (COCO ids start at 1).
+    """
+
+    def __init__(self, path: str | os.PathLike, image_id_offset: int = 0) -> None:
+        self._file = _AtomicFile(path)
+        self._f = open(self._file.tmp, "w", encoding="utf-8")
+        self._f.write("[")
+        self._first = True
+        self.image_id_offset = image_id_offset
+
+    def write(self, frame: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
+        for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+            item = {
+                "image_id": int(frame) + self.image_id_offset,
+                "category_id": int(c) + 1,
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(s, 5),
+            }
+            self._f.write(("\n" if self._first else ",\n") + json.dumps(item, separators=(",", ":")))
+            self._first = False
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        self._f.write("\n]\n")
+        self._f.close()
+        self._file.commit()
+
+    def __enter__(self) -> CocoResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def video_codec() -> str:
+    """libx264 when this PyAV build can encode it, else MPEG-4 Part 2."""
+    try:
+        av.codec.Codec("libx264", "w")
+        return "libx264"
+    except (av.error.FFmpegError, ValueError):
+        return "mpeg4"
+
+
+class VideoWriter:
+    """Encodes BGR frames to a video with PyAV (libx264 or mpeg4, yuv420p) at a constant frame rate.
+
+    The size is fixed by the first frame, rounded up to even numbers (yuv420p needs them; the extra row/column is
+    black). A later frame of another size is scaled to fit and letterboxed, so one playable file always results.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, codec: str | None = None) -> None:
+        self._file = _AtomicFile(path)
+        self.fps = fps
+        self.codec = codec or video_codec()
+        self.num_frames = 0
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the first frame
+        self.size: tuple[int, int] | None = None  # (width, height) encoded: frame_size rounded up to even
+        self._rate = Fraction(25)
+        try:
+            self._container = av.open(str(self._file.tmp), mode="w", format=_muxer_for(self._file.path))
+        except (av.error.FFmpegError, ValueError) as e:
+            self._file.discard()
+            raise InputError(f"{path}: cannot write a video there ({e})") from None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._closed = False
+
+    def _open_stream(self, w: int, h: int) -> None:
+        self._rate = Fraction(self.fps).limit_denominator(100000) if self.fps > 0 else Fraction(25)
+        stream = self._container.add_stream(self.codec, rate=self._rate)
+        stream.width, stream.height = w + w % 2, h + h % 2
+        stream.pix_fmt = "yuv420p"
+        if self.codec == "libx264":
+            stream.options = {"crf": "20", "preset": "veryfast"}
+        else:
+            stream.bit_rate = max(1_000_000, int(stream.width * stream.height * float(self._rate) * 0.15))
+        self._stream = stream
+        self.frame_size = (w, h)
+        self.size = (stream.width, stream.height)
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one uint8 BGR (H, W, 3) frame."""
+        if self._stream is None:
+            self._open_stream(image.shape[1], image.shape[0])
+        frame = av.VideoFrame.from_ndarray(_fit(image, self.frame_size, self.size), format="bgr24")
+        frame.pts = self.num_frames
+        frame.time_base = 1 / self._rate
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.num_frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finalise the file (also after an interrupt); no frames: no file."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+        finally:
+            self._container.close()
+            if self.num_frames:
+                self._file.commit()
+            else:
+                self._file.discard()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _muxer_for(path: Path) -> str:
+    return {".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm"}.get(path.suffix.lower(), "mp4")
+
+
+def _fit(image: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """`image` scaled to fit `frame_size` (w, h) if it differs (centred, letterboxed), on a black canvas of `size`."""
+    fw, fh = frame_size
+    ih, iw = image.shape[:2]
+    y = x = 0
+    if (iw, ih) != (fw, fh):
+        s = min(fw / iw, fh / ih)
+        image = cv2.resize(image, (max(1, round(iw * s)), max(1, round(ih * s))), interpolation=cv2.INTER_AREA)
+        ih, iw = image.shape[:2]
+        y, x = (fh - ih) // 2, (fw - iw) // 2
+    if (iw, ih) == size:
+        return np.ascontiguousarray(image)
+    canvas = np.zeros((size[1], size[0], 3), np.uint8)
+    canvas[y:y + ih, x:x + iw] = image
+    return canvas
