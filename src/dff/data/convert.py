@@ -166,6 +166,7 @@ def write_json_atomic(obj: object, path: Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

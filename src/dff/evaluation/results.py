@@ -1,0 +1,192 @@
+"""The streaming results file of `dff test`: JSON lines, a header then one line per frame, flushed as written.
+
+An interrupted run keeps every line it flushed. On resume, `consolidate` keeps the videos that are complete (every
+frame present), drops a partial video, and rewrites the file atomically in dataset order; the videos left are then
+run and appended. A distributed run streams each rank to its own part file (`<name>.rank<r>.jsonl`), which
+`consolidate` merges into the main file in dataset order (like mmtracking's `collect_results_cpu`).
+
+Floats are written as the shortest decimal that reads back as the same float32, so a results file holds exactly
+the detector's float32 outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from dff.errors import DFFError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "dff-results"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """Detections of one dataset frame (boxes xyxy in original pixels, labels 0-based)."""
+
+    video_id: int
+    image_id: int
+    frame_id: int
+    is_key_frame: bool
+    boxes: np.ndarray  # float32 (N, 4)
+    scores: np.ndarray  # float32 (N,)
+    labels: np.ndarray  # int64 (N,)
+
+    def to_json(self) -> str:
+        """One JSON line (without the newline)."""
+        return json.dumps({
+            "video_id": self.video_id, "image_id": self.image_id, "frame_id": self.frame_id,
+            "key": self.is_key_frame, "boxes": _floats(self.boxes).reshape(-1, 4).tolist(),
+            "scores": _floats(self.scores).tolist(), "labels": [int(v) for v in self.labels],
+        })
+
+    @classmethod
+    def from_json(cls, line: str) -> FrameRecord:
+        """Parse one line written by `to_json`."""
+        d = json.loads(line)
+        return cls(
+            video_id=int(d["video_id"]), image_id=int(d["image_id"]), frame_id=int(d["frame_id"]),
+            is_key_frame=bool(d["key"]), boxes=np.asarray(d["boxes"], np.float32).reshape(-1, 4),
+            scores=np.asarray(d["scores"], np.float32), labels=np.asarray(d["labels"], np.int64),
+        )
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    """float32 values as Python floats whose repr is the shortest one that reads back as the same float32."""
+    flat = np.asarray(values, np.float32).ravel()
+    return np.array([float(s) for s in map(str, flat)], dtype=object).reshape(np.shape(values))
+
+
+def make_header(**fields: object) -> dict:
+    """The header line: format, version and the settings a resumed run must share (key interval, weights...)."""
+    return {"format": FORMAT, "version": VERSION, **fields}
+
+
+def part_path(path: Path, rank: int) -> Path:
+    """The file rank `rank` streams to during a distributed run."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def _part_paths(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
+
+
+def _read(path: Path, header: dict) -> Iterator[FrameRecord]:
+    """Records of one file whose header must equal `header`; an unreadable line (a cut-off write) ends it."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+        if not first.endswith("\n"):
+            return  # interrupted before the header was complete: nothing in it
+        try:
+            found = json.loads(first)
+        except json.JSONDecodeError:
+            raise DFFError(f"{path}: not a dff results file (bad header line)") from None
+        if found != header:
+            changed = sorted(k for k in set(found) | set(header) if found.get(k) != header.get(k))
+            raise DFFError(
+                f"{path}: made with different settings ({', '.join(changed)}); "
+                "pass --overwrite to start again or choose another --out"
+            )
+        for number, line in enumerate(f, start=2):
+            if not line.endswith("\n"):
+                log.info("%s: dropping a cut-off last line %d", path, number)
+                return
+            try:
+                yield FrameRecord.from_json(line)
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+                log.warning("%s: line %d is unreadable; dropping it and what follows", path, number)
+                return
+
+
+def read_records(path: Path) -> list[FrameRecord]:
+    """Every frame record of a finished results file, in file order (the header is not checked)."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        raise DFFError(f"{path}: not a dff results file (bad header line)") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise DFFError(f"{path}: not a dff results file")
+    return list(_read(path, header))
+
+
+def consolidate(path: Path, header: dict, frames_per_video: Mapping[int, int]) -> set[int]:
+    """Merge `path` and any part files into `path`: complete videos only, in the order of `frames_per_video`.
+
+    frames_per_video: video id -> number of frames, in dataset order. Returns the ids of the complete videos.
+    Part files are removed once merged; the main file is replaced atomically.
+    """
+    sources = ([path] if path.exists() else []) + _part_paths(path)
+    videos: dict[int, dict[int, FrameRecord]] = {}
+    owner: dict[int, Path] = {}
+    for source in sources:
+        for r in _read(source, header):
+            if owner.setdefault(r.video_id, source) == source:  # a video also complete in an earlier file is skipped
+                videos.setdefault(r.video_id, {})[r.frame_id] = r
+    complete = {v for v, frames in videos.items() if len(frames) == frames_per_video.get(v, -1)}
+    dropped = sorted(set(videos) - complete)
+    if dropped:
+        log.info("%s: dropping %d incomplete video(s) %s; they will be run again", path, len(dropped), dropped)
+    ordered = (videos[v][k] for v in frames_per_video if v in complete for k in sorted(videos[v]))
+    _write_atomic(path, header, ordered)
+    for part in _part_paths(path):
+        part.unlink()
+    return complete
+
+
+def _write_atomic(path: Path, header: dict, records: Iterable[FrameRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n")
+            for r in records:
+                f.write(r.to_json() + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; keep the mode a plain open() would give
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_results(path: Path) -> None:
+    """Delete a results file and its part files (for --overwrite)."""
+    for p in [path, *_part_paths(path)]:
+        p.unlink(missing_ok=True)
+
+
+class ResultsWriter:
+    """Appends frame records to a results file, one flushed line each; writes the header if the file is new."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        self.path = path
+        new = not path.exists() or path.stat().st_size == 0
+        self._file: IO[str] = open(path, "a", encoding="utf-8")
+        if new:
+            self._file.write(json.dumps(header) + "\n")
+            self._file.flush()
+
+    def write(self, record: FrameRecord) -> None:
+        """Append one frame and flush it to the OS."""
+        self._file.write(record.to_json() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
