@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 import dff
-from dff.cli.detect import DetectOptions, detect_source
+from dff.io.pipeline import DetectOptions, detect_source
 from dff.errors import DFFError
 from dff.io.sources import open_source
 

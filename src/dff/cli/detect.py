@@ -1,175 +1,18 @@
-"""`dff detect SOURCE --weights W`: detections of a video, frame folder, glob or stream as JSONL and an mp4.
-
-The decoding runs in a background thread (dff.io.sources), the model in the main thread, and every output is
-written as each frame finishes, so memory is constant on any length of input. The first Ctrl-C stops after the
-current frame with every output complete and playable; a second one aborts at once (outputs are still closed).
-"""
+"""`dff detect SOURCE --weights W`: detections of a video, frame folder, glob or stream as JSONL and an mp4."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
-import time
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-
-import cv2
-import numpy as np
-from tqdm import tqdm
 
 import dff
 from dff import zoo
 from dff.api import DFFModel
 from dff.config import PRESETS
-from dff.data.transforms import padded_size, rescale_size
-from dff.errors import DFFError, InputError
-from dff.io.draw import draw_detections, draw_frame_marker, flow_picture
-from dff.io.sources import FrameSource, open_source
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class DetectOptions:
-    """What to keep and where to write it; an output left as None is not written."""
-
-    score_thr: float = 0.5
-    class_ids: Sequence[int] | None = None  # keep only these classes (indices into model.class_names)
-    out_json: str | Path | None = None  # JSONL, '-' for stdout
-    out_video: Path | None = None
-    out_coco: Path | None = None
-    show_flow: Path | None = None  # folder for one flow picture per non-key frame
-    max_frames: int | None = None
-    progress: bool = True
-
-
-@dataclass
-class DetectSummary:
-    """What a run did: frames, key frames, wall time, kept detections per class, whether it was stopped early."""
-
-    frames: int = 0
-    key_frames: int = 0
-    seconds: float = 0.0
-    counts: Counter = field(default_factory=Counter)  # class name -> detections kept
-    frames_with: Counter = field(default_factory=Counter)  # class name -> frames with at least one of them
-    interrupted: bool = False
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def describe(self) -> str:
-        found = ", ".join(f"{name} {n}" for name, n in self.counts.most_common()) or "nothing"
-        stopped = " (interrupted)" if self.interrupted else ""
-        return (f"{self.frames} frames ({self.key_frames} key frames) in {self.seconds:.1f} s, {self.fps:.1f} fps"
-                f"{stopped}; detections: {found}")
-
-
-class _StopOnInterrupt:
-    """First SIGINT sets `requested` (the loop stops after the current frame); a second one raises as usual."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("stopping after the current frame (Ctrl-C again to abort)")
-
-    def __enter__(self) -> _StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def class_ids_for(names: str | Sequence[str], class_names: Sequence[str]) -> list[int]:
-    """'car,bicycle' -> their indices in `class_names`; an unknown name is an InputError listing the known ones."""
-    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
-    unknown = [n for n in wanted if n not in class_names]
-    if unknown:
-        raise InputError(f"unknown class {', '.join(map(repr, unknown))}; known classes: {', '.join(class_names)}")
-    return [list(class_names).index(n) for n in wanted]
-
-
-def flow_coverage(frame_shape: tuple[int, ...], model: DFFModel) -> tuple[float, float]:
-    """(h, w) fraction of the padded network input (hence of the feature map) that the frame covers."""
-    h, w = frame_shape[:2]
-    cfg = model.config.preprocess
-    (nw, nh), _ = rescale_size(w, h, cfg.scale)
-    ph, pw = padded_size(nh, nw, cfg.size_divisor)
-    return nh / ph, nw / pw
-
-
-def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> DetectSummary:
-    """Run the model over `source` and write the requested outputs frame by frame; returns a summary."""
-    summary = DetectSummary()
-    total = source.num_frames
-    if opts.max_frames is not None:
-        total = min(total, opts.max_frames) if total is not None else opts.max_frames
-    pending: deque = deque()
-
-    def images() -> Iterator[np.ndarray]:
-        for f in islice(source, opts.max_frames):
-            pending.append(f)
-            yield f.image
-
-    show_flow = opts.show_flow is not None
-    if show_flow:
-        Path(opts.show_flow).mkdir(parents=True, exist_ok=True)
-    keep_ids = None if opts.class_ids is None else np.asarray(list(opts.class_ids), dtype=np.int64)
-    start = time.perf_counter()
-    with _StopOnInterrupt() as stop, ExitStack() as stack:
-        stack.callback(source.close)
-        jsonl = stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
-        coco = stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
-        video = stack.enter_context(VideoWriter(opts.out_video, source.fps)) if opts.out_video is not None else None
-        results = model.predict(images(), return_flow=True) if show_flow else model.predict(images())
-        stack.callback(results.close)
-        bar = stack.enter_context(tqdm(total=total, unit="frame", desc=Path(source.name).name or source.name,
-                                       disable=not opts.progress, dynamic_ncols=True))
-        for r in results:
-            f = pending.popleft()
-            keep = r.scores >= opts.score_thr
-            if keep_ids is not None:
-                keep &= np.isin(r.labels, keep_ids)
-            boxes, scores, labels = r.boxes[keep], r.scores[keep], r.labels[keep]
-            if jsonl is not None:
-                jsonl.write(detection_record(f.index, f.time_s, r.is_key_frame, boxes, scores, labels,
-                                             model.class_names))
-            if coco is not None:
-                coco.write(f.index, boxes, scores, labels)
-            if video is not None:
-                picture = draw_detections(f.image, boxes, scores, labels, model.class_names)
-                video.write(draw_frame_marker(picture, f.index, r.is_key_frame))
-            if show_flow and r.flow is not None:
-                size = (f.image.shape[1], f.image.shape[0])
-                picture = flow_picture(r.flow, size, f.index, flow_coverage(f.image.shape, model))
-                cv2.imwrite(str(Path(opts.show_flow) / f"flow_{f.index:06d}.png"), picture)
-            summary.frames += 1
-            summary.key_frames += int(r.is_key_frame)
-            names = [model.class_names[int(c)] for c in labels]
-            summary.counts.update(names)
-            summary.frames_with.update(set(names))
-            bar.update(1)
-            if stop.requested:
-                summary.interrupted = True
-                break
-    summary.seconds = time.perf_counter() - start
-    return summary
+from dff.errors import DFFError
+from dff.io.pipeline import DetectOptions, class_ids_for, detect_source
+from dff.io.sources import open_source
 
 
 def load_model(weights: str, preset: str | None, device: str) -> DFFModel:
