@@ -137,3 +137,36 @@ def test_resolve_zoo_name_file_and_unknown(server, cache, monkeypatch, tmp_path)
     assert zoo.resolve(str(local)) == (local, None)
     with pytest.raises(CheckpointError, match="not a zoo name.*dff_r50_dc5_imagenetvid"):
         zoo.resolve("dff_r51_dc5")
+
+
+def test_load_by_zoo_name_downloads_verifies_and_loads(cache, monkeypatch, tmp_path):
+    """dff.load('<zoo name>') fetches the official-style file from a local server and loads it as mmtracking's."""
+    import functools
+
+    import torch
+
+    import dff
+    from dff.models.detector import DFF
+
+    torch.manual_seed(0)
+    served = tmp_path / "served"
+    served.mkdir()
+    tmp = served / "tmp.pth"
+    torch.save({"state_dict": DFF(dff.preset("tiny_synthetic")).state_dict(), "meta": {}}, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
+    name = f"dff_tiny_20261126-{digest}.pth"
+    tmp.rename(served / name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{name}"
+        monkeypatch.setitem(zoo.ZOO, "dff_tiny_test", zoo.ZooEntry("tiny_synthetic", url, 0.0))
+        model = dff.load("dff_tiny_test")
+        assert model.config.name == "tiny_synthetic" and (cache / name).is_file()
+        with pytest.raises(CheckpointError, match="dff_tiny_test is a tiny_synthetic checkpoint, not r50_dc5"):
+            dff.load("dff_tiny_test", preset="r50_dc5")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

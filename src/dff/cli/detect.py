@@ -8,20 +8,10 @@ from pathlib import Path
 
 import dff
 from dff import zoo
-from dff.api import DFFModel
 from dff.config import PRESETS
 from dff.errors import DFFError
 from dff.io.pipeline import DetectOptions, class_ids_for, detect_source
 from dff.io.sources import open_source
-
-
-def load_model(weights: str, preset: str | None, device: str) -> DFFModel:
-    """A checkpoint file or zoo name (downloaded and verified on first use) loaded on `device`."""
-    entry = zoo.ZOO.get(weights)
-    if entry is not None and preset is not None and preset != entry.preset:
-        raise DFFError(f"{weights} is a {entry.preset} checkpoint; drop --preset or use --preset {entry.preset}")
-    path, zoo_preset = zoo.resolve(weights)
-    return dff.load(path, preset=preset or zoo_preset, device=device)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and args.fps <= 0:
         raise DFFError(f"--fps must be > 0, got {args.fps}")
     source = open_source(args.source, fps=args.fps)
-    model = load_model(args.weights, args.preset, args.device)
+    model = dff.load(args.weights, preset=args.preset, device=args.device)
     if args.key_interval is not None:
         model.key_interval = args.key_interval
     outputs = (args.out_json, args.out_video, args.out_coco)

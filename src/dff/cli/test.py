@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import dff
 from dff.api import DFFModel
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
@@ -86,11 +87,9 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
 
 def _load(args: argparse.Namespace, device: str, world: int, rank: int) -> DFFModel:
     """Rank 0 loads first (a zoo name may download), the others after it."""
-    from dff.cli.detect import load_model
-
     if world > 1 and rank != 0:
         dist.barrier()
-    model = load_model(args.weights, args.preset, device)
+    model = dff.load(args.weights, preset=args.preset, device=device)
     if world > 1 and rank == 0:
         dist.barrier()
     return model

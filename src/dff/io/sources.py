@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import cv2
@@ -25,6 +26,7 @@ import numpy as np
 from dff.errors import InputError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
@@ -60,7 +62,7 @@ class FrameSource:
         self._active: list[Iterator[Frame]] = []
 
     def __iter__(self) -> Iterator[Frame]:
-        it = _prefetch(self._produce, QUEUE_SIZE, f"decode {self.name}")
+        it = prefetch(self._produce, QUEUE_SIZE, f"decode {self.name}")
         self._active.append(it)
         return it
 
@@ -215,7 +217,7 @@ class _Failure:
         self.error = error
 
 
-def _prefetch(produce: Callable[[], Iterator[Frame]], size: int, thread_name: str) -> Iterator[Frame]:
+def prefetch(produce: Callable[[], Iterator[T]], size: int, thread_name: str) -> Iterator[T]:
     """Run `produce()` in a daemon thread that stays at most `size` items ahead; re-raise its errors here."""
     q: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()

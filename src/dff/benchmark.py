@@ -1,0 +1,485 @@
+"""Timing engine of `dff benchmark`: per-frame and per-stage timings of several settings, run interleaved.
+
+A setting is an inference path (the reference network op for op as mmtracking runs it, or the fast copy, in a
+dtype) at a key-frame interval. Every setting processes the same decoded frames from frame 0 in order; the frames
+are split into chunks (of the least common multiple of the intervals) and the settings take turns chunk by chunk,
+so that a change of machine load hits all of them alike. Before timing, each setting runs `warmup` frames and
+then starts a fresh video.
+
+Frame time is measured from asking for the next preprocessed frame to having its numpy detections. Stages are
+timed with forward pre/post hooks on the network's stage modules: backbone (+neck), flow, warp, rpn (head +
+proposals), roi_head (RoIAlign + box head); preprocess is the time spent waiting for the preprocessed frame
+(the preprocessing itself runs in a background thread when prefetching; its own duration is reported as
+preprocess_worker), postprocess runs from the end of the box head to the numpy result; `other` is what remains.
+GFLOPs are counted once with torch's FlopCounterMode on the reference network (convolutions and matrix products;
+every setting does the same arithmetic), for one key and one non-key frame. The matmul peak is the best of
+several large fp32 (or the setting's dtype) `torch.mm` on the same threads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from dff.api import DTYPES, REFERENCE, DFFModel, FrameResult, InferenceOptions, ModelInput, VideoSession
+
+log = logging.getLogger(__name__)
+
+STAGES = ("preprocess", "backbone", "flow", "warp", "rpn", "roi_head", "postprocess", "other")
+_STAGE_OF_MODULE = {
+    "detector.backbone": "backbone", "detector.neck": "backbone", "motion": "flow", "warp": "warp",
+    "detector.rpn_head": "rpn", "detector.proposal_generator": "rpn", "detector.roi_head": "roi_head",
+}
+PATHS = ("reference", "optimized")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration to time: 'reference' or 'optimized' (with a dtype) at a key-frame interval."""
+
+    path: str
+    dtype: str
+    key_interval: int
+
+    @property
+    def label(self) -> str:
+        dtype = "" if self.dtype == "fp32" else f"-{self.dtype}"
+        return f"{self.path}{dtype}@{self.key_interval}"
+
+    def options(self) -> InferenceOptions:
+        return REFERENCE if self.path == "reference" else InferenceOptions(dtype=self.dtype)
+
+
+def parse_settings(compare: Sequence[str], intervals: Sequence[int], dtype: str = "fp32") -> list[Setting]:
+    """['reference', 'optimized:bf16'] x [1, 10] -> settings, path-major; a bare 'optimized' takes `dtype`."""
+    settings = []
+    for spec in compare:
+        path, _, dt = spec.strip().partition(":")
+        if path not in PATHS:
+            raise ValueError(f"unknown setting {spec!r}: use reference, optimized or optimized:<dtype>")
+        dt = dt or (dtype if path == "optimized" else "fp32")
+        if dt not in DTYPES:
+            raise ValueError(f"unknown dtype {dt!r} in {spec!r}; choose from {', '.join(DTYPES)}")
+        if path == "reference" and dt != "fp32":
+            raise ValueError("the reference path runs in fp32 only")
+        settings += [Setting(path, dt, int(k)) for k in intervals]
+    if len(set(settings)) != len(settings):
+        raise ValueError("a setting is listed twice")
+    return settings
+
+
+@dataclass
+class FrameTiming:
+    """Wall seconds of one frame and of its stages."""
+
+    index: int
+    is_key: bool
+    seconds: float
+    stages: dict[str, float]
+    preprocess_worker: float
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class StageTimer:
+    """Forward pre/post hooks on the stage modules of one or more networks, adding wall time to `current`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.current: dict[str, float] | None = None
+        self.roi_end: float | None = None
+        self.peak_rss = 0
+        self._starts: dict[str, float] = {}
+        self._handles: list = []
+        self._hooked: set[int] = set()
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def attach(self, net: nn.Module) -> None:
+        """Hook `net`'s stage modules; hook registries shared with a net already attached are not hooked twice."""
+        for name, stage in _STAGE_OF_MODULE.items():
+            module = net.get_submodule(name)
+            if id(module._forward_pre_hooks) not in self._hooked:
+                self._hooked.add(id(module._forward_pre_hooks))
+                self._handles.append(module.register_forward_pre_hook(self._pre(stage)))
+            if id(module._forward_hooks) not in self._hooked:
+                self._hooked.add(id(module._forward_hooks))
+                self._handles.append(module.register_forward_hook(self._post(stage)))
+
+    def _pre(self, stage: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if self.current is not None:
+                self._starts[stage] = self._now()
+        return hook
+
+    def _post(self, stage: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if self.current is None or stage not in self._starts:
+                return
+            now = self._now()
+            self.current[stage] = self.current.get(stage, 0.0) + now - self._starts.pop(stage)
+            if stage == "roi_head":
+                self.roi_end = now
+            if not self.cuda:
+                self.peak_rss = max(self.peak_rss, _rss_bytes())
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._hooked.clear()
+
+
+class _Run:
+    """One setting's model, input stream, video session and records."""
+
+    def __init__(self, net: nn.Module, device: torch.device, setting: Setting, frames: Sequence[np.ndarray]) -> None:
+        self.setting = setting
+        self.model = DFFModel(net, device, setting.options())
+        self.model.key_interval = setting.key_interval
+        self.net = self.model.inference_net()  # chosen before the timer's hooks exist, kept for the whole run
+        self.frames = frames
+        self.records: list[FrameTiming] = []
+        self.results: list[FrameResult] = []
+        self.peak_memory = 0
+        self._inputs = None
+        self.restart()
+
+    def restart(self) -> None:
+        """A fresh video from frame 0 (the previous input thread is stopped)."""
+        if self._inputs is not None:
+            self._inputs.close()
+        self._inputs = self.model.inputs(self.frames)
+        self.session = VideoSession(self.model, self.net)
+
+    def step(self, timer: StageTimer, record: bool) -> None:
+        timer.current, timer.roi_end = {}, None
+        start = timer._now()
+        inp: ModelInput = next(self._inputs)
+        got = timer._now()
+        result = self.session.step(inp)
+        end = timer._now()
+        stages, timer.current = timer.current, None
+        stages["preprocess"] = got - start
+        stages["postprocess"] = end - timer.roi_end if timer.roi_end is not None else 0.0
+        stages["other"] = max(0.0, (end - start) - sum(stages.values()))
+        if record:
+            self.records.append(FrameTiming(inp.index, result.is_key_frame, end - start, stages, inp.preprocess_s))
+            self.results.append(result)
+
+    def close(self) -> None:
+        self._inputs.close()
+
+
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype = torch.float32, repeats: int = 5, n: int | None = None
+) -> float:
+    """Best GFLOP/s of a large square n x n `torch.mm` (default n=4096 on CPU, 8192 on GPU) on the current threads."""
+    n = n or (8192 if device.type == "cuda" else 4096)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = math.inf
+    with torch.inference_mode():
+        torch.mm(a, b)
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def frame_flops(net: nn.Module, device: torch.device, frames: Sequence[np.ndarray]) -> tuple[float, float | None]:
+    """(key, non-key) GFLOPs of the reference network on frames[0] (key) and frames[1] (non-key)."""
+    model = DFFModel(net, device, REFERENCE)
+    model.key_interval = max(2, len(frames))
+    session, counts = model.session(), []
+    for inp in model.inputs(frames[:2]):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            session.step(inp)
+        counts.append(counter.get_total_flops() / 1e9)
+    return counts[0], counts[1] if len(counts) > 1 else None
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def time_summary(values: Sequence[float]) -> dict[str, float]:
+    """count, mean, median, p10, p90, p99, min, max of seconds."""
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "mean": statistics.fmean(values), "median": statistics.median(values),
+            "p10": _pct(values, 10), "p90": _pct(values, 90), "p99": _pct(values, 99),
+            "min": min(values), "max": max(values)}
+
+
+def summarize(records: Sequence[FrameTiming], key_interval: int) -> dict:
+    """Timing summary of one setting: frame times (all / key / non-key), stage medians, fps."""
+    key = [r for r in records if r.is_key]
+    nonkey = [r for r in records if not r.is_key]
+    total = sum(r.seconds for r in records)
+    out = {
+        "frames": len(records), "key_frames": len(key),
+        "fps": len(records) / total if total > 0 else float("nan"),
+        "all": time_summary([r.seconds for r in records]),
+        "key": time_summary([r.seconds for r in key]),
+        "non_key": time_summary([r.seconds for r in nonkey]),
+        "stages_median": {
+            kind: {s: statistics.median([r.stages.get(s, 0.0) for r in group]) for s in STAGES}
+            for kind, group in (("key", key), ("non_key", nonkey)) if group
+        },
+        "preprocess_worker_median": statistics.median([r.preprocess_worker for r in records]) if records else None,
+    }
+    k_med = out["key"].get("median")
+    n_med = out["non_key"].get("median", 0.0) if key_interval > 1 else 0.0
+    if k_med is not None and (key_interval == 1 or out["non_key"]["count"]):
+        out["fps_median"] = key_interval / (k_med + (key_interval - 1) * n_med)
+        if key_interval > 1:
+            out["non_key_over_key"] = n_med / k_med
+    return out
+
+
+def agreement(a: Sequence[FrameResult], b: Sequence[FrameResult], top: int = 20) -> dict:
+    """How far b's detections are from a's: per frame, each of a's top detections needs a same-label detection
+    of b within 0.05 px and 1e-4 in score (the golden tolerances); worst box and score distances of matches."""
+    ok, worst_box, worst_score = True, 0.0, 0.0
+    for ra, rb in zip(a, b):
+        for i in range(min(top, len(ra.scores))):
+            same = rb.labels == ra.labels[i]
+            if not same.any():
+                ok = False
+                continue
+            dbox = np.abs(rb.boxes[same] - ra.boxes[i]).max(axis=1)
+            dscore = np.abs(rb.scores[same] - ra.scores[i])
+            j = int(np.argmin(dbox + dscore))
+            worst_box, worst_score = max(worst_box, float(dbox[j])), max(worst_score, float(dscore[j]))
+            ok &= bool(dbox[j] <= 0.05 and dscore[j] <= 1e-4)
+    return {"within_golden_tolerance": ok, "max_box_px": worst_box, "max_score": worst_score}
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+@dataclass
+class BenchmarkReport:
+    """Everything `dff benchmark` prints and writes as JSON."""
+
+    date: str
+    machine: dict
+    preset: str
+    weights: str
+    source: str
+    frame_size: list[int]
+    input_size: list[int]
+    frames: int
+    warmup: int
+    gflops: dict
+    matmul_peak_gflops: dict
+    load_average: dict
+    command: str = ""
+    settings: dict = field(default_factory=dict)
+    ratios: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_benchmark(
+    net: nn.Module, device: torch.device, frames: Sequence[np.ndarray], settings: Sequence[Setting], *,
+    warmup: int = 10, weights: str = "", source: str = "", progress: Callable[[str], None] | None = None,
+    matmul_size: int | None = None,
+) -> BenchmarkReport:
+    """Time every setting on `frames` (decoded BGR arrays of one video), interleaved; see the module docstring."""
+    if not settings:
+        raise ValueError("no setting to run")
+    if len(frames) < 2:
+        raise ValueError("need at least 2 frames")
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    say = progress or (lambda msg: log.info(msg))
+    peaks = {}
+    for dt in sorted({s.dtype for s in settings} | {"fp32"}):
+        say(f"measuring the {dt} matmul peak")
+        peaks[dt] = matmul_peak(device, DTYPES[dt], n=matmul_size)
+    say("counting FLOPs")
+    key_gf, nonkey_gf = frame_flops(net, device, frames)
+    runs = [_Run(net, device, s, frames) for s in settings]
+    timer = StageTimer(device)
+    try:
+        warm = min(warmup, len(frames))
+        for run in runs:
+            say(f"warm-up {run.setting.label} ({warm} frames)")
+            for _ in range(warm):
+                run.step(timer, record=False)
+            run.restart()
+            timer.attach(run.net)
+        chunk = math.lcm(*(s.key_interval for s in settings))
+        say(f"timing {len(frames)} frames x {len(runs)} settings, interleaved in chunks of {chunk}")
+        for start in range(0, len(frames), chunk):
+            for run in runs:
+                timer.peak_rss = 0
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                for _ in range(min(chunk, len(frames) - start)):
+                    run.step(timer, record=True)
+                peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else timer.peak_rss
+                run.peak_memory = max(run.peak_memory, peak)
+    finally:
+        timer.close()
+        for run in runs:
+            run.close()
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    from dff.data.transforms import padded_size, rescale_size
+
+    h, w = frames[0].shape[:2]
+    (nw, nh), _ = rescale_size(w, h, net.cfg.preprocess.scale)
+    report = BenchmarkReport(
+        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=machine_info(device),
+        preset=net.cfg.name, weights=weights, source=source, frame_size=[w, h],
+        input_size=list(reversed(padded_size(nh, nw, net.cfg.preprocess.size_divisor))), frames=len(frames),
+        warmup=warmup, gflops={"key": key_gf, "non_key": nonkey_gf}, matmul_peak_gflops=peaks,
+        load_average={"start": list(load_start) if load_start else None, "end": list(load_end) if load_end else None},
+    )
+    for run in runs:
+        s = run.setting
+        summary = summarize(run.records, s.key_interval)
+        gf = key_gf if s.key_interval == 1 else (key_gf + (s.key_interval - 1) * nonkey_gf) / s.key_interval
+        summary["gflops_per_frame"] = gf
+        k_med = summary["key"].get("median")
+        if k_med:
+            summary["key_gflops_per_s"] = key_gf / k_med
+            summary["key_fraction_of_peak"] = key_gf / k_med / peaks[s.dtype]
+        summary["peak_memory_bytes"] = run.peak_memory
+        summary["peak_memory_kind"] = ("cuda max_memory_allocated" if device.type == "cuda"
+                                       else "process RSS, highest sampled during this setting's frames")
+        base = _baseline(runs, s)
+        summary["agreement"] = None if base is run else {"baseline": base.setting.label,
+                                                         **agreement(base.results, run.results)}
+        summary["setting"] = asdict(s)
+        summary["records"] = [asdict(r) for r in run.records]
+        report.settings[s.label] = summary
+    report.ratios = ratios(runs, report.settings)
+    return report
+
+
+def _baseline(runs: Sequence[_Run], s: Setting) -> _Run:
+    """The first run at the same key interval as s."""
+    return next(r for r in runs if r.setting.key_interval == s.key_interval)
+
+
+def ratios(runs: Sequence[_Run], summaries: dict) -> list[dict]:
+    """Throughput ratios: each setting against the first one at the same interval, and DFF@k against @1."""
+    out = []
+    settings = [r.setting for r in runs]
+    for s in settings:
+        base = _baseline(runs, s).setting
+        if base != s:
+            out.append(_ratio(s.label, base.label, summaries))
+        if s.key_interval > 1:
+            per_frame = next((b for b in settings if b.key_interval == 1 and (b.path, b.dtype) == (s.path, s.dtype)),
+                             None)
+            if per_frame is not None:
+                out.append(_ratio(s.label, per_frame.label, summaries))
+    return out
+
+
+def _ratio(a: str, b: str, summaries: dict) -> dict:
+    sa, sb = summaries[a], summaries[b]
+    return {"setting": a, "baseline": b, "throughput": sa["fps"] / sb["fps"],
+            "throughput_from_medians": sa.get("fps_median", math.nan) / sb.get("fps_median", math.nan)}
+
+
+def format_report(report: BenchmarkReport) -> str:
+    """The human-readable tables of a report."""
+    m = report.machine
+    lines = [
+        *([f"$ {report.command}"] if report.command else []),
+        f"{report.date}  {m['cpu']} ({m['cpu_count']} CPUs, {m['torch_threads']} torch threads), torch {m['torch']}, "
+        f"device {m['device']}{' ' + m['gpu'] if 'gpu' in m else ''}",
+        f"load average (1/5/15 min): start {_load(report.load_average['start'])}, "
+        f"end {_load(report.load_average['end'])}",
+        f"{report.preset} on {report.source}: {report.frames} frames {report.frame_size[0]}x{report.frame_size[1]} -> "
+        f"input {report.input_size[0]}x{report.input_size[1]}, warm-up {report.warmup} frames; "
+        f"weights {report.weights}",
+        "GFLOPs per frame: key {:.1f}, non-key {}".format(
+            report.gflops["key"], "-" if report.gflops["non_key"] is None else f"{report.gflops['non_key']:.1f}"),
+        "matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.matmul_peak_gflops.items()),
+        "",
+        f"{'setting':<22}{'fps':>7}{'fps(med)':>9}{'key p50':>9}{'key p90':>9}{'nonkey p50':>11}{'nonkey p90':>11}"
+        f"{'nk/key':>8}{'GF/frame':>9}{'key %peak':>10}{'peak mem':>10}",
+    ]
+    for label, s in report.settings.items():
+        lines.append(
+            f"{label:<22}{s['fps']:>7.3f}{s.get('fps_median', math.nan):>9.3f}"
+            f"{_ms(s['key'].get('median')):>9}{_ms(s['key'].get('p90')):>9}"
+            f"{_ms(s['non_key'].get('median')):>11}{_ms(s['non_key'].get('p90')):>11}"
+            f"{s.get('non_key_over_key', math.nan):>8.3f}{s['gflops_per_frame']:>9.1f}"
+            f"{100 * s.get('key_fraction_of_peak', math.nan):>9.1f}%{s['peak_memory_bytes'] / 2**30:>8.2f}GiB")
+    lines += ["", "stage medians, ms (key frames | non-key frames):",
+              f"{'setting':<22}{'frames':>8}" + "".join(f"{s:>12}" for s in STAGES)]
+    for label, s in report.settings.items():
+        for kind in ("key", "non_key"):
+            med = s["stages_median"].get(kind)
+            if med:
+                name = label if kind == "key" else ""
+                lines.append(f"{name:<22}{kind:>8}" + "".join(f"{1000 * med[st]:>12.1f}" for st in STAGES))
+    agreements = [(label, s["agreement"]) for label, s in report.settings.items() if s["agreement"] is not None]
+    if agreements:
+        lines += ["", "detections (top 20 per frame) against the first setting at the same interval:"]
+        for label, a in agreements:
+            verdict = "within" if a["within_golden_tolerance"] else "OUTSIDE"
+            lines.append(f"  {label:>22} vs {a['baseline']:<22} {verdict} golden tolerance "
+                         f"(max |d box| {a['max_box_px']:.4f} px, max |d score| {a['max_score']:.2e})")
+    if report.ratios:
+        lines += ["", "throughput ratios (overall fps | from medians):"]
+        for r in report.ratios:
+            lines.append(f"  {r['setting']:>22} / {r['baseline']:<22} {r['throughput']:6.2f}x | "
+                         f"{r['throughput_from_medians']:6.2f}x")
+    return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.1f}"
+
+
+def _load(values: list[float] | None) -> str:
+    return "n/a" if not values else "/".join(f"{v:.2f}" for v in values)

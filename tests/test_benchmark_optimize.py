@@ -1,0 +1,208 @@
+"""The fast inference path gives the reference path's results: golden comparison of both, and each fast piece."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import dff
+from dff.api import REFERENCE, InferenceOptions
+from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
+from dff.data.transforms import preprocess
+from dff.models.detector import DFF
+from dff.models.fast_heads import nms_top_k, roi_align_channels_last
+from dff.models.fast_trunks import FastFlowWarp, fold_conv_bn
+from dff.models.optimize import FastDFF, optimize
+from dff.models.packed import PackedConv, PackedLinear
+from dff.models.warp import FlowWarp
+from tests.conftest import GOLDEN, REAL, need
+from tests.test_golden import Recorder, close, detections_match, summary_matches, write_mmtracking_checkpoint
+
+# Frames 0-3 as one video and 10-11 as another reproduce the golden run's frames 0-3 and 10-11 (keys at 0 and 10).
+GOLDEN_SEGMENTS = ((0, 4), (10, 12))
+
+
+@pytest.fixture(scope="module")
+def golden_model(tmp_path_factory):
+    z = np.load(need(GOLDEN / "golden_r50_seed0.npz"))
+    frames = [cv2.imread(str(p)) for p in sorted((GOLDEN / "frames_seed0").glob("*.png"))]
+    ckpt = tmp_path_factory.mktemp("golden_fast") / "dff_r50_seed0.pth"
+    write_mmtracking_checkpoint(ckpt, "r50_dc5", seed=0)
+    return z, frames, dff.load(ckpt, preset="r50_dc5", device="cpu")
+
+
+@pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["optimized", "reference"])
+def test_path_matches_golden(golden_model, options):
+    z, frames, model = golden_model
+    model.inference = options
+    rec = Recorder(model.net)
+    assert isinstance(model.inference_net(), FastDFF) == options.optimize
+    results = {}
+    for start, stop in GOLDEN_SEGMENTS:
+        for r in model.predict(frames[start:stop]):
+            results[start + r.frame_index] = (r, rec.current)
+            rec.next_frame()
+    for i, (r, seen) in results.items():
+        assert r.is_key_frame == (i % 10 == 0)
+        if r.is_key_frame:
+            summary_matches(seen["backbone"].contiguous(), z, f"f{i}/backbone")
+            summary_matches(seen["neck"].contiguous(), z, f"f{i}/neck")
+        else:
+            close(seen["flow_full"][0, :, ::8, ::8].numpy(), z[f"f{i}/flow_full"], f"f{i}/flow_full")
+            summary_matches(seen["warped"].contiguous(), z, f"f{i}/warped")
+        props = seen["proposals"].numpy()
+        assert len(props) == int(z[f"f{i}/num_proposals"])
+        np.testing.assert_allclose(props[:20], z[f"f{i}/proposals"][:20], atol=0.05, rtol=0, err_msg=f"f{i}")
+        np.testing.assert_allclose(props[:20, 4], z[f"f{i}/proposals"][:20, 4], atol=1e-4, rtol=0)
+        detections_match(r, z[f"f{i}/detections"], f"{'optimized' if options.optimize else 'reference'} frame {i}")
+
+
+def _real_frames(n: int, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
+    files = sorted(need(REAL / "ILSVRC2015_val_00007010").glob("*.JPEG"))[:n]
+    return [cv2.resize(cv2.imread(str(f)), size, interpolation=cv2.INTER_AREA) for f in files]
+
+
+def _same_detections(a: dff.FrameResult, b: dff.FrameResult) -> None:
+    assert a.is_key_frame == b.is_key_frame
+    assert len(a.scores) == len(b.scores)
+    np.testing.assert_allclose(b.boxes, a.boxes, atol=0.05, rtol=0)
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(b.labels, a.labels)
+
+
+@pytest.mark.parametrize("use_flow", [True, False])
+def test_tiny_optimized_equals_reference(use_flow):
+    torch.manual_seed(0)
+    model = dff.build("tiny_synthetic")
+    model.key_interval, model.use_flow = 3, use_flow
+    frames = _real_frames(7)
+    model.inference = REFERENCE
+    ref = list(model.predict(frames, return_flow=True))
+    model.inference = InferenceOptions()
+    fast = list(model.predict(frames, return_flow=True))
+    assert [r.is_key_frame for r in fast] == [True, False, False] * 2 + [True]
+    for a, b in zip(ref, fast):
+        _same_detections(a, b)
+        if a.flow is not None:
+            np.testing.assert_allclose(b.flow, a.flow, atol=1e-3, rtol=0)
+        else:
+            assert b.flow is None
+
+
+def test_fast_copy_follows_weights_and_hooks():
+    torch.manual_seed(0)
+    model = dff.build("tiny_synthetic")
+    frames = _real_frames(2)
+    first = model.inference_net()
+    assert isinstance(first, FastDFF) and model.inference_net() is first
+    before = list(model.predict(frames))
+    with torch.no_grad():
+        model.net.detector.roi_head.bbox_head.fc_cls.bias[0] += 5.0  # in place: class 0 wins everywhere
+    assert model.inference_net() is not first
+    after = list(model.predict(frames))
+    assert (after[0].labels[:5] == 0).all() and not (before[0].labels[:5] == 0).all()
+    # A hook on a module the fast copy does not have sends predict to the reference network, which runs it.
+    seen = []
+    handle = model.net.detector.backbone.layer1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert model.inference_net() is model.net
+    list(model.predict(frames))
+    assert len(seen) == 1
+    handle.remove()
+    assert isinstance(model.inference_net(), FastDFF)
+
+
+def test_optimize_leaves_the_training_network_alone():
+    net = DFF(dff.preset("tiny_synthetic"))
+    keys = list(net.state_dict())
+    bns = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    fast = optimize(net)
+    assert list(net.state_dict()) == keys
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == bns > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+
+
+def test_low_precision_is_opt_in():
+    torch.manual_seed(0)
+    model = dff.build("tiny_synthetic")
+    assert model.inference.dtype == "fp32"
+    with pytest.raises(dff.errors.DFFError):
+        InferenceOptions(optimize=False, dtype="bf16")
+    model.inference = InferenceOptions(dtype="bf16")
+    results = list(model.predict(_real_frames(2)))
+    assert results[0].boxes.dtype == np.float32 and results[0].scores.dtype == np.float32
+    assert all(np.all(np.diff(r.scores) <= 0) for r in results)
+
+
+def test_fused_preprocessing_is_bit_identical():
+    cfg = dff.preset("r50_dc5").preprocess
+    frame = _real_frames(1, size=(1280, 720))[0]
+    ref, meta = preprocess(frame, cfg)
+    hwc, meta2 = preprocess_hwc(frame, cfg)
+    img = as_channels_last(hwc)
+    assert img.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(img[0], ref)
+    assert (meta.img_shape, meta.pad_shape) == (meta2.img_shape, meta2.pad_shape) == ((563, 1000), (576, 1008))
+    np.testing.assert_array_equal(meta.scale_factor, meta2.scale_factor)
+    half = as_channels_last(half_hwc(hwc))
+    torch.testing.assert_close(half, torch.nn.functional.avg_pool2d(ref[None], 2), atol=1e-6, rtol=0)
+
+
+def test_nms_top_k_equals_truncated_nms():
+    g = torch.Generator().manual_seed(0)
+    for n, k, iou in ((6000, 300, 0.7), (9000, 100, 0.5), (50, 100, 0.5), (2000, 1000, 0.3)):
+        xy = torch.rand(n, 2, generator=g) * 800
+        boxes = torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 200], dim=1)
+        scores = torch.rand(n, generator=g)
+        expected = torchvision.ops.nms(boxes, scores, iou)[:k]
+        assert torch.equal(nms_top_k(boxes, scores, iou, k), expected)
+
+
+def test_embedding_bag_roi_align_equals_torchvision():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 16, 36, 63, generator=g)
+    xy = torch.rand(200, 2, generator=g) * torch.tensor([1100.0, 650.0]) - 50
+    boxes = torch.cat([xy, xy + torch.rand(200, 2, generator=g) * 400], dim=1)
+    boxes[:4] = torch.tensor([[0, 0, 1008, 576], [990, 560, 1007, 575], [-40, -40, 5, 5], [500, 200, 500, 200.0]])
+    rois = torch.cat([torch.randint(0, 2, (200, 1), generator=g).float(), boxes], dim=1)
+    expected = torchvision.ops.roi_align(feats, rois, 7, 1 / 16, 2, aligned=True)
+    for f in (feats, feats.contiguous(memory_format=torch.channels_last)):
+        out = roi_align_channels_last(f, rois, 7, 1 / 16, 2)
+        torch.testing.assert_close(out.transpose(1, 2).reshape(expected.shape), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_embedding_bag_warp_equals_grid_sample():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 16, 36, 63, generator=g)
+    flow = torch.randn(2, 2, 576, 1008, generator=g) * 30  # far out of the map too: border padding
+    flow[0, :, :64] = 0
+    out = FastFlowWarp()(feats.contiguous(memory_format=torch.channels_last), flow)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, FlowWarp()(feats, flow), atol=1e-5, rtol=1e-5)
+
+
+def test_folded_and_packed_convs_equal_the_originals():
+    g = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=2, dilation=2)
+    bn = nn.BatchNorm2d(16).eval()
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.copy_(torch.randn(16, generator=g))
+        bn.running_var.copy_(torch.rand(16, generator=g) + 0.5)
+    x = torch.randn(1, 8, 20, 30, generator=g)
+    residual = torch.randn(1, 16, 20, 30, generator=g)
+    with torch.inference_mode():
+        expected = torch.relu(bn(conv(x)) + residual)
+        folded = fold_conv_bn(conv, bn)
+        torch.testing.assert_close(torch.relu(folded(x) + residual), expected, atol=1e-5, rtol=1e-5)
+        out = PackedConv(folded, "relu")(x, residual=residual)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        deconv = nn.ConvTranspose2d(16, 4, 4, 2, 1, bias=False)
+        y = PackedConv(deconv, "leaky_relu", 0.1)(expected)
+        torch.testing.assert_close(y, torch.nn.functional.leaky_relu(deconv(expected), 0.1), atol=1e-5, rtol=1e-5)
+        lin = nn.Linear(30, 5)
+        v = torch.randn(7, 30, generator=g)
+        torch.testing.assert_close(PackedLinear(lin.weight, lin.bias, "relu")(v), torch.relu(lin(v)))
