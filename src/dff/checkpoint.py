@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 
 from dff.config import DFFConfig
 from dff.errors import CheckpointError
+from dff.io.atomic import atomic_path
 
 FORMAT = "deep-feature-flow"
 
@@ -101,11 +101,5 @@ def save(model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str
         "format": FORMAT, "version": version, "preset": cfg.name,
         "class_names": json.dumps(list(cfg.class_names)), "config": json.dumps(cfg.to_dict()),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
-import tempfile
 from itertools import islice
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from dff.benchmark import format_report, parse_settings, run_benchmark
 from dff.config import PRESETS
 from dff.errors import DFFError, InputError
 from dff.golden import deterministic_state_dict
+from dff.io.atomic import write_text_atomic
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,15 +66,7 @@ def _model(args: argparse.Namespace) -> tuple[dff.DFFModel, str]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def _command(args: argparse.Namespace) -> str:

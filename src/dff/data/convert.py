@@ -13,7 +13,6 @@ import glob
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -30,6 +29,7 @@ from dff.data.ilsvrc import (
     parse_xml,
 )
 from dff.errors import DatasetError
+from dff.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +160,8 @@ def convert_det(root: Path, check_images: bool = True, progress: bool = True) ->
 
 def write_json_atomic(obj: object, path: Path) -> None:
     """``json.dump`` with default settings (as mmcv.dump) to a temp file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f)
 
 
 def convert_dataset(

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from tqdm import tqdm
 
 from dff.classes import VID_CLASSES, VID_WNIDS
 from dff.errors import DatasetError, InputError
+from dff.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -561,26 +560,18 @@ def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) 
     return SyntheticImage(name, w, h, listed, objects)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_lists(root: Path, videos: list[SyntheticVideo], det: list[SyntheticImage]) -> None:
     train = [v for v in videos if v.split == "train"]
     lines = [f"{v.name} 1 {n} {v.num_frames}\n" for v in train for n in train_frame_numbers(v.num_frames)]
-    _write_text_atomic(root / "Lists" / "VID_train_15frames.txt", "".join(lines))
+    write_text_atomic(root / "Lists" / "VID_train_15frames.txt", "".join(lines))
     lines, start = [], 1
     for v in (v for v in videos if v.split == "val"):
         lines.append(f"{v.name} {start} 0 {v.num_frames}\n")
         start += v.num_frames
-    _write_text_atomic(root / "Lists" / "VID_val_videos.txt", "".join(lines))
+    write_text_atomic(root / "Lists" / "VID_val_videos.txt", "".join(lines))
     listed = [d.name for d in det if d.listed]
     ordered = [n for n in listed if "ILSVRC2014" in n] + sorted(n for n in listed if "ILSVRC2013" in n)
-    _write_text_atomic(root / "Lists" / "DET_train_30classes.txt", "".join(f"{n} 1\n" for n in ordered))
+    write_text_atomic(root / "Lists" / "DET_train_30classes.txt", "".join(f"{n} 1\n" for n in ordered))
 
 
 def make_synthetic(
@@ -615,7 +606,7 @@ def make_synthetic(
            for i in tqdm(range(det_images), desc="synthetic DET", unit="image", disable=not progress)]
     _write_lists(root, made, det)
     result = SyntheticSet(root, seed, made, det)
-    _write_text_atomic(root / GT_FILE, json.dumps(result.to_dict()))
+    write_text_atomic(root / GT_FILE, json.dumps(result.to_dict()))
     log.info("synthetic set: %d train + %d val videos of %d frames, %d DET images in %s",
              videos, val_videos, frames, det_images, root)
     return result

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import IO
 import numpy as np
 
 from dff.errors import DFFError
+from dff.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -146,18 +145,10 @@ def consolidate(path: Path, header: dict, frames_per_video: Mapping[int, int]) -
 
 
 def _write_atomic(path: Path, header: dict, records: Iterable[FrameRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(header) + "\n")
-            for r in records:
-                f.write(r.to_json() + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; keep the mode a plain open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(header) + "\n")
+        for r in records:
+            f.write(r.to_json() + "\n")
 
 
 def remove_results(path: Path) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from dff.errors import InputError
 
+
 def detection_record(
     frame: int, time_s: float, key: bool, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     class_names: tuple[str, ...],
@@ -55,6 +56,7 @@ class _AtomicFile:
         self.tmp = Path(tmp)
 
     def commit(self) -> None:
+        os.chmod(self.tmp, 0o644)
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
