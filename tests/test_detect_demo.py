@@ -54,3 +54,21 @@ def test_demo_missing_asset_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "MODEL_PATH", tmp_path / "gone.safetensors")
     assert main(["demo", "--out", str(tmp_path / "o")]) == 2
     assert "gone.safetensors: bundled demo file is missing" in capsys.readouterr().err
+
+
+def test_demo_with_the_bundled_model_and_clip(tmp_path):
+    """README's first command on the shipped assets: every clip frame written, synthetic classes found."""
+    assert demo.MODEL_PATH.stat().st_size <= 20 * 1024 * 1024
+    assert dff.load(demo.MODEL_PATH).config.name == "tiny_synthetic"
+    with av.open(str(demo.CLIP_PATH)) as c:
+        clip_frames = sum(1 for _ in c.decode(c.streams.video[0]))
+    out = tmp_path / "demo"
+    assert main(["demo", "--no-progress", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "detections.jsonl").read_text().splitlines()]
+    assert len(lines) == clip_frames and [r["frame"] for r in lines if r["key"]] == list(range(0, clip_frames, 10))
+    labels = Counter(d["label"] for r in lines for d in r["detections"])
+    synthetic = {"airplane", "bus", "car", "zebra", "turtle", "watercraft", "bird", "giant_panda"}
+    assert sum(1 for r in lines if r["detections"]) >= 0.9 * clip_frames
+    assert set(labels) <= synthetic, labels
+    with av.open(str(out / "demo.mp4")) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == clip_frames

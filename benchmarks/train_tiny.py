@@ -1,0 +1,391 @@
+"""Reproduce the bundled `tiny_synthetic` model from scratch and measure it.
+
+    python benchmarks/train_tiny.py --work runs/tiny            # everything, ~25 min on 2 CPU cores
+    python benchmarks/train_tiny.py --work runs/tiny --install  # ... and copy the model + demo clip into dff/assets
+
+Stages (each skipped when its output already exists in --work, so an interrupted run continues):
+
+1. data:  `make_synthetic` training set (videos + DET images, seed 0) and its COCO-VID / COCO JSON;
+2. flow:  FlowNet pre-training on "flying patches" made from the training frames (dense, known flow), because no
+          Flying Chairs FlowNetSimple is available offline -> `flownet_pretrained.pth`;
+3. train: the DFF recipe (`dff.training.loop.train`, the same code as `dff train`) from that FlowNet and a
+          randomly initialised ResNet-18 -> `train/model.safetensors`;
+4. val:   a *fresh* synthetic val set (another seed) -> `val/annotations/imagenet_vid_val.json`;
+5. eval:  COCO AP50 (mmtracking's protocol) per frame (key interval 1), DFF@10 and DFF@10 with zero flow, overall
+          and by FGFA motion bucket; also the ILSVRC-devkit numbers -> `results.json` and a Markdown table.
+
+Timings of every stage are recorded with the machine's load, since other processes may share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dff
+from dff.config import preset
+from dff.data.cocovid import CocoVID, read_image
+from dff.data.convert import convert_dataset
+from dff.data.synthetic import make_synthetic
+from dff.data.transforms import preprocess
+from dff.evaluation.coco import coco_ap50
+from dff.evaluation.evaluate import category_ids, coco_results, evaluate
+from dff.evaluation.ilsvrc import MOTION_RANGES
+from dff.evaluation.motion import gt_motion_iou
+from dff.evaluation.results import FrameRecord
+from dff.evaluation.runner import run_video
+from dff.models.detector import DFF
+from dff.training.flow_pretrain import FlowPretrainConfig, FlyingPatches, pretrain_flownet, save_flownet, warp_target
+
+log = logging.getLogger("train_tiny")
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "src" / "dff" / "assets"
+PRESET = "tiny_synthetic"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every constant of the reproduction (the model's own constants live in the preset)."""
+
+    train_videos: int = 30
+    frames: int = 60
+    det_images: int = 60
+    data_seed: int = 0
+    val_videos: int = 20
+    val_seed: int = 1  # a fresh val set: never seen while choosing any constant
+    width: int = 480
+    height: int = 272
+    flow_iters: int = 5000
+    train_seed: int = 0
+    batch_size: int = 2
+    key_interval: int = 10
+    demo_frames: int = 90
+
+
+MODES = {  # name -> (key interval, use flow)
+    "per_frame": (1, True),
+    "dff": (10, True),
+    "dff_zero_flow": (10, False),
+}
+
+
+def _load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+class Timer:
+    """Wall time of each stage with the 1-minute load average at its start and end, kept in `path` so that a run
+    that is interrupted and started again adds up the time of every attempt (finished stages take ~0 s)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stages: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        load0, t0 = _load_average(), time.time()
+        out = fn(*args, **kwargs)
+        seconds = time.time() - t0
+        before = self.stages.get(name)
+        if before is None or seconds >= 1.0:  # a stage found done (~0 s) keeps its record
+            self.stages[name] = {
+                "seconds": round(seconds + (before["seconds"] if before else 0.0), 1),
+                "load_start": before["load_start"] if before else load0, "load_end": _load_average(),
+            }
+        self.path.write_text(json.dumps(self.stages, indent=1))
+        log.info("stage %s: %.1f s", name, seconds)
+        return out
+
+
+def stage_data(work: Path, r: Recipe) -> Path:
+    root = work / "data"
+    if not (root / "annotations" / "imagenet_det_30plus1cls.json").is_file():
+        make_synthetic(root, videos=r.train_videos, frames=r.frames, seed=r.data_seed, width=r.width,
+                       height=r.height, det_images=r.det_images, val_videos=0, overwrite=True)
+        convert_dataset(root, parts=("vid_train", "det"))
+    return root
+
+
+def stage_flow(work: Path, data: Path, r: Recipe) -> Path:
+    path = work / "flownet_pretrained.pth"
+    if not path.is_file():
+        cfg = preset(PRESET)
+        torch.manual_seed(r.train_seed)
+        net = DFF(cfg)
+        coco = CocoVID.load(data / "annotations" / "imagenet_vid_train.json")
+        patches = FlyingPatches.from_videos(coco, data / "Data" / "VID", cfg, seed=r.train_seed)
+        history = pretrain_flownet(net.motion, patches, FlowPretrainConfig(iters=r.flow_iters), cfg.rpn.stride)
+        (work / "flow_history.json").write_text(json.dumps(history))
+        save_flownet(net.motion, path)
+    return path
+
+
+def stage_train(work: Path, data: Path, flow: Path, r: Recipe, procs: int) -> Path:
+    """`dff train` with `procs` single-threaded processes (torchrun, gloo) of batch_size / procs pairs each.
+
+    Processes rather than threads: on a shared machine OpenMP threads of one process wait for each other at every
+    operator, which costs far more than gloo's gradient all-reduce.
+    """
+    out = work / "train"
+    model = out / "model.safetensors"
+    if model.is_file():
+        return model
+    cmd = [sys.executable, "-m", "dff", "train", "--preset", PRESET, "--data-root", str(data),
+           "--ann", str(data / "annotations" / "imagenet_vid_train.json"),
+           "--det-ann", str(data / "annotations" / "imagenet_det_30plus1cls.json"), "--out", str(out),
+           "--batch-size", str(r.batch_size // procs), "--workers", "0", "--seed", str(r.train_seed),
+           "--flownet-weights", str(flow), "--no-progress"]
+    if (out / "latest.pth").is_file():
+        cmd.append("--resume")
+    if procs > 1:
+        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m", "dff"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, env=env)
+    return model
+
+
+def stage_val(work: Path, r: Recipe) -> Path:
+    root = work / "val"
+    if not (root / "annotations" / "imagenet_vid_val.json").is_file():
+        make_synthetic(root, videos=0, frames=r.frames, seed=r.val_seed, width=r.width, height=r.height,
+                       det_images=0, val_videos=r.val_videos, overwrite=True)
+        convert_dataset(root, parts=("vid_val",))
+    return root
+
+
+def coco_ap50_by_motion(dataset: CocoVID, records, class_names, motion: dict, bucket: str) -> float:
+    """COCO AP50 counting only GT boxes of a motion bucket; the others become crowd (ignored) regions,
+    so detections on them are neither true nor false positives."""
+    lo, hi = MOTION_RANGES[bucket]
+    cat_ids = category_ids(dataset, class_names)
+    label_of = {c: i for i, c in enumerate(cat_ids)}
+    gt = [{**a, "category_id": label_of[a["category_id"]] + 1, "iscrowd": not (lo <= motion[a["id"]] <= hi)}
+          for a in dataset.all_annotations() if a["category_id"] in label_of]
+    return coco_ap50(dataset.images, gt, coco_results(records, range(1, len(cat_ids) + 1)), len(cat_ids)).mean
+
+
+def cached(path: Path, compute) -> dict:
+    """`compute()`'s JSON result, kept in `path` so that a second run (e.g. with --install) does not redo it."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def stage_eval(model_path: Path, val: Path, r: Recipe) -> dict:
+    dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
+    motion = gt_motion_iou(dataset)
+    model = dff.load(model_path, preset=PRESET)
+    out: dict = {}
+    for mode, (interval, use_flow) in MODES.items():
+        model.key_interval, model.use_flow = interval, use_flow
+        t0, records = time.time(), []
+        for video, frames in dataset.iter_videos():
+            records += [rec for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
+        seconds = time.time() - t0
+        row = {b: coco_ap50_by_motion(dataset, records, model.class_names, motion, b) for b in MOTION_RANGES}
+        devkit = evaluate(dataset, records, model.class_names, metrics=("ilsvrc", "motion"))
+        row["devkit"] = {k: v.mean for k, v in devkit.items()}
+        row["fps"] = len(records) / seconds
+        out[mode] = row
+        log.info("%s: %s", mode, {k: v for k, v in row.items() if k != "devkit"})
+    return out
+
+
+OFFSETS = {"key (0)": (0,), "1-3": (1, 2, 3), "4-6": (4, 5, 6), "7-9": (7, 8, 9)}
+
+
+def _box_flow(cur: dict, key: dict, hp: int, wp: int) -> torch.Tensor:
+    """(1, 2, hp, wp) flow from the current frame to the key frame that maps every annotated object's box in the
+    current frame onto its box in the key frame (per-axis scale + shift); zero elsewhere; smaller boxes on top."""
+    flow = torch.zeros(1, 2, hp, wp)
+    ys, xs = torch.arange(hp, dtype=torch.float32), torch.arange(wp, dtype=torch.float32)
+    common = sorted((i for i in cur if i in key), key=lambda i: -float(np.prod(cur[i][2:] - cur[i][:2])))
+    for i in common:
+        c, k = cur[i], key[i]
+        if min(c[2] - c[0], c[3] - c[1]) < 1:
+            continue
+        inside = ((ys >= c[1]) & (ys <= c[3]))[:, None] & ((xs >= c[0]) & (xs <= c[2]))[None, :]
+        qx = k[0] + (xs - c[0]) / (c[2] - c[0]) * (k[2] - k[0])
+        qy = k[1] + (ys - c[1]) / (c[3] - c[1]) * (k[3] - k[1])
+        flow[0, 0] = torch.where(inside, (qx - xs)[None].expand(hp, wp), flow[0, 0])
+        flow[0, 1] = torch.where(inside, (qy - ys)[:, None].expand(hp, wp), flow[0, 1])
+    return flow
+
+
+def _run_with_flow(model, dataset: CocoVID, val: Path, flow_of) -> list[FrameRecord]:
+    """DFF@10 where `flow_of(img, key_img, meta, boxes, key_boxes)` gives each non-key frame's FlowNet-style flow."""
+    net, records = model.net, []
+    with torch.inference_mode():
+        for video, frames in dataset.iter_videos():
+            for im in frames:
+                img, meta = preprocess(read_image(val / "Data" / "VID" / im["file_name"]), model.config.preprocess)
+                img = img[None]
+                boxes = {a["instance_id"]: np.asarray([a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                                       a["bbox"][1] + a["bbox"][3]], np.float32) * meta.scale_factor
+                         for a in dataset.annotations(im["id"])}
+                if im["frame_id"] % model.key_interval == 0:
+                    key_img, key_boxes = img, boxes
+                    key_feats = feats = net.detector.extract_feat(img)
+                else:
+                    feats = net.warp(key_feats, flow_of(img, key_img, meta, boxes, key_boxes))
+                d = net.detector.detect(feats, meta)
+                records.append(FrameRecord(video["id"], im["id"], im["frame_id"], im["frame_id"] % 10 == 0,
+                                           d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
+    return records
+
+
+def stage_analysis(model_path: Path, val: Path) -> dict:
+    """COCO AP50 by distance to the key frame, for per-frame, DFF@10 (learned flow), DFF@10 with zero flow and
+    DFF@10 with an oracle flow made from the ground-truth boxes: how much of DFF's loss is the flow's fault."""
+    dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
+    model = dff.load(model_path, preset=PRESET)
+    stride = model.config.rpn.stride
+    runs = {}
+    for mode, (interval, use_flow) in MODES.items():
+        model.key_interval, model.use_flow = interval, use_flow
+        runs[mode] = [rec for video, frames in dataset.iter_videos()
+                      for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
+    model.key_interval, model.use_flow = 10, True
+    runs["dff_oracle_flow"] = _run_with_flow(
+        model, dataset, val, lambda img, key, meta, b, kb: warp_target(_box_flow(b, kb, img.shape[2], img.shape[3]), stride))
+    cat_ids = category_ids(dataset, model.class_names)
+    label_of = {c: i for i, c in enumerate(cat_ids)}
+    out = {}
+    for mode, records in runs.items():
+        row = {}
+        for name, offsets in {"all": tuple(range(10)), **OFFSETS}.items():
+            images = [im for im in dataset.images if im["frame_id"] % 10 in offsets]
+            ids = {im["id"] for im in images}
+            gt = [{**a, "category_id": label_of[a["category_id"]] + 1} for a in dataset.all_annotations()
+                  if a["image_id"] in ids and a["category_id"] in label_of]
+            results = coco_results([r for r in records if r.image_id in ids], range(1, len(cat_ids) + 1))
+            row[name] = coco_ap50(images, gt, results, len(cat_ids)).mean
+        out[mode] = row
+        log.info("analysis %s: %s", mode, row)
+    return out
+
+
+def write_demo_clip(val: Path, path: Path, frames: int) -> None:
+    """The busiest val video (most annotated boxes, fast ones counted twice) as an mp4 (PyAV) for `dff demo`."""
+    from dff.io.writers import VideoWriter
+
+    dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
+    motion = gt_motion_iou(dataset)
+
+    def busy(video_frames: list[dict]) -> int:
+        anns = [a for im in video_frames for a in dataset.annotations(im["id"])]
+        return len(anns) + sum(motion[a["id"]] < MOTION_RANGES["fast"][1] for a in anns)
+
+    images = max((frames_ for _, frames_ in dataset.iter_videos()), key=busy)
+    with VideoWriter(path, fps=15) as writer:
+        for im in images[:frames]:
+            writer.write(read_image(val / "Data" / "VID" / im["file_name"]))
+
+
+def markdown(results: dict, timer: Timer, r: Recipe, threads: int, procs: int) -> str:
+    def pct(v: float | None) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+    names = {"per_frame": "per-frame (key interval 1)", "dff": "DFF@10", "dff_zero_flow": "DFF@10, zero flow"}
+    lines = [
+        "| tiny_synthetic, fresh synthetic val (seed %d, %d videos) | AP50 all | fast | medium | slow | fps (CPU) |"
+        % (r.val_seed, r.val_videos),
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, row in results.items():
+        lines.append(f"| {names[mode]} | {pct(row['all'])} | {pct(row['fast'])} | {pct(row['medium'])} | "
+                     f"{pct(row['slow'])} | {row['fps']:.1f} |")
+    lines += ["", "ILSVRC devkit protocol (FGFA), same runs:", "",
+              "| mode | AP50 all | fast | medium | slow |", "|---|---|---|---|---|"]
+    for mode, row in results.items():
+        d = row["devkit"]
+        lines.append(f"| {names[mode]} | {pct(d.get('ilsvrc_ap50'))} | {pct(d.get('motion_fast'))} | "
+                     f"{pct(d.get('motion_medium'))} | {pct(d.get('motion_slow'))} |")
+    total = sum(s["seconds"] for s in timer.stages.values())
+    lines += ["", f"Stage timings (training: {procs} processes x 1 thread; other stages: {threads} thread(s); "
+                  f"{platform.machine()}, {os.cpu_count()} logical CPUs; load = 1-minute load average at the stage's "
+                  "start -> end, other jobs included):", "",
+              "| stage | seconds | load |", "|---|---|---|"]
+    for name, s in timer.stages.items():
+        lines.append(f"| {name} | {s['seconds']:.0f} | {s['load_start'][:1]} -> {s['load_end'][:1]} |")
+    lines.append(f"| total | {total:.0f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def analysis_markdown(analysis: dict) -> str:
+    names = {"per_frame": "per-frame", "dff": "DFF@10", "dff_zero_flow": "DFF@10, zero flow",
+             "dff_oracle_flow": "DFF@10, oracle flow from GT boxes"}
+    lines = ["COCO AP50 by distance of the frame to its key frame:", "",
+             "| mode | all | " + " | ".join(OFFSETS) + " |", "|---" * (len(OFFSETS) + 2) + "|"]
+    for mode, row in analysis.items():
+        lines.append(f"| {names[mode]} | " + " | ".join(f"{100 * row[k]:.1f}" for k in ("all", *OFFSETS)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True, help="working folder (data, checkpoints, results)")
+    p.add_argument("--procs", type=int, default=2, help="training processes, one thread each (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the other stages (default 1)")
+    p.add_argument("--install", action="store_true", help="copy the model and a demo clip into src/dff/assets")
+    p.add_argument("--docs", type=Path, help="also write the Markdown results table to this file")
+    p.add_argument("--analysis", action="store_true",
+                   help="also measure AP by distance to the key frame, with an oracle (box) flow (not timed)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    random.seed(0)
+    np.random.seed(0)
+    r = Recipe()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    timer = Timer(work / "timings.json")
+    data = timer.run("data", stage_data, work, r)
+    flow = timer.run("flow", stage_flow, work, data, r)
+    model = timer.run("train", stage_train, work, data, flow, r, args.procs)
+    val = timer.run("val", stage_val, work, r)
+    results = timer.run("eval", cached, work / "eval.json", lambda: stage_eval(model, val, r))
+    summary = {"recipe": asdict(r), "preset": preset(PRESET).to_dict(), "results": results, "timings": timer.stages,
+               "threads": args.threads, "procs": args.procs, "torch": torch.__version__, "dff": dff.__version__,
+               "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    (work / "results.json").write_text(json.dumps(summary, indent=1))
+    table = markdown(results, timer, r, args.threads, args.procs)
+    if args.analysis:
+        summary["analysis"] = cached(work / "analysis.json", lambda: stage_analysis(model, val))
+        (work / "results.json").write_text(json.dumps(summary, indent=1))
+        table += "\n" + analysis_markdown(summary["analysis"])
+    (work / "results.md").write_text(table)
+    print(table)
+    if args.docs:
+        args.docs.write_text(table)
+    if args.install:
+        ASSETS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model, ASSETS / "tiny_synthetic.safetensors")
+        write_demo_clip(val, ASSETS / "demo_clip.mp4", r.demo_frames)
+        for asset in ("tiny_synthetic.safetensors", "demo_clip.mp4"):
+            os.chmod(ASSETS / asset, 0o644)
+        log.info("installed %s and %s", ASSETS / "tiny_synthetic.safetensors", ASSETS / "demo_clip.mp4")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
