@@ -26,13 +26,7 @@ ILSVRC = REAL / "ILSVRC2015_val_00007010"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real test data not found at {REAL}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machines running the suite are small and shared: one intra-op thread is the fastest there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

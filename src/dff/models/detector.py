@@ -22,15 +22,29 @@ from dff.models.warp import FlowWarp
 
 
 class FasterRCNN(nn.Module):
-    """backbone -> neck -> RPN -> RoI head, as mmdet's FasterRCNN with one feature level."""
+    """backbone -> neck -> RPN -> RoI head, as mmdet's FasterRCNN with one feature level (modules injected)."""
 
-    def __init__(self, cfg: DFFConfig) -> None:
+    def __init__(
+        self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module, proposal_generator: nn.Module,
+        roi_head: nn.Module,
+    ) -> None:
         super().__init__()
-        self.backbone = ResNetBackbone(cfg.backbone)
-        self.neck = ChannelMapper(cfg.backbone.out_channels, cfg.neck.out_channels)
-        self.rpn_head = RPNHead(cfg.neck.out_channels, cfg.rpn)
-        self.proposal_generator = ProposalGenerator(cfg.rpn)
-        self.roi_head = RoIHead(cfg.neck.out_channels, cfg.num_classes, cfg.rpn.stride, cfg.roi)
+        self.backbone = backbone
+        self.neck = neck
+        self.rpn_head = rpn_head
+        self.proposal_generator = proposal_generator
+        self.roi_head = roi_head
+
+    @classmethod
+    def from_config(cls, cfg: DFFConfig) -> "FasterRCNN":
+        """The detector of a preset, freshly initialised."""
+        return cls(
+            ResNetBackbone(cfg.backbone),
+            ChannelMapper(cfg.backbone.out_channels, cfg.neck.out_channels),
+            RPNHead(cfg.neck.out_channels, cfg.rpn),
+            ProposalGenerator(cfg.rpn),
+            RoIHead(cfg.neck.out_channels, cfg.num_classes, cfg.rpn.stride, cfg.roi),
+        )
 
     def extract_feat(self, img: torch.Tensor) -> torch.Tensor:
         """(N, 3, Hp, Wp) normalised image -> (N, C, Hp/16, Wp/16) features."""
@@ -66,7 +80,7 @@ class DFF(nn.Module):
     def __init__(self, cfg: DFFConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.detector = FasterRCNN(cfg)
+        self.detector = FasterRCNN.from_config(cfg)
         self.motion = FlowNetSimple(cfg.flow, cfg.preprocess.mean, cfg.preprocess.std)
         self.warp = FlowWarp()
         self.use_flow = True  # False: non-key frames reuse the key features unwarped (the zero-flow ablation)

@@ -20,10 +20,14 @@ from torch import nn
 
 from dff.config import DFFConfig
 from dff.data.transforms import ImageMeta
-from dff.models.detector import DFF, FrameOutput, KeyFrameCache
+from dff.models.detector import DFF, FasterRCNN, FrameOutput, KeyFrameCache
 from dff.models.fast_heads import FastProposalGenerator, FastRoIHead, FastRPNHead
-from dff.models.fast_trunks import FastChannelMapper, FastFlowNet, FastFlowWarp, FastResNet
-from dff.models.roi_head import Detections
+from dff.models.fast_trunks import (
+    FastChannelMapper,
+    FastFlowNet,
+    FastFlowWarp,
+    FastResNet,
+)
 
 # Modules whose inputs and outputs are the same in the fast copy as in the reference network: forward hooks
 # registered on these modules of `model.net` also run on the copy (motion's inputs differ, so not its pre-hooks).
@@ -34,25 +38,12 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
 _PRE_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
 
 
-class FastFasterRCNN(nn.Module):
-    """The detector part of the fast copy: same attribute names and `extract_feat` / `detect` as FasterRCNN."""
-
-    def __init__(self, detector: nn.Module, cfg: DFFConfig) -> None:
-        super().__init__()
-        self.backbone = FastResNet(detector.backbone)
-        self.neck = FastChannelMapper(detector.neck)
-        self.rpn_head = FastRPNHead(detector.rpn_head)
-        self.proposal_generator = FastProposalGenerator(cfg.rpn)
-        self.roi_head = FastRoIHead(detector.roi_head)
-
-    def extract_feat(self, img: torch.Tensor) -> torch.Tensor:
-        """(N, 3, Hp, Wp) -> (N, C, Hp/16, Wp/16) channels_last."""
-        return self.neck(self.backbone(img))
-
-    def detect(self, feats: torch.Tensor, meta: ImageMeta) -> Detections:
-        logits, deltas = self.rpn_head(feats)
-        proposals = self.proposal_generator(logits[0], deltas[0], meta.img_shape)
-        return self.roi_head.detect(feats, proposals, meta.img_shape, meta.scale_factor)
+def fast_detector(detector: FasterRCNN, cfg: DFFConfig) -> FasterRCNN:
+    """The detector part of the fast copy: the same FasterRCNN composition with inference-only modules."""
+    return FasterRCNN(
+        FastResNet(detector.backbone), FastChannelMapper(detector.neck), FastRPNHead(detector.rpn_head),
+        FastProposalGenerator(cfg.rpn), FastRoIHead(detector.roi_head),
+    )
 
 
 @dataclass
@@ -73,7 +64,7 @@ class FastDFF(nn.Module):
         self.cfg = net.cfg
         self.use_flow = getattr(net, "use_flow", True)
         self.dtype = dtype
-        self.detector = FastFasterRCNN(net.detector, net.cfg)
+        self.detector = fast_detector(net.detector, net.cfg)
         self.motion = FastFlowNet(net.motion)
         self.warp = FastFlowWarp()
         self.to(dtype=dtype)
