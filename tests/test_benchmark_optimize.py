@@ -19,8 +19,14 @@ from dff.models.fast_trunks import FastFlowWarp, fold_conv_bn
 from dff.models.optimize import FastDFF, optimize
 from dff.models.packed import PackedConv, PackedLinear
 from dff.models.warp import FlowWarp
-from tests.conftest import GOLDEN, REAL, need
-from tests.test_golden import Recorder, close, detections_match, summary_matches, write_mmtracking_checkpoint
+from tests.conftest import REAL, need
+from tests.test_golden import (
+    Recorder,
+    close,
+    detections_match,
+    load_golden,
+    summary_matches,
+)
 
 # Frames 0-3 as one video and 10-11 as another reproduce the golden run's frames 0-3 and 10-11 (keys at 0 and 10).
 GOLDEN_SEGMENTS = ((0, 4), (10, 12))
@@ -28,11 +34,7 @@ GOLDEN_SEGMENTS = ((0, 4), (10, 12))
 
 @pytest.fixture(scope="module")
 def golden_model(tmp_path_factory):
-    z = np.load(need(GOLDEN / "golden_r50_seed0.npz"))
-    frames = [cv2.imread(str(p)) for p in sorted((GOLDEN / "frames_seed0").glob("*.png"))]
-    ckpt = tmp_path_factory.mktemp("golden_fast") / "dff_r50_seed0.pth"
-    write_mmtracking_checkpoint(ckpt, "r50_dc5", seed=0)
-    return z, frames, dff.load(ckpt, preset="r50_dc5", device="cpu")
+    return load_golden(tmp_path_factory.mktemp("golden_fast"))
 
 
 @pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["optimized", "reference"])

@@ -74,13 +74,18 @@ def detections_match(result: dff.FrameResult, golden: np.ndarray, what: str) -> 
     assert sum(hits[:100]) >= min(95, len(hits)), f"{what}: only {sum(hits)} of {len(hits)} golden detections matched"
 
 
-@pytest.fixture(scope="module")
-def golden_run(tmp_path_factory):
+def load_golden(folder: Path):
+    """(golden npz, the 12 BGR frames, the R-50 model loaded via dff.load from an mmtracking .pth in `folder`)."""
     z = np.load(need(GOLDEN / "golden_r50_seed0.npz"))
     frames = [cv2.imread(str(p)) for p in sorted((GOLDEN / "frames_seed0").glob("*.png"))]
-    ckpt = tmp_path_factory.mktemp("golden") / "dff_r50_seed0.pth"
+    ckpt = folder / "dff_r50_seed0.pth"
     write_mmtracking_checkpoint(ckpt, "r50_dc5", seed=0)
-    model = dff.load(ckpt, preset="r50_dc5", device="cpu")
+    return z, frames, dff.load(ckpt, preset="r50_dc5", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def golden_run(tmp_path_factory):
+    z, frames, model = load_golden(tmp_path_factory.mktemp("golden"))
     rec = Recorder(model.net)
     results = []
     for r in model.predict(frames):

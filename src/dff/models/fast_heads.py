@@ -22,7 +22,7 @@ from torch import nn
 from dff.models import box_coder
 from dff.models.packed import PackedConv, PackedLinear
 from dff.models.roi_head import Detections, RoIHead
-from dff.models.rpn import RPN_STDS, ProposalGenerator, RPNHead
+from dff.models.rpn import ProposalGenerator, RPNHead, decode_nonempty
 
 
 def nms_top_k(boxes: torch.Tensor, scores: torch.Tensor, iou: float, k: int) -> torch.Tensor:
@@ -121,10 +121,7 @@ class FastProposalGenerator(ProposalGenerator):
         if 0 < cfg.test_nms_pre < scores.shape[0]:
             scores, order = scores.topk(cfg.test_nms_pre)
             deltas, anchors = deltas[order], anchors[order]
-        boxes = box_coder.decode(anchors, deltas, RPN_STDS, max_shape=img_shape)
-        valid = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-        if not bool(valid.all()):
-            boxes, scores = boxes[valid], scores[valid]
+        boxes, scores = decode_nonempty(anchors, deltas, scores, img_shape)
         if boxes.numel() == 0:
             return boxes.new_zeros((0, 5))
         keep = nms_top_k(boxes, scores, cfg.nms_iou, cfg.test_max_per_img)

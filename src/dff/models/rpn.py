@@ -61,11 +61,19 @@ class ProposalGenerator(nn.Module):
             scores, order = scores.sort(descending=True)
             scores, order = scores[:nms_pre], order[:nms_pre]
             deltas, anchors = deltas[order], anchors[order]
-        boxes = box_coder.decode(anchors, deltas, RPN_STDS, max_shape=img_shape)
-        valid = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-        if not bool(valid.all()):
-            boxes, scores = boxes[valid], scores[valid]
+        boxes, scores = decode_nonempty(anchors, deltas, scores, img_shape)
         if boxes.numel() == 0:
             return boxes.new_zeros((0, 5))
         keep = torchvision.ops.nms(boxes, scores, self.cfg.nms_iou)[:max_per_img]
         return torch.cat([boxes[keep], scores[keep, None]], dim=1)
+
+
+def decode_nonempty(
+    anchors: torch.Tensor, deltas: torch.Tensor, scores: torch.Tensor, img_shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode (N, 4) deltas on their anchors, clip to img_shape, keep boxes with w > 0 and h > 0 (min_bbox_size 0)."""
+    boxes = box_coder.decode(anchors, deltas, RPN_STDS, max_shape=img_shape)
+    valid = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+    if not bool(valid.all()):
+        boxes, scores = boxes[valid], scores[valid]
+    return boxes, scores
