@@ -69,6 +69,29 @@ def test_flying_patches_flow_is_the_true_displacement():
     assert torch.equal(shift_image(torch.arange(6.0).view(1, 2, 3), 1, 0), torch.tensor([[[0.0, 0, 1], [3, 3, 4]]]))
 
 
+def test_uncovered_background_reads_background_not_the_patch():
+    """A patch 10 px wide moved 6 px right under a (2, 1) camera shift: in img it covers x 10..19; in ref it hides
+    ref x 16..25, i.e. img x 14..23 after the camera. The uncovered strip x 20..23 (what the patch left behind) takes
+    the patch's displacement, so it reads ref x 26..29, just behind the patch: background, never the patch."""
+    h, w = 40, 60
+    flow = torch.zeros(2, h, w)
+    flow[0], flow[1] = 2.0, 1.0
+    flow[:, 5:15, 10:20] = torch.tensor([6.0, 1.0])[:, None, None]
+    in_img = torch.zeros(h, w, dtype=torch.bool)
+    in_img[5:15, 10:20] = True
+    ref_owner = torch.full((1, h, w), -1.0)
+    ref_owner[:, 6:16, 16:26] = 0.0
+    FlyingPatches._fill_uncovered(flow, in_img, ref_owner, [(6, 1)], (2, 1), (h, w))
+    hidden = torch.zeros(h, w, dtype=torch.bool)
+    hidden[5:15, 14:24] = True  # p + camera inside the ref patch
+    hidden &= ~in_img
+    assert hidden.sum() == 40
+    assert torch.equal(flow[0][hidden], torch.full((40,), 6.0)) and torch.equal(flow[1][hidden], torch.full((40,), 1.0))
+    assert torch.equal(flow[0][~hidden & ~in_img], torch.full((h * w - 140,), 2.0))  # the rest: camera
+    ys, xs = hidden.nonzero().T
+    assert (ref_owner[0, ys + 1, xs + 6] < 0).all()  # every uncovered pixel now reads background
+
+
 def test_flow_pretraining_reduces_the_end_point_error():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

@@ -81,8 +81,9 @@ class FlowNetSimple(nn.Module):
         x[:, :, :, img_shape[1]:] = 0.0
         return F.interpolate(x, scale_factor=self.cfg.img_scale_factor, mode="bilinear", align_corners=False)
 
-    def forward(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> torch.Tensor:
-        """pair (N, 6, Hp, Wp) = cat([current, key]) -> flow (N, 2, Hp, Wp); channel 0 = x, 1 = y."""
+    def predictions(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> list[torch.Tensor]:
+        """The decoder's raw flow predictions, coarse to fine (flow6 ... flow2, strides 128 ... 8 of the padded
+        image), all in one unit: pixels / (8 * flow_scale_factor), as FlowNet's multi-scale training loss uses them."""
         x = self.prepare(pair, img_shape)
         outs = []
         for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
@@ -90,17 +91,29 @@ class FlowNetSimple(nn.Module):
                 x = layer(x)
             outs.append(x)
         c2, c3, c4, c5, c6 = outs[1:]
-        cat = c6
+        cat, flows = c6, []
         for skip, deconv, predict, upsample in (
             (c5, self.deconv5, self.predict_flow6, self.upsample_flow5),
             (c4, self.deconv4, self.predict_flow5, self.upsample_flow4),
             (c3, self.deconv3, self.predict_flow4, self.upsample_flow3),
             (c2, self.deconv2, self.predict_flow3, self.upsample_flow2),
         ):
-            flow = predict(cat)
-            up = _crop_like(upsample(flow), skip)
+            flows.append(predict(cat))
+            up = _crop_like(upsample(flows[-1]), skip)
             cat = torch.cat([skip, _crop_like(deconv(cat), skip), up], dim=1)
-        flow = self.predict_flow(cat)
+        flows.append(self.predict_flow(cat))
+        return flows
+
+    @property
+    def unit(self) -> float:
+        """Pixels of the padded image per unit of the raw predictions: 8 x flow_scale_factor."""
+        return 4 / self.cfg.img_scale_factor * self.cfg.flow_scale_factor
+
+    def upsample(self, flow: torch.Tensor) -> torch.Tensor:
+        """The finest raw prediction (N, 2, Hp/8, Wp/8) -> flow in pixels of the padded image (N, 2, Hp, Wp)."""
         up = 4 / self.cfg.img_scale_factor
-        flow = F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False)
-        return flow * up * self.cfg.flow_scale_factor
+        return F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False) * self.unit
+
+    def forward(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> torch.Tensor:
+        """pair (N, 6, Hp, Wp) = cat([current, key]) -> flow (N, 2, Hp, Wp); channel 0 = x, 1 = y."""
+        return self.upsample(self.predictions(pair, img_shape)[-1])

@@ -4,9 +4,13 @@ mmtracking starts DFF's FlowNet from weights trained on Flying Chairs. Offline (
 can instead be pre-trained here on "flying patches": pairs made from real training frames, where the second
 image is the first one shifted (the camera) with rectangular patches of another frame pasted at known positions
 in both images (the objects). The flow is known at every pixel, large displacements included, which a FlowNet
-learns far faster than from box tracks or a photometric loss. The loss is the end-point error on a pixel grid,
-in feature cells (pixels / stride). The result is a FlowNetSimple state-dict file for `dff train
---flownet-weights`; the end-to-end DFF recipe then fine-tunes it as usual.
+learns far faster than from box tracks or a photometric loss. Two choices make it the flow DFF needs rather than
+the true flow: the background a patch uncovered takes the patch's displacement (the true flow there points at
+the patch in the key frame, so the warp would copy the object's features to where it no longer is: a ghost), and
+the target includes the ramp that mmtracking's warp grid needs (`warp_target`). The loss is FlowNet's
+multi-scale end-point error (the full-resolution output plus the coarser decoder levels), in feature cells
+(pixels / stride). The result is a FlowNetSimple state-dict file for `dff train --flownet-weights`; the
+end-to-end DFF recipe then fine-tunes it as usual.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class FlowPretrainConfig:
     grid_stride: int = 4
     grad_clip_norm: float = 35.0
     compensate_warp: bool = True  # learn the flow that mmtracking's warp needs (see `warp_target`)
+    level_weights: tuple[float, ...] = (0.25, 0.25, 0.25, 0.5)  # coarse decoder levels flow6..flow3 (see below)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class PatchMotion:
     object_fraction: float = 0.5  # patches cut around an annotated object (with `object_margin`) when there is one
     object_margin: float = 0.15
     relative_shift: float = 0.7  # large shifts go up to max(max_shift, relative_shift * patch size)
+    fill_uncovered: bool = True  # uncovered background takes the displacement of the patch that hides it in ref
 
 
 @dataclass
@@ -141,7 +147,10 @@ class FlyingPatches:
         ref[:, :h, :w] = shift_image(a[:, :h, :w], cx, cy)
         flow = torch.zeros(2, *a.shape[1:])
         flow[0, :h, :w], flow[1, :h, :w] = float(cx), float(cy)
-        for _ in range(rng.randint(*m.patches)):
+        in_img = torch.zeros(a.shape[1:], dtype=torch.bool)
+        ref_owner = torch.full((1, *a.shape[1:]), -1.0)
+        shifts = []
+        for j in range(rng.randint(*m.patches)):
             sx, sy, pw, ph = self._patch_box(second)
             patch = b[:, sy:sy + ph, sx:sx + pw]
             x, y = rng.randint(-pw // 3, w - 2 * pw // 3), rng.randint(-ph // 3, h - 2 * ph // 3)
@@ -153,12 +162,31 @@ class FlyingPatches:
             dx, dy = rng.randint(-lx, lx), rng.randint(-ly, ly)
             covered = _paste(img[:, :h, :w], patch, x, y)
             _paste(ref[:, :h, :w], patch, x + dx, y + dy)
+            _paste(ref_owner[:, :h, :w], torch.full((1, ph, pw), float(j)), x + dx, y + dy)
+            shifts.append((dx, dy))
             if covered is not None:
                 x1, y1, x2, y2 = covered
                 flow[0, y1:y2, x1:x2], flow[1, y1:y2, x1:x2] = float(dx), float(dy)
+                in_img[y1:y2, x1:x2] = True
+        if m.fill_uncovered and shifts:
+            self._fill_uncovered(flow, in_img, ref_owner, shifts, (cx, cy), (h, w))
         valid = torch.zeros(a.shape[1:], dtype=torch.bool)
         valid[:h, :w] = True
         return img, ref, flow, valid
+
+    @staticmethod
+    def _fill_uncovered(flow: torch.Tensor, in_img: torch.Tensor, ref_owner: torch.Tensor,
+                        shifts: list[tuple[int, int]], camera: tuple[int, int], img_shape: tuple[int, int]) -> None:
+        """Background of img whose camera-shifted place in ref is hidden by patch j gets patch j's displacement.
+
+        Its true flow would read the patch's pixels in ref, and DFF's warp would copy the object's features there
+        (a ghost at the place the object left); read through the patch's displacement, it lands on background.
+        """
+        h, w = img_shape
+        owner = shift_image(ref_owner[:, :h, :w], -camera[0], -camera[1])[0].long()  # owner(p) = ref_owner(p + c)
+        hidden = (owner >= 0) & ~in_img[:h, :w]
+        table = torch.tensor(shifts, dtype=flow.dtype)
+        flow[:, :h, :w][:, hidden] = table[owner[hidden]].T
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         """`size` pairs of one frame size, stacked, and that size's img_shape."""
@@ -191,6 +219,20 @@ def end_point_error(flow: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
+def multiscale_error(levels: list[torch.Tensor], unit: float, target: torch.Tensor, valid: torch.Tensor,
+                     weights: tuple[float, ...]) -> torch.Tensor:
+    """FlowNet's multi-scale loss on the coarse decoder levels: sum of weight x mean end-point error (pixels)
+    against the target area-averaged to each level's grid (cells at least half valid), `unit` pixels per unit."""
+    total = target.new_zeros(())
+    for flow, weight in zip(levels, weights):
+        size = flow.shape[-2:]
+        t = F.interpolate(target, size=size, mode="area")
+        v = F.interpolate(valid[:, None].float(), size=size, mode="area")[:, 0] >= 0.5
+        err = (flow * unit - t).norm(dim=1)
+        total = total + weight * (err * v).sum() / v.sum().clamp(min=1)
+    return total
+
+
 def pretrain_flownet(
     motion: FlowNetSimple, data: FlyingPatches, cfg: FlowPretrainConfig, stride: int, progress: bool = True
 ) -> list[dict[str, float]]:
@@ -206,9 +248,11 @@ def pretrain_flownet(
         img, ref, target, valid, img_shape = data.batch(cfg.batch_size)
         if cfg.compensate_warp:
             target = warp_target(target, stride)
-        epe = end_point_error(motion(torch.cat([img, ref], dim=1), img_shape), target, valid, cfg.grid_stride)
+        levels = motion.predictions(torch.cat([img, ref], dim=1), img_shape)
+        epe = end_point_error(motion.upsample(levels[-1]), target, valid, cfg.grid_stride)
+        coarse = multiscale_error(levels[:-1], motion.unit, target, valid, cfg.level_weights)
         optimizer.zero_grad(set_to_none=True)
-        (epe / stride).backward()
+        ((epe + coarse) / stride).backward()
         torch.nn.utils.clip_grad_norm_(motion.parameters(), cfg.grad_clip_norm)
         optimizer.step()
         window.append(float(epe.detach()))
