@@ -4,6 +4,7 @@ import json
 import math
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -11,8 +12,8 @@ from dff.classes import VID_WNIDS
 from dff.cli.main import main
 from dff.data.cocovid import CocoVID, motion_iou
 from dff.data.convert import convert_dataset
-from dff.data.synthetic import SYNTHETIC_CLASSES, load_ground_truth, make_synthetic
-from dff.errors import InputError
+from dff.data.synthetic import SYNTHETIC_CLASSES, ground_truth_flow, load_ground_truth, make_synthetic
+from dff.errors import DatasetError, InputError
 
 
 def _files(root):
@@ -96,3 +97,64 @@ def test_cli_make_synthetic_and_convert_dataset(tmp_path, capsys):
     assert printed == [str(out)] + [str(tmp_path / "ann" / n) for n in names]
     assert main(["convert-dataset", str(tmp_path / "nowhere")]) == 2
     assert "dff: error:" in capsys.readouterr().err
+
+
+def _warp(frame: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Sample `frame` at p + flow(p) (bilinear): the frame-k content each frame-t pixel maps to."""
+    h, w = flow.shape[1:]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(frame, xs + flow[0], ys + flow[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_ground_truth_flow_moves_frame_k_onto_frame_t_and_reads_background_where_objects_left(tmp_path):
+    made = make_synthetic(tmp_path, videos=0, val_videos=4, frames=20, det_images=0, width=320, height=192,
+                          seed=7, progress=False)
+    read = lambda v, t: cv2.imread(str(tmp_path / "Data" / "VID" / v.name / f"{t:06d}.JPEG")).astype(np.float32)
+    objects_gt, objects_camera, uncovered, reads_object = [], [], 0, 0
+    for v in made.videos:
+        assert len(v.camera) == 20 and all(len(tr.full_boxes) == len(tr.frames) for tr in v.tracks)
+        for t, k in ((9, 0), (19, 10)):
+            flow = ground_truth_flow(v, t, k)
+            ft, warped = read(v, t), _warp(read(v, k), flow)
+            camera = _warp(read(v, k), np.broadcast_to(flow[:, :1, :1] * 0 + np.subtract(v.camera[t], v.camera[k])
+                                                       .astype(np.float32)[:, None, None], flow.shape).copy())
+            now = np.zeros(flow.shape[1:], bool)
+            for tr in v.tracks:
+                at = dict(zip(tr.frames, tr.full_boxes))
+                if t in at:
+                    x1, y1, x2, y2 = np.clip(at[t], 0, [320, 192, 320, 192])
+                    now[y1:y2, x1:x2] = True
+            ys, xs = np.mgrid[0:192, 0:320].astype(np.float32)
+            bg = np.subtract(v.camera[t], v.camera[k])
+            hidden_by = np.zeros(flow.shape[1:], int)  # how many key-frame boxes cover a pixel's background in k
+            for tr in v.tracks:
+                at = dict(zip(tr.frames, tr.full_boxes))
+                if k in at:
+                    kx1, ky1, kx2, ky2 = at[k]
+                    hidden_by += (xs + bg[0] >= kx1) & (xs + bg[0] < kx2) & (ys + bg[1] >= ky1) & (ys + bg[1] < ky2)
+            for tr in v.tracks:
+                at = dict(zip(tr.frames, tr.full_boxes))
+                if t not in at or k not in at:
+                    continue
+                x1, y1, x2, y2 = at[t]
+                inner = np.zeros(flow.shape[1:], bool)
+                inner[max(0, (3 * y1 + y2) // 4):max(0, (y1 + 3 * y2) // 4), max(0, (3 * x1 + x2) // 4):max(0, (x1 + 3 * x2) // 4)] = True
+                if inner.sum() > 20:
+                    objects_gt.append(np.abs(warped - ft).mean(-1)[inner].mean())
+                    objects_camera.append(np.abs(camera - ft).mean(-1)[inner].mean())
+                kx1, ky1, kx2, ky2 = at[k]
+                left = ((xs + bg[0] >= kx1) & (xs + bg[0] < kx2) & (ys + bg[1] >= ky1) & (ys + bg[1] < ky2)) & ~now
+                left &= hidden_by == 1  # where objects overlapped in frame k, the top one's motion is taken
+                rx, ry = xs + flow[0], ys + flow[1]
+                uncovered += int(left.sum())
+                inside = (rx > kx1 + 1) & (rx < kx2 - 1) & (ry > ky1 + 1) & (ry < ky2 - 1)  # deeper than a pixel
+                reads_object += int((left & inside).sum())
+    assert len(objects_gt) >= 8 and uncovered > 500
+    # median over objects: a box's flow is not its pixels' where the sprite is transparent, occluded or cut
+    assert np.median(objects_gt) < 0.3 * np.median(objects_camera), (objects_gt, objects_camera)
+    assert reads_object == 0  # the background an object left reads background in frame k, not the object
+    v = made.videos[0]
+    assert np.array_equal(ground_truth_flow(v, 5, 5), np.zeros((2, 192, 320), np.float32))
+    v.camera = []
+    with pytest.raises(DatasetError, match="no camera record"):
+        ground_truth_flow(v, 1, 0)

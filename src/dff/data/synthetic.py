@@ -77,6 +77,7 @@ class Track:
     boxes: list[list[int]] = field(default_factory=list)  # [xmin, ymin, xmax, ymax), w = xmax - xmin, per frame
     occluded: list[bool] = field(default_factory=list)
     generated: list[bool] = field(default_factory=list)
+    full_boxes: list[list[int]] = field(default_factory=list)  # the whole sprite's box, also outside the frame
 
 
 @dataclass
@@ -90,6 +91,7 @@ class SyntheticVideo:
     num_frames: int
     train_frames: list[int]  # 0-based, the 15 listed in VID_train_15frames.txt (empty for val)
     tracks: list[Track]
+    camera: list[list[int]] = field(default_factory=list)  # per frame: (x, y) of the frame in the panned canvas
 
 
 @dataclass
@@ -399,7 +401,8 @@ def _visible(box: tuple[int, int, int, int], width: int, height: int) -> tuple[i
 
 
 def _render_video(rng: np.random.Generator, width: int, height: int, num_frames: int):
-    """Draw a video; yield (frame BGR uint8, [(trackid, kind, speed, visible box, occluded)]) per frame."""
+    """Draw a video; yield (frame BGR uint8, [(trackid, kind, speed, visible box, occluded, full box)], camera
+    (x, y)) per frame; objects in drawing order (later ones on top)."""
     mx, my = width // 5, height // 5
     canvas = make_background(height + 2 * my, width + 2 * mx, rng)
     cam = np.array([rng.uniform(0, 2 * mx), rng.uniform(0, 2 * my)])
@@ -442,9 +445,9 @@ def _render_video(rng: np.random.Generator, width: int, height: int, num_frames:
             if vis is None or own_px == 0:
                 continue
             shown = int((owner == m.trackid).sum())
-            objects.append((m.trackid, m.kind, m.speed, vis, shown < (1.0 - OCCLUDED_FRACTION) * own_px))
+            objects.append((m.trackid, m.kind, m.speed, vis, shown < (1.0 - OCCLUDED_FRACTION) * own_px, box))
         noise = rng.integers(-2, 3, size=(height, width, 1), dtype=np.int16)
-        yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8), objects
+        yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8), objects, (cx, cy)
         for m in movers:
             if t >= m.start:
                 m.step(width, height)
@@ -461,6 +464,45 @@ def _paste_mask(dst: np.ndarray, mask: np.ndarray, x1: int, y1: int) -> None:
     fx1, fy1, fx2, fy2 = max(0, x1), max(0, y1), min(W, x1 + w), min(H, y1 + h)
     if fx2 > fx1 and fy2 > fy1:
         dst[fy1:fy2, fx1:fx2] = mask[fy1 - y1:fy2 - y1, fx1 - x1:fx2 - x1]
+
+
+def ground_truth_flow(video: SyntheticVideo, t: int, k: int) -> np.ndarray:
+    """Flow (2, H, W) float32 from frame ``t`` to frame ``k`` of a generated video: where each pixel of frame t is
+    in frame k, in pixels (x, y).
+
+    The background moves with the camera. An object annotated in both frames maps its box in t onto its box in k
+    (its sprite is drawn scaled into that box), pixel centres to pixel centres. The background the object has
+    uncovered since frame k takes the object's mapping too: its true flow would point at the object in frame k,
+    and warping features along it would copy the object to where it no longer is; along the object's motion it
+    reads the background behind it instead (where objects overlapped in frame k, along the top one's motion).
+    Later-drawn objects are on top. Needs a set made with camera records.
+    """
+    if not video.camera:
+        raise DatasetError(f"{video.name}: no camera record (made by an older make_synthetic); generate it again")
+    h, w = video.height, video.width
+    bg = np.subtract(video.camera[t], video.camera[k]).astype(np.float32)
+    flow = np.empty((2, h, w), np.float32)
+    flow[0], flow[1] = bg[0], bg[1]
+    xs, ys = np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32) + 0.5
+    pairs = []
+    for tr in sorted(video.tracks, key=lambda tr: tr.trackid):
+        at = dict(zip(tr.frames, tr.full_boxes))
+        if t in at and k in at:
+            pairs.append((np.asarray(at[t], np.float32), np.asarray(at[k], np.float32)))
+
+    def paint(bt: np.ndarray, bk: np.ndarray, region: np.ndarray) -> None:
+        x1, y1, x2, y2 = np.clip(np.round(region), 0, [w, h, w, h]).astype(int)
+        if x2 <= x1 or y2 <= y1:
+            return
+        sx, sy = (bk[2] - bk[0]) / (bt[2] - bt[0]), (bk[3] - bk[1]) / (bt[3] - bt[1])
+        flow[0, y1:y2, x1:x2] = (bk[0] + (xs[x1:x2] - bt[0]) * sx - xs[x1:x2])[None, :]
+        flow[1, y1:y2, x1:x2] = (bk[1] + (ys[y1:y2] - bt[1]) * sy - ys[y1:y2])[:, None]
+
+    for bt, bk in pairs:  # uncovered background: frame-t pixels whose background in frame k lies under the object
+        paint(bt, bk, bk - np.tile(bg, 2))
+    for bt, bk in pairs:
+        paint(bt, bk, bt)
+    return flow
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -507,16 +549,19 @@ def _make_video(root: Path, split: str, index: int, seed: int, width: int, heigh
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
     name = _video_name(split, index)
     tracks: dict[int, Track] = {}
-    for t, (frame, objects) in enumerate(_render_video(rng, width, height, num_frames)):
+    camera = []
+    for t, (frame, objects, cam) in enumerate(_render_video(rng, width, height, num_frames)):
         _write_image(root / "Data" / "VID" / name / f"{t:06d}.JPEG", frame)
+        camera.append(list(cam))
         parts = []
-        for trackid, kind, speed, box, occluded in objects:
+        for trackid, kind, speed, box, occluded, full_box in objects:
             generated = bool(rng.random() < 0.3)
             tr = tracks.setdefault(trackid, Track(trackid, _WNID[kind], speed))
             tr.frames.append(t)
             tr.boxes.append(list(box))
             tr.occluded.append(occluded)
             tr.generated.append(generated)
+            tr.full_boxes.append(list(full_box))
             parts.append(_xml_object(
                 _WNID[kind], box, track=f"\t\t<trackid>{trackid}</trackid>\n",
                 extra=f"\t\t<occluded>{int(occluded)}</occluded>\n\t\t<generated>{int(generated)}</generated>\n",
@@ -526,7 +571,7 @@ def _make_video(root: Path, split: str, index: int, seed: int, width: int, heigh
         xml_path.write_text(_xml(name.split("/", 1)[1], f"{t:06d}", "ILSVRC_2015", width, height, parts))
     train_frames = [n - 1 for n in train_frame_numbers(num_frames)] if split == "train" else []
     return SyntheticVideo(split, name, width, height, num_frames, train_frames,
-                          [tracks[k] for k in sorted(tracks)])
+                          [tracks[k] for k in sorted(tracks)], camera)
 
 
 def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) -> SyntheticImage:
