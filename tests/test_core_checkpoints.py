@@ -113,6 +113,24 @@ def test_bad_frames(bad, what):
         list(model.predict([frames(1)[0], bad]))
 
 
+def test_half_precision_file_is_half_the_size_and_loads_as_float32(tmp_path, tiny_state):
+    src = mmtracking_pth(tmp_path / "m.pth", tiny_state)
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    for dst, extra in ((full, []), (half, ["--half"])):
+        run = subprocess.run([sys.executable, "-m", "dff", "convert-checkpoint", str(src), str(dst),
+                              "--preset", "tiny_synthetic", *extra], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    assert 0.49 < half.stat().st_size / full.stat().st_size < 0.51
+    a, b = dff.load(full), dff.load(half)
+    for (name, x), y in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert y.dtype == x.dtype, name
+        assert torch.equal(y, x.half().to(x.dtype) if x.is_floating_point() else x), name
+    video = frames(4)
+    for ra, rb in zip(a.predict(video), b.predict(video)):
+        assert ra.boxes.shape == rb.boxes.shape
+        assert np.abs(ra.scores - rb.scores).max(initial=0) < 1e-2
+
+
 def test_convert_checkpoint_cli(tmp_path, tiny_state):
     src = mmtracking_pth(tmp_path / "m.pth", tiny_state)
     out = tmp_path / "m.safetensors"

@@ -173,11 +173,11 @@ class DFFModel:
         self._fast.use_flow = self.net.use_flow
         return self._fast
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Save weights and config as one .safetensors file (our format)."""
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Save weights and config as one .safetensors file (our format); `dtype=torch.float16` halves it."""
         from dff import __version__
 
-        checkpoint.save(self.net, self.config, path, __version__)
+        checkpoint.save(self.net, self.config, path, __version__, dtype)
 
 
 class VideoSession:

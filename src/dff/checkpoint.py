@@ -92,11 +92,15 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
 
 
-def save(model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str) -> None:
-    """Write the model's state dict and config to `path` (.safetensors) atomically."""
+def save(model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str,
+         dtype: torch.dtype | None = None) -> None:
+    """Write the model's state dict and config to `path` (.safetensors) atomically; `dtype` (e.g. torch.float16,
+    half the size) stores the floating-point tensors in that type, which loading casts back to the model's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {
         "format": FORMAT, "version": version, "preset": cfg.name,
         "class_names": json.dumps(list(cfg.class_names)), "config": json.dumps(cfg.to_dict()),

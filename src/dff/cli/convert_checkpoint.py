@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from dff.api import load
 from dff.config import PRESETS
 
@@ -13,11 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="mmtracking checkpoint (.pth)")
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--preset", default="r50_dc5", choices=sorted(PRESETS), help="architecture of the checkpoint")
+    p.add_argument("--half", action="store_true", help="store the weights as float16 (half the file; loaded as float32)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     model = load(args.src, preset=args.preset)
-    model.save(args.dst)
+    model.save(args.dst, torch.float16 if args.half else None)
     print(f"wrote {args.dst} ({args.preset}, {sum(p.numel() for p in model.net.parameters()) / 1e6:.1f} M parameters)")
     return 0
