@@ -113,6 +113,24 @@ def test_loss_falls_and_run_writes_logs_checkpoints_and_model(tiny_set, tmp_path
     assert cfg.name == "tiny_synthetic" and "motion.conv1.0.conv.weight" in state
     ckpt = torch.load(out / "latest.pth", map_location="cpu", weights_only=True)
     assert ckpt["progress"] == {"epoch": 2, "iter_in_epoch": 0, "global_iter": 24}
+    rest, flow = ckpt["optimizer"]["param_groups"]  # the FlowNet trains at the preset's flow_lr_mult
+    assert len(flow["params"]) == len(list(DFF(cfg).motion.parameters()))
+    assert flow["lr"] == pytest.approx(rest["lr"] * cfg.train.flow_lr_mult) and cfg.train.flow_lr_mult == 0.125
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tiny_set, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(_opts(tiny_set, out, max_iters=5, log_every=2))
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["global_iter"] for r in records] == [2, 4, 5]
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", *(f"train/{k}" for k in LOSS_NAMES)} <= set(events.Tags()["scalars"])
+    for key in ("loss", "lr", "loss_rpn_cls"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert logged == [(r["global_iter"], pytest.approx(r[key], rel=1e-6)) for r in records]
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_set, tmp_path):

@@ -83,6 +83,8 @@ def test_schedule_warmup_and_steps_as_mmcv():
     assert s.lr(1, 500) == pytest.approx(0.01)
     assert [s.regular_lr(e) for e in range(7)] == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4])
     assert s.lr(2, 100) == pytest.approx(1e-3 * (1 - 0.8 * (2 / 3)))  # warm-up scales the epoch's own LR
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]},
+                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 0.25}], lr=1.0)
     assert s.apply(opt, 5, 10_000) == pytest.approx(1e-4) and opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.25e-4)  # a group's lr_mult (the FlowNet's, in training)
     assert math.isclose(StepWarmupSchedule(0.04, warmup_iters=0).lr(0, 0), 0.04)

@@ -307,7 +307,10 @@ def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str
     params = [p for p in net.parameters() if p.requires_grad]
     base_lr = run["lr_per_8_images"] * d.world_size * opts.batch_size / 8
     t = cfg.train
-    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    flow_params = {id(p) for p in net.motion.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in flow_params]},
+              {"params": [p for p in params if id(p) in flow_params], "lr_mult": t.flow_lr_mult}]
+    optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
     schedule = StepWarmupSchedule(base_lr, t.lr_steps, t.lr_gamma, t.warmup_iters, t.warmup_ratio)
     amp = run["amp"]
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None

@@ -35,8 +35,8 @@ class StepWarmupSchedule:
         return regular * (1 - k)
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, global_iter: int) -> float:
-        """Set every parameter group's LR for this iteration; returns it."""
+        """Set every parameter group's LR for this iteration (times the group's `lr_mult`, if any); returns it."""
         lr = self.lr(epoch, global_iter)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
