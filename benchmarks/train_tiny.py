@@ -1,7 +1,8 @@
 """Reproduce the bundled `tiny_synthetic` model from scratch and measure it.
 
-    python benchmarks/train_tiny.py --work runs/tiny            # everything, ~25 min on 2 CPU cores
-    python benchmarks/train_tiny.py --work runs/tiny --install  # ... and copy the model + demo clip into dff/assets
+    python benchmarks/train_tiny.py --work runs/tiny --threads 2            # everything, ~23 min on 2 idle cores
+    python benchmarks/train_tiny.py --work runs/tiny --threads 2 --install  # ... and copy the model + demo clip
+                                                                            #     into dff/assets
 
 Stages (each skipped when its output already exists in --work, so an interrupted run continues):
 
@@ -9,10 +10,12 @@ Stages (each skipped when its output already exists in --work, so an interrupted
 2. flow:  FlowNet pre-training on "flying patches" made from the training frames (dense, known flow), because no
           Flying Chairs FlowNetSimple is available offline -> `flownet_pretrained.pth`;
 3. train: the DFF recipe (`dff.training.loop.train`, the same code as `dff train`) from that FlowNet and a
-          randomly initialised ResNet-18 -> `train/model.safetensors`;
-4. val:   a *fresh* synthetic val set (another seed) -> `val/annotations/imagenet_vid_val.json`;
+          randomly initialised ResNet-18 -> `train/model.safetensors`, and its float16 copy
+          `tiny_synthetic.safetensors` (the file that ships; all numbers are measured on it);
+4. val:   *fresh* synthetic val sets (other seeds) -> `val*/annotations/imagenet_vid_val.json`;
 5. eval:  COCO AP50 (mmtracking's protocol) per frame (key interval 1), DFF@10 and DFF@10 with zero flow, overall
-          and by FGFA motion bucket; also the ILSVRC-devkit numbers -> `results.json` and a Markdown table.
+          and by FGFA motion bucket, and the ILSVRC-devkit numbers, on the first val set; per frame and DFF@10 on
+          the others -> `results.json` and a Markdown table.
 
 Timings of every stage are recorded with the machine's load, since other processes may share the cores.
 """
@@ -33,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -40,8 +44,8 @@ import dff
 from dff.config import preset
 from dff.data.cocovid import CocoVID, read_image
 from dff.data.convert import convert_dataset
-from dff.data.synthetic import make_synthetic
-from dff.data.transforms import preprocess
+from dff.data.synthetic import SyntheticVideo, ground_truth_flow, load_ground_truth, make_synthetic
+from dff.data.transforms import ImageMeta, preprocess
 from dff.evaluation.coco import coco_ap50
 from dff.evaluation.evaluate import category_ids, coco_results, evaluate
 from dff.evaluation.ilsvrc import MOTION_RANGES
@@ -68,9 +72,10 @@ class Recipe:
     data_seed: int = 0
     val_videos: int = 20
     val_seed: int = 1  # a fresh val set: never seen while choosing any constant
+    more_val_seeds: tuple[int, ...] = (3, 4)  # further fresh val sets: how much the numbers move with the seed
     width: int = 480
     height: int = 272
-    flow_iters: int = 5000
+    flow_iters: int = 20000
     train_seed: int = 0
     batch_size: int = 2
     key_interval: int = 10
@@ -161,10 +166,19 @@ def stage_train(work: Path, data: Path, flow: Path, r: Recipe, procs: int) -> Pa
     return model
 
 
-def stage_val(work: Path, r: Recipe) -> Path:
-    root = work / "val"
+def stage_ship(work: Path, model: Path) -> Path:
+    """The trained model with its weights stored as float16 (half the file, loaded as float32): the file that ships
+    and the one every number below is measured on."""
+    path = work / "tiny_synthetic.safetensors"
+    if not path.is_file():
+        dff.load(model, preset=PRESET).save(path, torch.float16)
+    return path
+
+
+def stage_val(work: Path, r: Recipe, seed: int) -> Path:
+    root = work / ("val" if seed == r.val_seed else f"val_seed{seed}")
     if not (root / "annotations" / "imagenet_vid_val.json").is_file():
-        make_synthetic(root, videos=0, frames=r.frames, seed=r.val_seed, width=r.width, height=r.height,
+        make_synthetic(root, videos=0, frames=r.frames, seed=seed, width=r.width, height=r.height,
                        det_images=0, val_videos=r.val_videos, overwrite=True)
         convert_dataset(root, parts=("vid_val",))
     return root
@@ -190,12 +204,13 @@ def cached(path: Path, compute) -> dict:
     return result
 
 
-def stage_eval(model_path: Path, val: Path, r: Recipe) -> dict:
+def stage_eval(model_path: Path, val: Path, modes: tuple[str, ...] = tuple(MODES)) -> dict:
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     motion = gt_motion_iou(dataset)
     model = dff.load(model_path, preset=PRESET)
     out: dict = {}
-    for mode, (interval, use_flow) in MODES.items():
+    for mode in modes:
+        interval, use_flow = MODES[mode]
         model.key_interval, model.use_flow = interval, use_flow
         t0, records = time.time(), []
         for video, frames in dataset.iter_videos():
@@ -213,62 +228,51 @@ def stage_eval(model_path: Path, val: Path, r: Recipe) -> dict:
 OFFSETS = {"key (0)": (0,), "1-3": (1, 2, 3), "4-6": (4, 5, 6), "7-9": (7, 8, 9)}
 
 
-def _box_flow(cur: dict, key: dict, hp: int, wp: int) -> torch.Tensor:
-    """(1, 2, hp, wp) flow from the current frame to the key frame that maps every annotated object's box in the
-    current frame onto its box in the key frame (per-axis scale + shift); zero elsewhere; smaller boxes on top."""
-    flow = torch.zeros(1, 2, hp, wp)
-    ys, xs = torch.arange(hp, dtype=torch.float32), torch.arange(wp, dtype=torch.float32)
-    common = sorted((i for i in cur if i in key), key=lambda i: -float(np.prod(cur[i][2:] - cur[i][:2])))
-    for i in common:
-        c, k = cur[i], key[i]
-        if min(c[2] - c[0], c[3] - c[1]) < 1:
-            continue
-        inside = ((ys >= c[1]) & (ys <= c[3]))[:, None] & ((xs >= c[0]) & (xs <= c[2]))[None, :]
-        qx = k[0] + (xs - c[0]) / (c[2] - c[0]) * (k[2] - k[0])
-        qy = k[1] + (ys - c[1]) / (c[3] - c[1]) * (k[3] - k[1])
-        flow[0, 0] = torch.where(inside, (qx - xs)[None].expand(hp, wp), flow[0, 0])
-        flow[0, 1] = torch.where(inside, (qy - ys)[:, None].expand(hp, wp), flow[0, 1])
-    return flow
+def _oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: int) -> torch.Tensor:
+    """(1, 2, Hp, Wp) FlowNet-style flow from frame t to key frame k: the generator's exact flow (`ground_truth_flow`:
+    camera, objects, uncovered background), resized to the detector's input, plus the ramp DFF's warp needs."""
+    h, w = meta.img_shape
+    flow = cv2.resize(ground_truth_flow(video, t, k).transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = torch.zeros(1, 2, *meta.pad_shape)
+    out[0, :, :h, :w] = torch.from_numpy(flow * meta.scale_factor[:2]).permute(2, 0, 1)
+    return warp_target(out, stride)
 
 
-def _run_with_flow(model, dataset: CocoVID, val: Path, flow_of) -> list[FrameRecord]:
-    """DFF@10 where `flow_of(img, key_img, meta, boxes, key_boxes)` gives each non-key frame's FlowNet-style flow."""
-    net, records = model.net, []
+def _run_with_oracle_flow(model, dataset: CocoVID, val: Path) -> list[FrameRecord]:
+    """DFF@10 where every non-key frame's flow is the oracle flow instead of the FlowNet's."""
+    net, stride, records = model.net, model.config.rpn.stride, []
+    synthetic = {v.name: v for v in load_ground_truth(val).videos}
     with torch.inference_mode():
         for video, frames in dataset.iter_videos():
             for im in frames:
                 img, meta = preprocess(read_image(val / "Data" / "VID" / im["file_name"]), model.config.preprocess)
-                img = img[None]
-                boxes = {a["instance_id"]: np.asarray([a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                                                       a["bbox"][1] + a["bbox"][3]], np.float32) * meta.scale_factor
-                         for a in dataset.annotations(im["id"])}
-                if im["frame_id"] % model.key_interval == 0:
-                    key_img, key_boxes = img, boxes
-                    key_feats = feats = net.detector.extract_feat(img)
+                t = im["frame_id"]
+                if t % model.key_interval == 0:
+                    key, key_feats = t, net.detector.extract_feat(img[None])
+                    feats = key_feats
                 else:
-                    feats = net.warp(key_feats, flow_of(img, key_img, meta, boxes, key_boxes))
+                    feats = net.warp(key_feats, _oracle_flow(synthetic[video["name"]], t, key, meta, stride))
                 d = net.detector.detect(feats, meta)
-                records.append(FrameRecord(video["id"], im["id"], im["frame_id"], im["frame_id"] % 10 == 0,
+                records.append(FrameRecord(video["id"], im["id"], t, t % model.key_interval == 0,
                                            d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
     return records
 
 
 def stage_analysis(model_path: Path, val: Path) -> dict:
     """COCO AP50 by distance to the key frame, for per-frame, DFF@10 (learned flow), DFF@10 with zero flow and
-    DFF@10 with an oracle flow made from the ground-truth boxes: how much of DFF's loss is the flow's fault."""
+    DFF@10 with the generator's exact flow (`_oracle_flow`): how much of DFF's loss is the flow's fault."""
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     model = dff.load(model_path, preset=PRESET)
-    stride = model.config.rpn.stride
     runs = {}
     for mode, (interval, use_flow) in MODES.items():
         model.key_interval, model.use_flow = interval, use_flow
         runs[mode] = [rec for video, frames in dataset.iter_videos()
                       for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
     model.key_interval, model.use_flow = 10, True
-    runs["dff_oracle_flow"] = _run_with_flow(
-        model, dataset, val, lambda img, key, meta, b, kb: warp_target(_box_flow(b, kb, img.shape[2], img.shape[3]), stride))
+    runs["dff_oracle_flow"] = _run_with_oracle_flow(model, dataset, val)
     cat_ids = category_ids(dataset, model.class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
+    absent, cut = _not_whole_in_key_frame(dataset)
     out = {}
     for mode, records in runs.items():
         row = {}
@@ -279,9 +283,38 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
                   if a["image_id"] in ids and a["category_id"] in label_of]
             results = coco_results([r for r in records if r.image_id in ids], range(1, len(cat_ids) + 1))
             row[name] = coco_ap50(images, gt, results, len(cat_ids)).mean
+            if name == "all":  # objects not (wholly) in the key frame become ignored regions
+                for column, ignored in (("in key frame", absent), ("whole in key frame", absent | cut)):
+                    seen = [{**a, "iscrowd": a["id"] in ignored} for a in gt]
+                    row[column] = coco_ap50(images, seen, results, len(cat_ids)).mean
         out[mode] = row
         log.info("analysis %s: %s", mode, row)
+    for key, ids in (("absent_fraction", absent), ("cut_fraction", cut)):
+        out[key] = {name: float(np.mean([a["id"] in ids for a in dataset.all_annotations()
+                                         if a["image_id"] in {im["id"] for im in dataset.images
+                                                              if im["frame_id"] % 10 in offsets}]))
+                    for name, offsets in OFFSETS.items()}
     return out
+
+
+def _not_whole_in_key_frame(dataset: CocoVID) -> tuple[set[int], set[int]]:
+    """Ids of the annotations whose object DFF saw only in part, or not at all, in the key frame
+    (frame_id // 10 * 10) of its video: (absent: not annotated there, it entered or became big enough later;
+    cut: its box there touched the frame border and has since grown by 20 % or more)."""
+    frame_of = {im["id"]: (im["video_id"], im["frame_id"]) for im in dataset.images}
+    size = {im["id"]: (im["width"], im["height"]) for im in dataset.images}
+    box_at = {(frame_of[a["image_id"]], a["instance_id"]): a for a in dataset.all_annotations()}
+    absent, cut = set(), set()
+    for a in dataset.all_annotations():
+        video, t = frame_of[a["image_id"]]
+        key = box_at.get(((video, t - t % 10), a["instance_id"]))
+        if key is None:
+            absent.add(a["id"])
+            continue
+        (x, y, w, h), (fw, fh) = key["bbox"], size[key["image_id"]]
+        if (x <= 0 or y <= 0 or x + w >= fw or y + h >= fh) and a["area"] >= 1.2 * key["area"]:
+            cut.add(a["id"])
+    return absent, cut
 
 
 def write_demo_clip(val: Path, path: Path, frames: int) -> None:
@@ -301,7 +334,7 @@ def write_demo_clip(val: Path, path: Path, frames: int) -> None:
             writer.write(read_image(val / "Data" / "VID" / im["file_name"]))
 
 
-def markdown(results: dict, timer: Timer, r: Recipe, threads: int, procs: int) -> str:
+def markdown(results: dict, more: dict, timer: Timer, r: Recipe, threads: int, procs: int) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
@@ -320,6 +353,11 @@ def markdown(results: dict, timer: Timer, r: Recipe, threads: int, procs: int) -
         d = row["devkit"]
         lines.append(f"| {names[mode]} | {pct(d.get('ilsvrc_ap50'))} | {pct(d.get('motion_fast'))} | "
                      f"{pct(d.get('motion_medium'))} | {pct(d.get('motion_slow'))} |")
+    lines += ["", "Every fresh val set (COCO AP50, all boxes):", "",
+              "| val seed | per-frame | DFF@10 | DFF@10 - per-frame |", "|---|---|---|---|"]
+    for seed, rows in {r.val_seed: results, **more}.items():
+        lines.append(f"| {seed} | {pct(rows['per_frame']['all'])} | {pct(rows['dff']['all'])} | "
+                     f"{100 * (rows['dff']['all'] - rows['per_frame']['all']):+.1f} |")
     total = sum(s["seconds"] for s in timer.stages.values())
     lines += ["", f"Stage timings (training: {procs} processes x 1 thread; other stages: {threads} thread(s); "
                   f"{platform.machine()}, {os.cpu_count()} logical CPUs; load = 1-minute load average at the stage's "
@@ -327,17 +365,25 @@ def markdown(results: dict, timer: Timer, r: Recipe, threads: int, procs: int) -
               "| stage | seconds | load |", "|---|---|---|"]
     for name, s in timer.stages.items():
         lines.append(f"| {name} | {s['seconds']:.0f} | {s['load_start'][:1]} -> {s['load_end'][:1]} |")
+    training = sum(timer.stages[k]["seconds"] for k in ("data", "flow", "train") if k in timer.stages)
     lines.append(f"| total | {total:.0f} | |")
+    lines.append(f"| of which training (data + flow + train) | {training:.0f} ({training / 60:.1f} min) | |")
     return "\n".join(lines) + "\n"
 
 
 def analysis_markdown(analysis: dict) -> str:
     names = {"per_frame": "per-frame", "dff": "DFF@10", "dff_zero_flow": "DFF@10, zero flow",
-             "dff_oracle_flow": "DFF@10, oracle flow from GT boxes"}
-    lines = ["COCO AP50 by distance of the frame to its key frame:", "",
-             "| mode | all | " + " | ".join(OFFSETS) + " |", "|---" * (len(OFFSETS) + 2) + "|"]
-    for mode, row in analysis.items():
-        lines.append(f"| {names[mode]} | " + " | ".join(f"{100 * row[k]:.1f}" for k in ("all", *OFFSETS)) + " |")
+             "dff_oracle_flow": "DFF@10, oracle flow (the generator's exact flow)"}
+    columns = ("all", *OFFSETS, "in key frame", "whole in key frame")
+    lines = ["COCO AP50 by distance of the frame to its key frame; the last two columns (all frames) ignore the "
+             "boxes of objects that are not in the key frame, and also of those the frame border cut there and that "
+             "have grown by 20 % since:", "",
+             "| mode | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for mode in names:
+        lines.append(f"| {names[mode]} | " + " | ".join(f"{100 * analysis[mode][k]:.1f}" for k in columns) + " |")
+    for key, what in (("absent_fraction", "not in the key frame"), ("cut_fraction", "cut by the border there")):
+        lines += ["", f"Boxes whose object is {what}: " + ", ".join(
+            f"{100 * v:.1f} % at {k} frames" for k, v in analysis[key].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -349,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--install", action="store_true", help="copy the model and a demo clip into src/dff/assets")
     p.add_argument("--docs", type=Path, help="also write the Markdown results table to this file")
     p.add_argument("--analysis", action="store_true",
-                   help="also measure AP by distance to the key frame, with an oracle (box) flow (not timed)")
+                   help="also measure AP by distance to the key frame, with the generator's exact flow as an oracle "
+                        "(not timed)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -361,14 +408,18 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer(work / "timings.json")
     data = timer.run("data", stage_data, work, r)
     flow = timer.run("flow", stage_flow, work, data, r)
-    model = timer.run("train", stage_train, work, data, flow, r, args.procs)
-    val = timer.run("val", stage_val, work, r)
-    results = timer.run("eval", cached, work / "eval.json", lambda: stage_eval(model, val, r))
-    summary = {"recipe": asdict(r), "preset": preset(PRESET).to_dict(), "results": results, "timings": timer.stages,
+    model = stage_ship(work, timer.run("train", stage_train, work, data, flow, r, args.procs))
+    val = timer.run("val", stage_val, work, r, r.val_seed)
+    results = timer.run("eval", cached, work / "eval.json", lambda: stage_eval(model, val))
+    more = {seed: timer.run(f"eval seed {seed}", cached, work / f"eval_seed{seed}.json",
+                            lambda: stage_eval(model, stage_val(work, r, seed), ("per_frame", "dff")))
+            for seed in r.more_val_seeds}
+    summary = {"recipe": asdict(r), "preset": preset(PRESET).to_dict(), "results": results, "more_val_sets": more,
+               "timings": timer.stages,
                "threads": args.threads, "procs": args.procs, "torch": torch.__version__, "dff": dff.__version__,
                "command": " ".join([Path(sys.executable).name, *sys.argv])}
     (work / "results.json").write_text(json.dumps(summary, indent=1))
-    table = markdown(results, timer, r, args.threads, args.procs)
+    table = markdown(results, more, timer, r, args.threads, args.procs)
     if args.analysis:
         summary["analysis"] = cached(work / "analysis.json", lambda: stage_analysis(model, val))
         (work / "results.json").write_text(json.dumps(summary, indent=1))
