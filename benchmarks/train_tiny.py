@@ -289,11 +289,10 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
                     row[column] = coco_ap50(images, seen, results, len(cat_ids)).mean
         out[mode] = row
         log.info("analysis %s: %s", mode, row)
+    at_offsets = {name: [a["id"] for a in dataset.all_annotations()
+                         if dataset.image(a["image_id"])["frame_id"] % 10 in offsets] for name, offsets in OFFSETS.items()}
     for key, ids in (("absent_fraction", absent), ("cut_fraction", cut)):
-        out[key] = {name: float(np.mean([a["id"] in ids for a in dataset.all_annotations()
-                                         if a["image_id"] in {im["id"] for im in dataset.images
-                                                              if im["frame_id"] % 10 in offsets}]))
-                    for name, offsets in OFFSETS.items()}
+        out[key] = {name: float(np.mean([i in ids for i in anns])) for name, anns in at_offsets.items()}
     return out
 
 

@@ -116,8 +116,8 @@ def test_ground_truth_flow_moves_frame_k_onto_frame_t_and_reads_background_where
         for t, k in ((9, 0), (19, 10)):
             flow = ground_truth_flow(v, t, k)
             ft, warped = read(v, t), _warp(read(v, k), flow)
-            camera = _warp(read(v, k), np.broadcast_to(flow[:, :1, :1] * 0 + np.subtract(v.camera[t], v.camera[k])
-                                                       .astype(np.float32)[:, None, None], flow.shape).copy())
+            bg = np.subtract(v.camera[t], v.camera[k])
+            camera = _warp(read(v, k), np.broadcast_to(bg.astype(np.float32)[:, None, None], flow.shape).copy())
             now = np.zeros(flow.shape[1:], bool)
             for tr in v.tracks:
                 at = dict(zip(tr.frames, tr.full_boxes))
@@ -125,7 +125,6 @@ def test_ground_truth_flow_moves_frame_k_onto_frame_t_and_reads_background_where
                     x1, y1, x2, y2 = np.clip(at[t], 0, [320, 192, 320, 192])
                     now[y1:y2, x1:x2] = True
             ys, xs = np.mgrid[0:192, 0:320].astype(np.float32)
-            bg = np.subtract(v.camera[t], v.camera[k])
             hidden_by = np.zeros(flow.shape[1:], int)  # how many key-frame boxes cover a pixel's background in k
             for tr in v.tracks:
                 at = dict(zip(tr.frames, tr.full_boxes))
