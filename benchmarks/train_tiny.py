@@ -39,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 import dff
 from dff.config import preset
@@ -226,6 +227,7 @@ def stage_eval(model_path: Path, val: Path, modes: tuple[str, ...] = tuple(MODES
 
 
 OFFSETS = {"key (0)": (0,), "1-3": (1, 2, 3), "4-6": (4, 5, 6), "7-9": (7, 8, 9)}
+FAST_SHIFT = 0.3  # box widths the centre moved since the key frame: a "fast, far" box of the localisation analysis
 
 
 def _oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: int) -> torch.Tensor:
@@ -238,9 +240,11 @@ def _oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride:
     return warp_target(out, stride)
 
 
-def _run_with_oracle_flow(model, dataset: CocoVID, val: Path) -> list[FrameRecord]:
-    """DFF@10 where every non-key frame's flow is the oracle flow instead of the FlowNet's."""
-    net, stride, records = model.net, model.config.rpn.stride, []
+def _run_with_oracle_flow(model, dataset: CocoVID, val: Path,
+                          fast: dict[int, list]) -> tuple[list[FrameRecord], list[tuple[float, float]]]:
+    """DFF@10 where every non-key frame's flow is the oracle flow instead of the FlowNet's; also, for the boxes of
+    `fast`, the FlowNet's error along the object's motion (input pixels, inner 60 % of the box; negative = short)."""
+    net, stride, records, along = model.net, model.config.rpn.stride, [], []
     synthetic = {v.name: v for v in load_ground_truth(val).videos}
     with torch.inference_mode():
         for video, frames in dataset.iter_videos():
@@ -248,19 +252,36 @@ def _run_with_oracle_flow(model, dataset: CocoVID, val: Path) -> list[FrameRecor
                 img, meta = preprocess(read_image(val / "Data" / "VID" / im["file_name"]), model.config.preprocess)
                 t = im["frame_id"]
                 if t % model.key_interval == 0:
-                    key, key_feats = t, net.detector.extract_feat(img[None])
+                    key, key_img, key_feats = t, img[None], net.detector.extract_feat(img[None])
                     feats = key_feats
                 else:
-                    feats = net.warp(key_feats, _oracle_flow(synthetic[video["name"]], t, key, meta, stride))
+                    oracle = _oracle_flow(synthetic[video["name"]], t, key, meta, stride)
+                    feats = net.warp(key_feats, oracle)
+                    if im["id"] in fast:
+                        error = net.motion(torch.cat([img[None], key_img], dim=1), meta.img_shape) - oracle
+                        along += [_along_motion(error[0], a, k, meta) for a, k in fast[im["id"]]]
                 d = net.detector.detect(feats, meta)
                 records.append(FrameRecord(video["id"], im["id"], t, t % model.key_interval == 0,
                                            d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
-    return records
+    return records, along
+
+
+def _along_motion(error: torch.Tensor, a: dict, key: dict, meta: ImageMeta) -> tuple[float, float]:
+    """Mean of a flow error (2, Hp, Wp) over the inner 60 % of box `a`, along the motion from `a` to `key`, and the
+    length of that motion, both in input pixels."""
+    s = meta.scale_factor[0]
+    (cx, cy), (_, _, w, h) = _centre(a) * s, np.asarray(a["bbox"]) * s
+    x1, x2 = int(max(0, cx - 0.3 * w)), int(min(meta.img_shape[1], np.ceil(cx + 0.3 * w)))
+    y1, y2 = int(max(0, cy - 0.3 * h)), int(min(meta.img_shape[0], np.ceil(cy + 0.3 * h)))
+    motion = _centre(key) - _centre(a)
+    length = float(np.linalg.norm(motion))
+    return float(error[:, y1:y2, x1:x2].mean((1, 2)).numpy() @ motion) / length, length * s
 
 
 def stage_analysis(model_path: Path, val: Path) -> dict:
     """COCO AP50 by distance to the key frame, for per-frame, DFF@10 (learned flow), DFF@10 with zero flow and
-    DFF@10 with the generator's exact flow (`_oracle_flow`): how much of DFF's loss is the flow's fault."""
+    DFF@10 with the generator's exact flow (`_oracle_flow`): how much of DFF's loss is the flow's fault; and how well
+    fast objects far from their key frame are localised, with the FlowNet's error on them."""
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     model = dff.load(model_path, preset=PRESET)
     runs = {}
@@ -268,11 +289,13 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
         model.key_interval, model.use_flow = interval, use_flow
         runs[mode] = [rec for video, frames in dataset.iter_videos()
                       for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
+    key_of = _key_frame_annotations(dataset)
+    fast = _fast_far_boxes(dataset, key_of)
     model.key_interval, model.use_flow = 10, True
-    runs["dff_oracle_flow"] = _run_with_oracle_flow(model, dataset, val)
+    runs["dff_oracle_flow"], along = _run_with_oracle_flow(model, dataset, val, fast)
     cat_ids = category_ids(dataset, model.class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
-    absent, cut = _not_whole_in_key_frame(dataset)
+    absent, cut = _not_whole_in_key_frame(dataset, key_of)
     out = {}
     for mode, records in runs.items():
         row = {}
@@ -293,27 +316,83 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
                          if dataset.image(a["image_id"])["frame_id"] % 10 in offsets] for name, offsets in OFFSETS.items()}
     for key, ids in (("absent_fraction", absent), ("cut_fraction", cut)):
         out[key] = {name: float(np.mean([i in ids for i in anns])) for name, anns in at_offsets.items()}
+    out["fast_far"] = {mode: _localization(runs[mode], fast, label_of)
+                       for mode in ("per_frame", "dff", "dff_oracle_flow")}
+    error, motion = np.asarray(along).T
+    out["fast_far_flow"] = {"along_motion_error_px": float(error.mean()), "motion_px": float(motion.mean())}
     return out
 
 
-def _not_whole_in_key_frame(dataset: CocoVID) -> tuple[set[int], set[int]]:
-    """Ids of the annotations whose object DFF saw only in part, or not at all, in the key frame
-    (frame_id // 10 * 10) of its video: (absent: not annotated there, it entered or became big enough later;
-    cut: its box there touched the frame border and has since grown by 20 % or more)."""
+def _key_frame_annotations(dataset: CocoVID) -> dict[int, dict | None]:
+    """Annotation id -> the annotation of the same object in the key frame (frame_id // 10 * 10) of its video, or
+    None when the object is not annotated there."""
     frame_of = {im["id"]: (im["video_id"], im["frame_id"]) for im in dataset.images}
-    size = {im["id"]: (im["width"], im["height"]) for im in dataset.images}
     box_at = {(frame_of[a["image_id"]], a["instance_id"]): a for a in dataset.all_annotations()}
-    absent, cut = set(), set()
+    out = {}
     for a in dataset.all_annotations():
         video, t = frame_of[a["image_id"]]
-        key = box_at.get(((video, t - t % 10), a["instance_id"]))
+        out[a["id"]] = box_at.get(((video, t - t % 10), a["instance_id"]))
+    return out
+
+
+def _not_whole_in_key_frame(dataset: CocoVID, key_of: dict[int, dict | None]) -> tuple[set[int], set[int]]:
+    """Ids of the annotations whose object DFF saw only in part, or not at all, in the key frame of its video
+    (absent: not annotated there, it entered or became big enough later; cut: its box there touched the frame
+    border and has since grown by 20 % or more)."""
+    absent, cut = set(), set()
+    for a in dataset.all_annotations():
+        key = key_of[a["id"]]
         if key is None:
             absent.add(a["id"])
             continue
-        (x, y, w, h), (fw, fh) = key["bbox"], size[key["image_id"]]
-        if (x <= 0 or y <= 0 or x + w >= fw or y + h >= fh) and a["area"] >= 1.2 * key["area"]:
+        (x, y, w, h), im = key["bbox"], dataset.image(key["image_id"])
+        if (x <= 0 or y <= 0 or x + w >= im["width"] or y + h >= im["height"]) and a["area"] >= 1.2 * key["area"]:
             cut.add(a["id"])
     return absent, cut
+
+
+def _centre(a: dict) -> np.ndarray:
+    x, y, w, h = a["bbox"]
+    return np.array([x + w / 2, y + h / 2])
+
+
+def _fast_far_boxes(dataset: CocoVID, key_of: dict[int, dict | None]) -> dict[int, list[tuple[dict, dict]]]:
+    """Image id -> (annotation, its key-frame annotation) of the boxes 7-9 frames from the key frame whose centre
+    has moved more than FAST_SHIFT box widths since the key frame."""
+    out: dict[int, list] = {}
+    for a in dataset.all_annotations():
+        key = key_of[a["id"]]
+        if dataset.image(a["image_id"])["frame_id"] % 10 >= 7 and key is not None and \
+                np.linalg.norm(_centre(a) - _centre(key)) > FAST_SHIFT * a["bbox"][2]:
+            out.setdefault(a["image_id"], []).append((a, key))
+    return out
+
+
+def _localization(records: list[FrameRecord], fast: dict[int, list], label_of: dict[int, int]) -> dict:
+    """For the boxes of `fast`: the fraction that a confident detection (score >= 0.3) of their class overlaps by
+    IoU >= 0.5, the mean IoU of the best one, and its centre's offset along the object's motion since the key frame
+    (box widths; negative = behind, towards the key-frame position) where that IoU is above 0.3."""
+    ious, lags = [], []
+    for rec in records:
+        for a, key in fast.get(rec.image_id, []):
+            if a["category_id"] not in label_of:
+                continue
+            x, y, w, h = a["bbox"]
+            mine = (rec.labels == label_of[a["category_id"]]) & (rec.scores >= 0.3)
+            if not mine.any():
+                ious.append(0.0)
+                continue
+            boxes = torch.from_numpy(rec.boxes[mine]).float()
+            iou = box_iou(torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32), boxes)[0]
+            best = int(iou.argmax())
+            ious.append(float(iou[best]))
+            if ious[-1] > 0.3:
+                motion = _centre(a) - _centre(key)
+                offset = (boxes[best, :2] + boxes[best, 2:]).numpy() / 2 - _centre(a)
+                lags.append(float(offset @ motion) / np.linalg.norm(motion) / w)
+    ious = np.asarray(ious)
+    return {"boxes": len(ious), "recall_iou50": float(np.mean(ious >= 0.5)), "mean_iou": float(ious.mean()),
+            "lag_widths": float(np.mean(lags))}
 
 
 def write_demo_clip(val: Path, path: Path, frames: int) -> None:
@@ -383,6 +462,18 @@ def analysis_markdown(analysis: dict) -> str:
     for key, what in (("absent_fraction", "not in the key frame"), ("cut_fraction", "cut by the border there")):
         lines += ["", f"Boxes whose object is {what}: " + ", ".join(
             f"{100 * v:.1f} % at {k} frames" for k, v in analysis[key].items()) + "."]
+    fast, flow = analysis["fast_far"], analysis["fast_far_flow"]
+    lines += ["", f"Localisation of the {fast['dff']['boxes']} boxes 7-9 frames from the key frame whose centre moved "
+              f"more than {FAST_SHIFT} box widths since it (best confident detection of the class, score >= 0.3; "
+              "lag: its centre's offset along the motion, box widths, negative = behind):", "",
+              "| mode | IoU >= 0.5 | mean IoU | lag |", "|---|---|---|---|"]
+    for mode in fast:
+        row = fast[mode]
+        lines.append(f"| {names[mode]} | {100 * row['recall_iou50']:.1f} % | {row['mean_iou']:.3f} | "
+                     f"{row['lag_widths']:+.3f} |")
+    lines += ["", f"The FlowNet's error along these objects' motion (inner 60 % of the box, against the exact flow): "
+              f"{flow['along_motion_error_px']:+.1f} px for a mean motion of {flow['motion_px']:.1f} px (input pixels; "
+              "negative = too short)."]
     return "\n".join(lines) + "\n"
 
 
@@ -394,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--install", action="store_true", help="copy the model and a demo clip into src/dff/assets")
     p.add_argument("--docs", type=Path, help="also write the Markdown results table to this file")
     p.add_argument("--analysis", action="store_true",
-                   help="also measure AP by distance to the key frame, with the generator's exact flow as an oracle "
-                        "(not timed)")
+                   help="also measure AP by distance to the key frame, with the generator's exact flow as an oracle, "
+                        "and how well fast objects far from the key frame are localised (not timed)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)

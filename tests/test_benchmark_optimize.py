@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import cv2
 import numpy as np
 import pytest
@@ -82,10 +83,16 @@ def _same_detections(a: dff.FrameResult, b: dff.FrameResult) -> None:
         unmatched.remove(j)
 
 
-@pytest.mark.parametrize("use_flow", [True, False])
-def test_tiny_optimized_equals_reference(use_flow):
+def _tiny_at_stride(stride: int) -> dff.DFFConfig:
+    cfg = dff.preset("tiny_synthetic")
+    return dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, output_stride=stride),
+                               rpn=dataclasses.replace(cfg.rpn, stride=stride))
+
+
+@pytest.mark.parametrize("use_flow,stride", [(True, 16), (False, 16), (True, 8)])
+def test_tiny_optimized_equals_reference(use_flow, stride):
     torch.manual_seed(0)
-    model = dff.build("tiny_synthetic")
+    model = dff.build(_tiny_at_stride(stride))
     model.key_interval, model.use_flow = 3, use_flow
     frames = _real_frames(7)
     model.inference = REFERENCE

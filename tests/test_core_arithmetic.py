@@ -8,9 +8,10 @@ import torch
 
 import dff
 import dff.errors
-from dff.config import FlowConfig, PreprocessConfig
+from dff.config import BackboneConfig, FlowConfig, PreprocessConfig, RPNConfig, preset
 from dff.data.transforms import padded_size, preprocess, rescale_size, scale_factor_for
 from dff.models import anchors, box_coder
+from dff.models.backbone import ResNetBackbone
 from dff.models.flownet import FlowNetSimple
 from dff.models.warp import FlowWarp, warp_grid
 
@@ -90,6 +91,28 @@ def test_warp_follows_flow_in_feature_pixels():
     flow[:, 0] = 16 * 3.0  # 3 feature pixels to the right, in image pixels
     warped = FlowWarp()(feat, flow)
     np.testing.assert_allclose(warped[0, 0, 5, 10].item(), 13 * 62 / 63, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg,channels,stride", [
+    (BackboneConfig("resnet50"), 2048, 16), (BackboneConfig("resnet18", num_stages=3), 256, 16),
+    (BackboneConfig("resnet18", num_stages=3, output_stride=8), 256, 8)])
+def test_backbone_output_stride(cfg, channels, stride):
+    net = ResNetBackbone(cfg).eval()
+    with torch.inference_mode():
+        out = net(torch.randn(1, 3, 96, 160))
+    assert out.shape == (1, channels, 96 // stride, 160 // stride) and cfg.out_channels == channels
+    last = getattr(net, net.stages[-1])
+    dilations = {m.dilation for m in last.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)}
+    # mmdet's dilated stage: every 3x3 conv of it at dilation 2, the first block's included (spec pitfall 4)
+    assert dilations == ({(2, 2)} if stride == 8 or cfg.num_stages == 4 else {(1, 1)})
+
+
+def test_stride_mismatches_are_refused():
+    with pytest.raises(dff.errors.DFFError, match="output_stride 8 with num_stages 4"):
+        BackboneConfig("resnet50", output_stride=8)
+    cfg = preset("tiny_synthetic")
+    with pytest.raises(dff.errors.DFFError, match="rpn stride 32 differs"):
+        type(cfg)(name="x", backbone=cfg.backbone, rpn=RPNConfig(stride=32))
 
 
 def test_flownet_shapes_for_576x1008():

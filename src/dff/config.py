@@ -18,11 +18,20 @@ BackboneArch = Literal["resnet18", "resnet50", "resnet101", "resnext101_64x4d"]
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """A torchvision ResNet/ResNeXt truncated after layer4, with layer4 dilated (stride 16, "DC5")."""
+    """A torchvision ResNet/ResNeXt truncated after layer4, with layer4 dilated (stride 16, "DC5").
+
+    Light presets may stop after layer3 (natively stride 16) or dilate layer3 too (`output_stride` 8).
+    """
 
     arch: BackboneArch = "resnet50"
     frozen_stages: int = 1  # stem + layer1 frozen, as mmdet's frozen_stages=1
-    num_stages: int = 4  # 4: up to a dilated layer4 (DC5); 3: up to layer3, natively stride 16
+    num_stages: int = 4  # 4: up to a dilated layer4 (DC5); 3: up to layer3
+    output_stride: int = 16  # 8 only with num_stages 3: layer3 dilated instead of strided
+
+    def __post_init__(self) -> None:
+        if self.output_stride not in (8, 16) or (self.output_stride == 8 and self.num_stages != 3):
+            raise DFFError(f"backbone output_stride {self.output_stride} with num_stages {self.num_stages}: "
+                           "supported are stride 16, and stride 8 with num_stages 3")
 
     @property
     def out_channels(self) -> int:
@@ -40,7 +49,7 @@ class NeckConfig:
 
 @dataclass(frozen=True)
 class RPNConfig:
-    """Single-level RPN at stride 16 with mmdet's unrounded anchors and proposal filtering."""
+    """Single-level RPN (stride 16; the backbone's output stride) with mmdet's unrounded anchors and proposal filtering."""
 
     stride: int = 16
     anchor_base_size: int = 16
@@ -138,6 +147,11 @@ class DFFConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     key_interval: int = 10
     class_names: tuple[str, ...] = VID_CLASSES
+
+    def __post_init__(self) -> None:
+        if self.rpn.stride != self.backbone.output_stride:
+            raise DFFError(f"config {self.name!r}: rpn stride {self.rpn.stride} differs from the backbone's "
+                           f"output stride {self.backbone.output_stride}")
 
     @property
     def num_classes(self) -> int:

@@ -1,7 +1,8 @@
-"""ResNet / ResNeXt backbones from torchvision's builders, truncated at stride 16 ("DC5" or C4).
+"""ResNet / ResNeXt backbones from torchvision's builders, truncated at stride 16 ("DC5" or C4) or 8.
 
 mmdet's DC5 ResNet dilates *every* block of layer4, the first included; torchvision's
-`replace_stride_with_dilation` leaves `layer4[0].conv2` at dilation 1, so it is patched here (spec pitfall 4).
+`replace_stride_with_dilation` leaves `layer4[0].conv2` at dilation 1 (spec pitfall 4) and refuses BasicBlocks,
+so the last stage is dilated here: every 3x3 conv gets stride 1 and dilation 2, the downsample stride 1.
 """
 
 from __future__ import annotations
@@ -20,16 +21,24 @@ _BUILDERS = {
 }
 
 
+def dilate_stage(stage: nn.Sequential) -> None:
+    """Replace a stage's stride 2 by dilation 2 in every 3x3 conv, as mmdet's `dilations=2, strides=1`."""
+    for m in stage.modules():
+        if isinstance(m, nn.Conv2d):
+            m.stride = (1, 1)
+            if m.kernel_size == (3, 3):
+                m.dilation, m.padding = (2, 2), (2, 2)
+
+
 class ResNetBackbone(nn.Module):
-    """Stem + layer1..layer{num_stages}; output (N, C, H/16, W/16). BN always in eval mode (mmdet norm_eval)."""
+    """Stem + layer1..layer{num_stages}; output (N, C, H/s, W/s), s = cfg.output_stride. BN always in eval mode
+    (mmdet norm_eval)."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
-        dilate_c5 = cfg.num_stages == 4
-        net = _BUILDERS[cfg.arch](weights=None, replace_stride_with_dilation=[False, False, dilate_c5])
-        if dilate_c5:
-            conv2 = net.layer4[0].conv2
-            conv2.dilation, conv2.padding = (2, 2), (2, 2)
+        net = _BUILDERS[cfg.arch](weights=None)
+        if cfg.num_stages == 4 or cfg.output_stride == 8:
+            dilate_stage(getattr(net, f"layer{cfg.num_stages}"))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.stages = [f"layer{i}" for i in range(1, cfg.num_stages + 1)]
         for name in self.stages:
@@ -52,7 +61,7 @@ class ResNetBackbone(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, C, H/16, W/16)."""
+        """(N, 3, H, W) -> (N, C, H/s, W/s)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stages:
             x = getattr(self, name)(x)

@@ -75,7 +75,7 @@ def _fast_block(block: nn.Module) -> nn.Module:
 
 
 class FastResNet(nn.Module):
-    """ResNetBackbone for inference: (N, 3, H, W) -> (N, C, H/16, W/16) channels_last."""
+    """ResNetBackbone for inference: (N, 3, H, W) -> (N, C, H/s, W/s) channels_last."""
 
     def __init__(self, backbone: ResNetBackbone) -> None:
         super().__init__()
