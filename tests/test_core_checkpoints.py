@@ -131,6 +131,28 @@ def test_half_precision_file_is_half_the_size_and_loads_as_float32(tmp_path, tin
         assert np.abs(ra.scores - rb.scores).max(initial=0) < 1e-2
 
 
+def test_inconsistent_config_in_a_model_file_names_the_file(tmp_path, tiny_state):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    dff.load(mmtracking_pth(tmp_path / "m.pth", tiny_state), preset="tiny_synthetic").save(good)
+    with safe_open(str(good), "pt") as f:
+        meta = f.metadata()
+    cfg = json.loads(meta["config"])
+    cfg["backbone"]["output_stride"] = 8  # the RPN still says 16
+    save_file(load_file(str(good)), str(bad), metadata={**meta, "config": json.dumps(cfg)})
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: corrupt config metadata .*rpn stride 16 differs"):
+        dff.load(bad)
+    clip, out = Path(dff.__file__).parent / "assets" / "demo_clip.mp4", tmp_path / "out.jsonl"
+    run = subprocess.run([sys.executable, "-m", "dff", "detect", str(clip), "--weights", str(bad),
+                          "--out-json", str(out)], capture_output=True, text=True)
+    assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1 and str(bad) in run.stderr
+    assert not out.exists()
+
+
 def test_convert_checkpoint_cli(tmp_path, tiny_state):
     src = mmtracking_pth(tmp_path / "m.pth", tiny_state)
     out = tmp_path / "m.safetensors"

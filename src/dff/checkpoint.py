@@ -17,7 +17,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from dff.config import DFFConfig
-from dff.errors import CheckpointError
+from dff.errors import CheckpointError, DFFError
 from dff.io.atomic import atomic_path
 
 FORMAT = "deep-feature-flow"
@@ -66,7 +66,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], DFFConfig]:
         raise CheckpointError(f"{path}: a safetensors file but not a deep-feature-flow model (no 'config' metadata)")
     try:
         cfg = DFFConfig.from_dict(json.loads(meta["config"]))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, DFFError) as e:
         raise CheckpointError(f"{path}: corrupt config metadata ({e})") from None
     return state, cfg
 
