@@ -227,6 +227,7 @@ def stage_eval(model_path: Path, val: Path, modes: tuple[str, ...] = tuple(MODES
 
 
 OFFSETS = {"key (0)": (0,), "1-3": (1, 2, 3), "4-6": (4, 5, 6), "7-9": (7, 8, 9)}
+CONFIDENT = 0.5  # score of a confident detection in the error counts of the analysis
 FAST_SHIFT = 0.3  # box widths the centre moved since the key frame: a "fast, far" box of the localisation analysis
 
 
@@ -320,6 +321,8 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
                        for mode in ("per_frame", "dff", "dff_oracle_flow")}
     error, motion = np.asarray(along).T
     out["fast_far_flow"] = {"along_motion_error_px": float(error.mean()), "motion_px": float(motion.mean())}
+    out["errors_far"] = {mode: _errors_far_from_key(runs[mode], dataset, key_of, label_of)
+                         for mode in ("per_frame", "dff", "dff_oracle_flow")}
     return out
 
 
@@ -354,6 +357,52 @@ def _not_whole_in_key_frame(dataset: CocoVID, key_of: dict[int, dict | None]) ->
 def _centre(a: dict) -> np.ndarray:
     x, y, w, h = a["bbox"]
     return np.array([x + w / 2, y + h / 2])
+
+
+def _xyxy(a: dict) -> list[float]:
+    x, y, w, h = a["bbox"]
+    return [x, y, x + w, y + h]
+
+
+def _errors_far_from_key(records: list[FrameRecord], dataset: CocoVID, key_of: dict[int, dict | None],
+                         label_of: dict[int, int]) -> dict[str, int]:
+    """Counts at frames 7-9 from the key frame, confident detections (score >= CONFIDENT) matched greedily, highest
+    score first, to same-class boxes at IoU >= 0.5: false positives, and those lying where a moved object was in the
+    key frame (IoU >= 0.5 with the key-frame box of a same-class object whose box now overlaps that one by < 0.5);
+    boxes, missed boxes, those of moved objects, and those of them that a same-class detection of any score >= 0.05
+    overlaps by IoU >= 0.5 (found, but not confidently)."""
+    counts = {k: 0 for k in ("false_positives", "at_key_position", "boxes", "missed", "missed_moved",
+                             "missed_moved_low_score")}
+    for rec in records:
+        anns = [a for a in dataset.annotations(rec.image_id) if a["category_id"] in label_of]
+        if rec.frame_id % 10 < 7 or not anns:
+            continue
+        gt = torch.tensor([_xyxy(a) for a in anns])
+        labels = np.array([label_of[a["category_id"]] for a in anns])
+        keys = [key_of[a["id"]] for a in anns]
+        moved = np.array([k is not None and float(box_iou(gt[i:i + 1], torch.tensor([_xyxy(k)]))) < 0.5
+                          for i, k in enumerate(keys)])
+        was_at = torch.tensor([_xyxy(k) for k, m in zip(keys, moved) if m]).reshape(-1, 4)
+        boxes = torch.from_numpy(rec.boxes).float().reshape(-1, 4)
+        iou = box_iou(boxes, gt) * torch.from_numpy(rec.labels[:, None] == labels[None, :])
+        iou_was = box_iou(boxes, was_at) * torch.from_numpy(rec.labels[:, None] == labels[moved][None, :])
+        matched = torch.zeros(len(anns), dtype=torch.bool)
+        for j in np.argsort(-rec.scores, kind="stable"):
+            if rec.scores[j] < CONFIDENT:
+                break
+            free = iou[j].masked_fill(matched, 0.0)
+            if float(free.max()) >= 0.5:
+                matched[int(free.argmax())] = True
+                continue
+            counts["false_positives"] += 1
+            counts["at_key_position"] += int(bool((iou_was[j] >= 0.5).any()))
+        found = ((iou >= 0.5) & torch.from_numpy(rec.scores >= 0.05)[:, None]).any(0).numpy()
+        missed = ~matched.numpy()
+        counts["boxes"] += len(anns)
+        counts["missed"] += int(missed.sum())
+        counts["missed_moved"] += int((missed & moved).sum())
+        counts["missed_moved_low_score"] += int((missed & moved & found).sum())
+    return counts
 
 
 def _fast_far_boxes(dataset: CocoVID, key_of: dict[int, dict | None]) -> dict[int, list[tuple[dict, dict]]]:
@@ -474,6 +523,16 @@ def analysis_markdown(analysis: dict) -> str:
     lines += ["", f"The FlowNet's error along these objects' motion (inner 60 % of the box, against the exact flow): "
               f"{flow['along_motion_error_px']:+.1f} px for a mean motion of {flow['motion_px']:.1f} px (input pixels; "
               "negative = too short)."]
+    errors = analysis["errors_far"]
+    lines += ["", f"Errors at the {errors['dff']['boxes']} boxes 7-9 frames from the key frame (detections of score >= "
+              f"{CONFIDENT} matched to boxes of their class at IoU >= 0.5, highest score first; a moved object's box "
+              "overlaps its key-frame box by less than 0.5):", "",
+              "| mode | false positives | of which at a moved object's key-frame position | missed boxes | of which "
+              "of moved objects | of those, found at IoU >= 0.5 with a score under " f"{CONFIDENT} |",
+              "|---|---|---|---|---|---|"]
+    for mode, e in errors.items():
+        lines.append(f"| {names[mode]} | {e['false_positives']} | {e['at_key_position']} | {e['missed']} | "
+                     f"{e['missed_moved']} | {e['missed_moved_low_score']} |")
     return "\n".join(lines) + "\n"
 
 
