@@ -228,6 +228,7 @@ def stage_eval(model_path: Path, val: Path, modes: tuple[str, ...] = tuple(MODES
 
 OFFSETS = {"key (0)": (0,), "1-3": (1, 2, 3), "4-6": (4, 5, 6), "7-9": (7, 8, 9)}
 CONFIDENT = 0.5  # score of a confident detection in the error counts of the analysis
+LOCALISED = ("per_frame", "dff", "dff_oracle_flow")  # the runs whose errors the analysis also counts
 FAST_SHIFT = 0.3  # box widths the centre moved since the key frame: a "fast, far" box of the localisation analysis
 
 
@@ -318,11 +319,11 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     for key, ids in (("absent_fraction", absent), ("cut_fraction", cut)):
         out[key] = {name: float(np.mean([i in ids for i in anns])) for name, anns in at_offsets.items()}
     out["fast_far"] = {mode: _localization(runs[mode], fast, label_of)
-                       for mode in ("per_frame", "dff", "dff_oracle_flow")}
+                       for mode in LOCALISED}
     error, motion = np.asarray(along).T
     out["fast_far_flow"] = {"along_motion_error_px": float(error.mean()), "motion_px": float(motion.mean())}
     out["errors_far"] = {mode: _errors_far_from_key(runs[mode], dataset, key_of, label_of)
-                         for mode in ("per_frame", "dff", "dff_oracle_flow")}
+                         for mode in LOCALISED}
     return out
 
 
@@ -426,19 +427,18 @@ def _localization(records: list[FrameRecord], fast: dict[int, list], label_of: d
         for a, key in fast.get(rec.image_id, []):
             if a["category_id"] not in label_of:
                 continue
-            x, y, w, h = a["bbox"]
             mine = (rec.labels == label_of[a["category_id"]]) & (rec.scores >= 0.3)
             if not mine.any():
                 ious.append(0.0)
                 continue
             boxes = torch.from_numpy(rec.boxes[mine]).float()
-            iou = box_iou(torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32), boxes)[0]
+            iou = box_iou(torch.tensor([_xyxy(a)], dtype=torch.float32), boxes)[0]
             best = int(iou.argmax())
             ious.append(float(iou[best]))
             if ious[-1] > 0.3:
                 motion = _centre(a) - _centre(key)
                 offset = (boxes[best, :2] + boxes[best, 2:]).numpy() / 2 - _centre(a)
-                lags.append(float(offset @ motion) / np.linalg.norm(motion) / w)
+                lags.append(float(offset @ motion) / np.linalg.norm(motion) / a["bbox"][2])
     ious = np.asarray(ious)
     return {"boxes": len(ious), "recall_iou50": float(np.mean(ious >= 0.5)), "mean_iou": float(ious.mean()),
             "lag_widths": float(np.mean(lags))}
