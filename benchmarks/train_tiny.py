@@ -232,18 +232,23 @@ LOCALISED = ("per_frame", "dff", "dff_oracle_flow")  # the runs whose errors the
 FAST_SHIFT = 0.3  # box widths the centre moved since the key frame: a "fast, far" box of the localisation analysis
 
 
-def _oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: int) -> torch.Tensor:
+def oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: int, flip: bool = False
+                ) -> torch.Tensor:
     """(1, 2, Hp, Wp) FlowNet-style flow from frame t to key frame k: the generator's exact flow (`ground_truth_flow`:
-    camera, objects, uncovered background), resized to the detector's input, plus the ramp DFF's warp needs."""
+    camera, objects, uncovered background), resized to the detector's input (and mirrored with it when `flip`, as
+    training pairs may be), plus the ramp DFF's warp needs."""
     h, w = meta.img_shape
     flow = cv2.resize(ground_truth_flow(video, t, k).transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
+    flow = torch.from_numpy(flow * meta.scale_factor[:2]).permute(2, 0, 1)
+    if flip:
+        flow = torch.flip(flow, dims=[-1]) * torch.tensor([-1.0, 1.0]).view(2, 1, 1)
     out = torch.zeros(1, 2, *meta.pad_shape)
-    out[0, :, :h, :w] = torch.from_numpy(flow * meta.scale_factor[:2]).permute(2, 0, 1)
+    out[0, :, :h, :w] = flow
     return warp_target(out, stride)
 
 
-def _run_with_oracle_flow(model, dataset: CocoVID, val: Path,
-                          fast: dict[int, list]) -> tuple[list[FrameRecord], list[tuple[float, float]]]:
+def run_with_oracle_flow(model, dataset: CocoVID, val: Path,
+                         fast: dict[int, list]) -> tuple[list[FrameRecord], list[tuple[float, float]]]:
     """DFF@10 where every non-key frame's flow is the oracle flow instead of the FlowNet's; also, for the boxes of
     `fast`, the FlowNet's error along the object's motion (input pixels, inner 60 % of the box; negative = short)."""
     net, stride, records, along = model.net, model.config.rpn.stride, [], []
@@ -257,7 +262,7 @@ def _run_with_oracle_flow(model, dataset: CocoVID, val: Path,
                     key, key_img, key_feats = t, img[None], net.detector.extract_feat(img[None])
                     feats = key_feats
                 else:
-                    oracle = _oracle_flow(synthetic[video["name"]], t, key, meta, stride)
+                    oracle = oracle_flow(synthetic[video["name"]], t, key, meta, stride)
                     feats = net.warp(key_feats, oracle)
                     if im["id"] in fast:
                         error = net.motion(torch.cat([img[None], key_img], dim=1), meta.img_shape) - oracle
@@ -282,7 +287,7 @@ def _along_motion(error: torch.Tensor, a: dict, key: dict, meta: ImageMeta) -> t
 
 def stage_analysis(model_path: Path, val: Path) -> dict:
     """COCO AP50 by distance to the key frame, for per-frame, DFF@10 (learned flow), DFF@10 with zero flow and
-    DFF@10 with the generator's exact flow (`_oracle_flow`): how much of DFF's loss is the flow's fault; and how well
+    DFF@10 with the generator's exact flow (`oracle_flow`): how much of DFF's loss is the flow's fault; and how well
     fast objects far from their key frame are localised, with the FlowNet's error on them."""
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     model = dff.load(model_path, preset=PRESET)
@@ -294,7 +299,7 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     key_of = _key_frame_annotations(dataset)
     fast = _fast_far_boxes(dataset, key_of)
     model.key_interval, model.use_flow = 10, True
-    runs["dff_oracle_flow"], along = _run_with_oracle_flow(model, dataset, val, fast)
+    runs["dff_oracle_flow"], along = run_with_oracle_flow(model, dataset, val, fast)
     cat_ids = category_ids(dataset, model.class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
     absent, cut = _not_whole_in_key_frame(dataset, key_of)
@@ -302,11 +307,7 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     for mode, records in runs.items():
         row = {}
         for name, offsets in {"all": tuple(range(10)), **OFFSETS}.items():
-            images = [im for im in dataset.images if im["frame_id"] % 10 in offsets]
-            ids = {im["id"] for im in images}
-            gt = [{**a, "category_id": label_of[a["category_id"]] + 1} for a in dataset.all_annotations()
-                  if a["image_id"] in ids and a["category_id"] in label_of]
-            results = coco_results([r for r in records if r.image_id in ids], range(1, len(cat_ids) + 1))
+            images, gt, results = at_offsets_from_key(dataset, records, label_of, offsets)
             row[name] = coco_ap50(images, gt, results, len(cat_ids)).mean
             if name == "all":  # objects not (wholly) in the key frame become ignored regions
                 for column, ignored in (("in key frame", absent), ("whole in key frame", absent | cut)):
@@ -325,6 +326,17 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     out["errors_far"] = {mode: _errors_far_from_key(runs[mode], dataset, key_of, label_of)
                          for mode in LOCALISED}
     return out
+
+
+def at_offsets_from_key(dataset: CocoVID, records: list[FrameRecord], label_of: dict[int, int],
+                        offsets: tuple[int, ...]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The images `offsets` frames from their key frame (frame_id % 10), their GT boxes (category ids 1..n in
+    `label_of`'s order) and `records`' COCO results on them: `coco_ap50`'s arguments."""
+    images = [im for im in dataset.images if im["frame_id"] % 10 in offsets]
+    ids = {im["id"] for im in images}
+    gt = [{**a, "category_id": label_of[a["category_id"]] + 1} for a in dataset.all_annotations()
+          if a["image_id"] in ids and a["category_id"] in label_of]
+    return images, gt, coco_results([r for r in records if r.image_id in ids], range(1, len(label_of) + 1))
 
 
 def _key_frame_annotations(dataset: CocoVID) -> dict[int, dict | None]:

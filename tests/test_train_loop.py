@@ -23,7 +23,8 @@ from dff.data.synthetic import make_synthetic
 from dff.data.train_dataset import build_train_dataset
 from dff.errors import CheckpointError
 from dff.models.detector import DFF
-from dff.training.losses import LOSS_NAMES, DFFLoss
+from dff.training.flow_pretrain import warp_target
+from dff.training.losses import LOSS_NAMES, DFFLoss, dff_features
 from dff.training.loop import TrainOptions, train
 from dff.training.sampler import ShardSampler
 from dff.training.state import load_state
@@ -116,6 +117,36 @@ def test_loss_falls_and_run_writes_logs_checkpoints_and_model(tiny_set, tmp_path
     rest, flow = ckpt["optimizer"]["param_groups"]  # the FlowNet trains at the preset's flow_lr_mult
     assert len(flow["params"]) == len(list(DFF(cfg).motion.parameters()))
     assert flow["lr"] == pytest.approx(rest["lr"] * cfg.train.flow_lr_mult) and cfg.train.flow_lr_mult == 0.125
+
+
+class _ZeroMotionLoss(DFFLoss):
+    """Warps every pair by a zero displacement instead of the FlowNet's flow (which joins at weight 0)."""
+
+    groups: list[int] = []
+
+    def features(self, group, img, ref):
+        shape = group[0].img_meta.img_shape
+        flow = self.net.motion(torch.cat([img, ref], dim=1), shape)
+        still = warp_target(torch.zeros_like(flow), self.net.cfg.rpn.stride)
+        is_video = torch.ones(len(group), dtype=torch.bool)
+        feats = dff_features(self.net, img, ref, shape, is_video, still + 0 * flow)
+        torch.testing.assert_close(feats, self.net.detector.extract_feat(ref))
+        self.groups.append(len(group))
+        return feats
+
+
+def test_train_takes_a_loss_that_forms_the_features_otherwise(tiny_set, tmp_path):
+    torch.manual_seed(0)
+    cfg = preset("tiny_synthetic")
+    ds = build_train_dataset(cfg, tiny_set / "annotations" / "imagenet_vid_train.json", tiny_set / "Data" / "VID")
+    net = DFF(cfg).train()
+    losses = _ZeroMotionLoss(net)([ds[0], ds[1]])
+    sum(losses[k] for k in LOSS_NAMES).backward()
+    assert all(p.grad is not None and float(p.grad.abs().max()) == 0.0 for p in net.motion.parameters())
+    assert float(net.detector.roi_head.bbox_head.fc_cls.weight.grad.abs().sum()) > 0
+    _ZeroMotionLoss.groups.clear()
+    result = train(_opts(tiny_set, tmp_path / "run", max_iters=3, batch_size=2), loss=_ZeroMotionLoss)
+    assert result.progress.global_iter == 3 and _ZeroMotionLoss.groups == [2, 2, 2]
 
 
 def test_tensorboard_events_hold_the_logged_scalars(tiny_set, tmp_path):

@@ -18,7 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -270,18 +270,22 @@ def _resume_state(opts: TrainOptions) -> dict[str, Any] | None:
     return state
 
 
-def train(opts: TrainOptions) -> TrainResult:
-    """Run (or resume) training; returns where it ended. Raises DFFError subclasses on bad input."""
+def train(opts: TrainOptions, loss: Callable[[DFF], DFFLoss] = DFFLoss) -> TrainResult:
+    """Run (or resume) training; returns where it ended. Raises DFFError subclasses on bad input.
+
+    `loss` builds the loss module around the model (a DFFLoss subclass may form the features otherwise).
+    """
     resumed = _resume_state(opts)  # before anything is written, so a bad --resume touches nothing
     d, device = _init_distributed(opts.device)
     try:
-        return _train(opts, d, device, resumed)
+        return _train(opts, d, device, resumed, loss)
     finally:
         if d.owned:
             dist.destroy_process_group()
 
 
-def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str, Any] | None) -> TrainResult:
+def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str, Any] | None,
+           loss: Callable[[DFF], DFFLoss]) -> TrainResult:
     out = Path(opts.out)
     cfg = resumed["config"] if resumed else get_preset(opts.preset)
     run = dict(resumed["run"]) if resumed else {
@@ -302,7 +306,7 @@ def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str
         if opts.flownet_weights:
             pretrained.load_flownet(net, Path(opts.flownet_weights))
     net.to(device).train()
-    module = DFFLoss(net).to(device)
+    module = loss(net).to(device)
     model = DistributedDataParallel(module) if d.world_size > 1 else module
     params = [p for p in net.parameters() if p.requires_grad]
     base_lr = run["lr_per_8_images"] * d.world_size * opts.batch_size / 8

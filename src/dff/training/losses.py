@@ -55,12 +55,15 @@ def smooth_l1(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Te
 
 
 def dff_features(net: DFF, img: torch.Tensor, ref_img: torch.Tensor, img_shape: tuple[int, int],
-                 is_video: torch.Tensor) -> torch.Tensor:
+                 is_video: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
     """Features for the key images (N, C, h, w): the reference's features warped by flow(key, ref).
 
     `is_video` (N,) bool: for False (DET) rows the features are `0 * warped + ref_feats`, as mmtracking does.
+    `flow` (N, 2, Hp, Wp): warp by this instead of the FlowNet's flow (it must keep the FlowNet in the graph
+    when the FlowNet trains, as `0 * flow` does).
     """
-    flow = net.motion(torch.cat([img, ref_img], dim=1), img_shape)
+    if flow is None:
+        flow = net.motion(torch.cat([img, ref_img], dim=1), img_shape)
     ref_feats = net.detector.extract_feat(ref_img)
     warped = net.warp(ref_feats, flow)
     if bool(is_video.all()):
@@ -107,12 +110,17 @@ class DFFLoss(nn.Module):
         for group in groups.values():
             img = torch.stack([p.img for p in group]).to(device)
             ref = torch.stack([p.ref_img for p in group]).to(device)
-            is_video = torch.tensor([p.is_video_data for p in group], device=device)
-            feats = dff_features(self.net, img, ref, group[0].img_meta.img_shape, is_video)
+            feats = self.features(group, img, ref)
             gts = [(p.gt_boxes.to(device), p.gt_labels.to(device)) for p in group]
             proposals = self._rpn_losses(feats, group, gts, sums)
             self._rcnn_losses(feats, proposals, gts, sums)
         return sums.result()
+
+    def features(self, group: list[TrainPair], img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """The key images' features (N, C, h, w) of a same-size group: `dff_features`. A subclass may form them
+        otherwise (benchmarks/exact_flow_bound.py warps by the synthetic generator's exact flow)."""
+        is_video = torch.tensor([p.is_video_data for p in group], device=img.device)
+        return dff_features(self.net, img, ref, group[0].img_meta.img_shape, is_video)
 
     def _rpn_losses(self, feats: torch.Tensor, group: list[TrainPair], gts: list, sums: _Sums) -> list[torch.Tensor]:
         """Adds RPN losses of a same-size group; returns each image's training proposals (n, 5)."""
