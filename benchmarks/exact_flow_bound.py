@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 
 import dff
+from dff.cli.main import build_parser
+from dff.cli.train import options
 from dff.data.cocovid import CocoVID
 from dff.data.synthetic import load_ground_truth
 from dff.data.train_dataset import TrainPair
@@ -34,8 +36,9 @@ from dff.evaluation.evaluate import category_ids
 from dff.evaluation.runner import run_video
 from dff.models.detector import DFF
 from dff.training.losses import DFFLoss, dff_features
-from dff.training.loop import TrainOptions, train
-from train_tiny import OFFSETS, PRESET, Recipe, at_offsets_from_key, cached, oracle_flow, run_with_oracle_flow
+from dff.training.loop import train
+from train_tiny import (OFFSETS, PRESET, Recipe, at_offsets_from_key, cached, oracle_flow, run_with_oracle_flow,
+                        train_args)
 
 log = logging.getLogger("exact_flow_bound")
 
@@ -63,14 +66,11 @@ class ExactFlowLoss(DFFLoss):
 
 
 def train_worker(work: Path, out: Path, r: Recipe, procs: int) -> None:
-    """One process of the training run (under torchrun when procs > 1): `dff train`'s options of train_tiny.py."""
+    """One process of the training run (under torchrun when procs > 1): train_tiny.py's `dff train` arguments,
+    with ExactFlowLoss."""
     data = work / "data"
-    train(TrainOptions(
-        preset=PRESET, data_root=data, ann=data / "annotations" / "imagenet_vid_train.json",
-        det_ann=data / "annotations" / "imagenet_det_30plus1cls.json", out=out, batch_size=r.batch_size // procs,
-        workers=0, seed=r.train_seed, flownet_weights=work / "flownet_pretrained.pth", progress_bar=False,
-        resume=out / "latest.pth" if (out / "latest.pth").is_file() else None,
-    ), loss=functools.partial(ExactFlowLoss, data=data))
+    args = build_parser().parse_args(train_args(data, work / "flownet_pretrained.pth", out, r, procs))
+    train(options(args), loss=functools.partial(ExactFlowLoss, data=data))
 
 
 def stage_train(work: Path, out: Path, procs: int) -> Path:

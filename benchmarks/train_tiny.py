@@ -143,6 +143,16 @@ def stage_flow(work: Path, data: Path, r: Recipe) -> Path:
     return path
 
 
+def train_args(data: Path, flow: Path, out: Path, r: Recipe, procs: int) -> list[str]:
+    """The recipe's `dff train` arguments for `procs` processes (with --resume when `out` holds a checkpoint)."""
+    args = ["train", "--preset", PRESET, "--data-root", str(data),
+            "--ann", str(data / "annotations" / "imagenet_vid_train.json"),
+            "--det-ann", str(data / "annotations" / "imagenet_det_30plus1cls.json"), "--out", str(out),
+            "--batch-size", str(r.batch_size // procs), "--workers", "0", "--seed", str(r.train_seed),
+            "--flownet-weights", str(flow), "--no-progress"]
+    return args + ["--resume"] if (out / "latest.pth").is_file() else args
+
+
 def stage_train(work: Path, data: Path, flow: Path, r: Recipe, procs: int) -> Path:
     """`dff train` with `procs` single-threaded processes (torchrun, gloo) of batch_size / procs pairs each.
 
@@ -153,13 +163,7 @@ def stage_train(work: Path, data: Path, flow: Path, r: Recipe, procs: int) -> Pa
     model = out / "model.safetensors"
     if model.is_file():
         return model
-    cmd = [sys.executable, "-m", "dff", "train", "--preset", PRESET, "--data-root", str(data),
-           "--ann", str(data / "annotations" / "imagenet_vid_train.json"),
-           "--det-ann", str(data / "annotations" / "imagenet_det_30plus1cls.json"), "--out", str(out),
-           "--batch-size", str(r.batch_size // procs), "--workers", "0", "--seed", str(r.train_seed),
-           "--flownet-weights", str(flow), "--no-progress"]
-    if (out / "latest.pth").is_file():
-        cmd.append("--resume")
+    cmd = [sys.executable, "-m", "dff", *train_args(data, flow, out, r, procs)]
     if procs > 1:
         cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m", "dff"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

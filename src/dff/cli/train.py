@@ -53,16 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train; print the final model's path (or the checkpoint's when stopped early)."""
+def options(args: argparse.Namespace) -> TrainOptions:
+    """The TrainOptions of parsed `dff train` arguments."""
     resume = args.out / "latest.pth" if args.resume is True else args.resume
-    result = train(TrainOptions(
+    return TrainOptions(
         preset=args.preset, ann=args.ann, out=args.out, data_root=args.data_root, det_ann=args.det_ann,
         epochs=args.epochs, resume=resume, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
         amp=args.amp, checkpoint_every=args.checkpoint_every, log_every=args.log_every, device=args.device,
         lr=args.lr, backbone_weights=args.backbone_weights, flownet_weights=args.flownet_weights,
         max_iters=args.max_iters, progress_bar=not args.no_progress,
-    ))
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print the final model's path (or the checkpoint's when stopped early)."""
+    result = train(options(args))
     if result.model_path is not None:
         print(result.model_path, flush=True)
     elif result.progress.global_iter:
