@@ -35,10 +35,18 @@ from dff.evaluation.coco import coco_ap50
 from dff.evaluation.evaluate import category_ids
 from dff.evaluation.runner import run_video
 from dff.models.detector import DFF
-from dff.training.losses import DFFLoss, dff_features
 from dff.training.loop import train
-from train_tiny import (OFFSETS, PRESET, Recipe, at_offsets_from_key, cached, oracle_flow, run_with_oracle_flow,
-                        train_args)
+from dff.training.losses import DFFLoss, dff_features
+from train_tiny import (
+    OFFSETS,
+    PRESET,
+    Recipe,
+    at_offsets_from_key,
+    cached,
+    oracle_flow,
+    run_with_oracle_flow,
+    train_args,
+)
 
 log = logging.getLogger("exact_flow_bound")
 
@@ -88,26 +96,37 @@ def stage_eval(model_path: Path, val: Path) -> dict:
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     model = dff.load(model_path, preset=PRESET)
     model.key_interval = 1
-    runs = {"per_frame": [rec for video, frames in dataset.iter_videos()
-                          for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]}
+    runs = {
+        "per_frame": [
+            rec
+            for video, frames in dataset.iter_videos()
+            for rec, _ in run_video(model, video, frames, val / "Data" / "VID")
+        ]
+    }
     model.key_interval = 10
     runs["dff_exact_flow"], _ = run_with_oracle_flow(model, dataset, val, {})
     label_of = {c: i for i, c in enumerate(category_ids(dataset, model.class_names))}
     out = {}
     for mode, records in runs.items():
-        out[mode] = {name: coco_ap50(*at_offsets_from_key(dataset, records, label_of, offsets), len(label_of)).mean
-                     for name, offsets in {"all": tuple(range(10)), **OFFSETS}.items()}
+        out[mode] = {
+            name: coco_ap50(*at_offsets_from_key(dataset, records, label_of, offsets), len(label_of)).mean
+            for name, offsets in {"all": tuple(range(10)), **OFFSETS}.items()
+        }
         log.info("%s %s: %s", val.name, mode, out[mode])
     return out
 
 
 def markdown(results: dict[int, dict]) -> str:
-    lines = ["| val seed | per-frame | DFF@10, exact flow | gap | per-frame 7-9 | DFF@10 exact flow 7-9 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| val seed | per-frame | DFF@10, exact flow | gap | per-frame 7-9 | DFF@10 exact flow 7-9 |",
+        "|---|---|---|---|---|---|",
+    ]
     for seed, row in sorted(results.items()):
         pf, ex = row["per_frame"], row["dff_exact_flow"]
-        lines.append(f"| {seed} | {100 * pf['all']:.1f} | {100 * ex['all']:.1f} | {100 * (ex['all'] - pf['all']):+.1f}"
-                     f" | {100 * pf['7-9']:.1f} | {100 * ex['7-9']:.1f} |")
+        lines.append(
+            f"| {seed} | {100 * pf['all']:.1f} | {100 * ex['all']:.1f} | {100 * (ex['all'] - pf['all']):+.1f}"
+            f" | {100 * pf['7-9']:.1f} | {100 * ex['7-9']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -126,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = stage_train(args.work, out, args.procs)
     vals = sorted(args.work.glob("val*/annotations/imagenet_vid_val.json"))
-    results = {load_ground_truth(v.parents[1]).seed: cached(out / f"eval_{v.parents[1].name}.json",
-                                                             functools.partial(stage_eval, model, v.parents[1]))
-               for v in vals}
+    results = {
+        load_ground_truth(v.parents[1]).seed: cached(
+            out / f"eval_{v.parents[1].name}.json", functools.partial(stage_eval, model, v.parents[1])
+        )
+        for v in vals
+    }
     (out / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     table = markdown(results)
     (out / "results.md").write_text(table)

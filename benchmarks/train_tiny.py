@@ -113,7 +113,8 @@ class Timer:
         if before is None or seconds >= 1.0:  # a stage found done (~0 s) keeps its record
             self.stages[name] = {
                 "seconds": round(seconds + (before["seconds"] if before else 0.0), 1),
-                "load_start": before["load_start"] if before else load0, "load_end": _load_average(),
+                "load_start": before["load_start"] if before else load0,
+                "load_end": _load_average(),
             }
         self.path.write_text(json.dumps(self.stages, indent=1))
         log.info("stage %s: %.1f s", name, seconds)
@@ -123,8 +124,17 @@ class Timer:
 def stage_data(work: Path, r: Recipe) -> Path:
     root = work / "data"
     if not (root / "annotations" / "imagenet_det_30plus1cls.json").is_file():
-        make_synthetic(root, videos=r.train_videos, frames=r.frames, seed=r.data_seed, width=r.width,
-                       height=r.height, det_images=r.det_images, val_videos=0, overwrite=True)
+        make_synthetic(
+            root,
+            videos=r.train_videos,
+            frames=r.frames,
+            seed=r.data_seed,
+            width=r.width,
+            height=r.height,
+            det_images=r.det_images,
+            val_videos=0,
+            overwrite=True,
+        )
         convert_dataset(root, parts=("vid_train", "det"))
     return root
 
@@ -145,11 +155,28 @@ def stage_flow(work: Path, data: Path, r: Recipe) -> Path:
 
 def train_args(data: Path, flow: Path, out: Path, r: Recipe, procs: int) -> list[str]:
     """The recipe's `dff train` arguments for `procs` processes (with --resume when `out` holds a checkpoint)."""
-    args = ["train", "--preset", PRESET, "--data-root", str(data),
-            "--ann", str(data / "annotations" / "imagenet_vid_train.json"),
-            "--det-ann", str(data / "annotations" / "imagenet_det_30plus1cls.json"), "--out", str(out),
-            "--batch-size", str(r.batch_size // procs), "--workers", "0", "--seed", str(r.train_seed),
-            "--flownet-weights", str(flow), "--no-progress"]
+    args = [
+        "train",
+        "--preset",
+        PRESET,
+        "--data-root",
+        str(data),
+        "--ann",
+        str(data / "annotations" / "imagenet_vid_train.json"),
+        "--det-ann",
+        str(data / "annotations" / "imagenet_det_30plus1cls.json"),
+        "--out",
+        str(out),
+        "--batch-size",
+        str(r.batch_size // procs),
+        "--workers",
+        "0",
+        "--seed",
+        str(r.train_seed),
+        "--flownet-weights",
+        str(flow),
+        "--no-progress",
+    ]
     return args + ["--resume"] if (out / "latest.pth").is_file() else args
 
 
@@ -183,8 +210,17 @@ def stage_ship(work: Path, model: Path) -> Path:
 def stage_val(work: Path, r: Recipe, seed: int) -> Path:
     root = work / ("val" if seed == r.val_seed else f"val_seed{seed}")
     if not (root / "annotations" / "imagenet_vid_val.json").is_file():
-        make_synthetic(root, videos=0, frames=r.frames, seed=seed, width=r.width, height=r.height,
-                       det_images=0, val_videos=r.val_videos, overwrite=True)
+        make_synthetic(
+            root,
+            videos=0,
+            frames=r.frames,
+            seed=seed,
+            width=r.width,
+            height=r.height,
+            det_images=0,
+            val_videos=r.val_videos,
+            overwrite=True,
+        )
         convert_dataset(root, parts=("vid_val",))
     return root
 
@@ -195,8 +231,11 @@ def coco_ap50_by_motion(dataset: CocoVID, records, class_names, motion: dict, bu
     lo, hi = MOTION_RANGES[bucket]
     cat_ids = category_ids(dataset, class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
-    gt = [{**a, "category_id": label_of[a["category_id"]] + 1, "iscrowd": not (lo <= motion[a["id"]] <= hi)}
-          for a in dataset.all_annotations() if a["category_id"] in label_of]
+    gt = [
+        {**a, "category_id": label_of[a["category_id"]] + 1, "iscrowd": not (lo <= motion[a["id"]] <= hi)}
+        for a in dataset.all_annotations()
+        if a["category_id"] in label_of
+    ]
     return coco_ap50(dataset.images, gt, coco_results(records, range(1, len(cat_ids) + 1)), len(cat_ids)).mean
 
 
@@ -236,8 +275,9 @@ LOCALISED = ("per_frame", "dff", "dff_oracle_flow")  # the runs whose errors the
 FAST_SHIFT = 0.3  # box widths the centre moved since the key frame: a "fast, far" box of the localisation analysis
 
 
-def oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: int, flip: bool = False
-                ) -> torch.Tensor:
+def oracle_flow(
+    video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: int, flip: bool = False
+) -> torch.Tensor:
     """(1, 2, Hp, Wp) FlowNet-style flow from frame t to key frame k: the generator's exact flow (`ground_truth_flow`:
     camera, objects, uncovered background), resized to the detector's input (and mirrored with it when `flip`, as
     training pairs may be), plus the ramp DFF's warp needs."""
@@ -251,8 +291,9 @@ def oracle_flow(video: SyntheticVideo, t: int, k: int, meta: ImageMeta, stride: 
     return warp_target(out, stride)
 
 
-def run_with_oracle_flow(model, dataset: CocoVID, val: Path,
-                         fast: dict[int, list]) -> tuple[list[FrameRecord], list[tuple[float, float]]]:
+def run_with_oracle_flow(
+    model, dataset: CocoVID, val: Path, fast: dict[int, list]
+) -> tuple[list[FrameRecord], list[tuple[float, float]]]:
     """DFF@10 where every non-key frame's flow is the oracle flow instead of the FlowNet's; also, for the boxes of
     `fast`, the FlowNet's error along the object's motion (input pixels, inner 60 % of the box; negative = short)."""
     net, stride, records, along = model.net, model.config.rpn.stride, [], []
@@ -272,8 +313,17 @@ def run_with_oracle_flow(model, dataset: CocoVID, val: Path,
                         error = net.motion(torch.cat([img[None], key_img], dim=1), meta.img_shape) - oracle
                         along += [_along_motion(error[0], a, k, meta) for a, k in fast[im["id"]]]
                 d = net.detector.detect(feats, meta)
-                records.append(FrameRecord(video["id"], im["id"], t, t % model.key_interval == 0,
-                                           d.boxes.numpy(), d.scores.numpy(), d.labels.numpy()))
+                records.append(
+                    FrameRecord(
+                        video["id"],
+                        im["id"],
+                        t,
+                        t % model.key_interval == 0,
+                        d.boxes.numpy(),
+                        d.scores.numpy(),
+                        d.labels.numpy(),
+                    )
+                )
     return records, along
 
 
@@ -298,8 +348,11 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     runs = {}
     for mode, (interval, use_flow) in MODES.items():
         model.key_interval, model.use_flow = interval, use_flow
-        runs[mode] = [rec for video, frames in dataset.iter_videos()
-                      for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
+        runs[mode] = [
+            rec
+            for video, frames in dataset.iter_videos()
+            for rec, _ in run_video(model, video, frames, val / "Data" / "VID")
+        ]
     key_of = _key_frame_annotations(dataset)
     fast = _fast_far_boxes(dataset, key_of)
     model.key_interval, model.use_flow = 10, True
@@ -319,27 +372,31 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
                     row[column] = coco_ap50(images, seen, results, len(cat_ids)).mean
         out[mode] = row
         log.info("analysis %s: %s", mode, row)
-    at_offsets = {name: [a["id"] for a in dataset.all_annotations()
-                         if dataset.image(a["image_id"])["frame_id"] % 10 in offsets] for name, offsets in OFFSETS.items()}
+    at_offsets = {
+        name: [a["id"] for a in dataset.all_annotations() if dataset.image(a["image_id"])["frame_id"] % 10 in offsets]
+        for name, offsets in OFFSETS.items()
+    }
     for key, ids in (("absent_fraction", absent), ("cut_fraction", cut)):
         out[key] = {name: float(np.mean([i in ids for i in anns])) for name, anns in at_offsets.items()}
-    out["fast_far"] = {mode: _localization(runs[mode], fast, label_of)
-                       for mode in LOCALISED}
+    out["fast_far"] = {mode: _localization(runs[mode], fast, label_of) for mode in LOCALISED}
     error, motion = np.asarray(along).T
     out["fast_far_flow"] = {"along_motion_error_px": float(error.mean()), "motion_px": float(motion.mean())}
-    out["errors_far"] = {mode: _errors_far_from_key(runs[mode], dataset, key_of, label_of)
-                         for mode in LOCALISED}
+    out["errors_far"] = {mode: _errors_far_from_key(runs[mode], dataset, key_of, label_of) for mode in LOCALISED}
     return out
 
 
-def at_offsets_from_key(dataset: CocoVID, records: list[FrameRecord], label_of: dict[int, int],
-                        offsets: tuple[int, ...]) -> tuple[list[dict], list[dict], list[dict]]:
+def at_offsets_from_key(
+    dataset: CocoVID, records: list[FrameRecord], label_of: dict[int, int], offsets: tuple[int, ...]
+) -> tuple[list[dict], list[dict], list[dict]]:
     """The images `offsets` frames from their key frame (frame_id % 10), their GT boxes (category ids 1..n in
     `label_of`'s order) and `records`' COCO results on them: `coco_ap50`'s arguments."""
     images = [im for im in dataset.images if im["frame_id"] % 10 in offsets]
     ids = {im["id"] for im in images}
-    gt = [{**a, "category_id": label_of[a["category_id"]] + 1} for a in dataset.all_annotations()
-          if a["image_id"] in ids and a["category_id"] in label_of]
+    gt = [
+        {**a, "category_id": label_of[a["category_id"]] + 1}
+        for a in dataset.all_annotations()
+        if a["image_id"] in ids and a["category_id"] in label_of
+    ]
     return images, gt, coco_results([r for r in records if r.image_id in ids], range(1, len(label_of) + 1))
 
 
@@ -381,15 +438,18 @@ def _xyxy(a: dict) -> list[float]:
     return [x, y, x + w, y + h]
 
 
-def _errors_far_from_key(records: list[FrameRecord], dataset: CocoVID, key_of: dict[int, dict | None],
-                         label_of: dict[int, int]) -> dict[str, int]:
+def _errors_far_from_key(
+    records: list[FrameRecord], dataset: CocoVID, key_of: dict[int, dict | None], label_of: dict[int, int]
+) -> dict[str, int]:
     """Counts at frames 7-9 from the key frame, confident detections (score >= CONFIDENT) matched greedily, highest
     score first, to same-class boxes at IoU >= 0.5: false positives, and those lying where a moved object was in the
     key frame (IoU >= 0.5 with the key-frame box of a same-class object whose box now overlaps that one by < 0.5);
     boxes, missed boxes, those of moved objects, and those of them that a same-class detection of any score >= 0.05
     overlaps by IoU >= 0.5 (found, but not confidently)."""
-    counts = {k: 0 for k in ("false_positives", "at_key_position", "boxes", "missed", "missed_moved",
-                             "missed_moved_low_score")}
+    counts = {
+        k: 0
+        for k in ("false_positives", "at_key_position", "boxes", "missed", "missed_moved", "missed_moved_low_score")
+    }
     for rec in records:
         anns = [a for a in dataset.annotations(rec.image_id) if a["category_id"] in label_of]
         if rec.frame_id % 10 < 7 or not anns:
@@ -397,8 +457,12 @@ def _errors_far_from_key(records: list[FrameRecord], dataset: CocoVID, key_of: d
         gt = torch.tensor([_xyxy(a) for a in anns])
         labels = np.array([label_of[a["category_id"]] for a in anns])
         keys = [key_of[a["id"]] for a in anns]
-        moved = np.array([k is not None and float(box_iou(gt[i:i + 1], torch.tensor([_xyxy(k)]))) < 0.5
-                          for i, k in enumerate(keys)])
+        moved = np.array(
+            [
+                k is not None and float(box_iou(gt[i : i + 1], torch.tensor([_xyxy(k)]))) < 0.5
+                for i, k in enumerate(keys)
+            ]
+        )
         was_at = torch.tensor([_xyxy(k) for k, m in zip(keys, moved) if m]).reshape(-1, 4)
         boxes = torch.from_numpy(rec.boxes).float().reshape(-1, 4)
         iou = box_iou(boxes, gt) * torch.from_numpy(rec.labels[:, None] == labels[None, :])
@@ -428,8 +492,11 @@ def _fast_far_boxes(dataset: CocoVID, key_of: dict[int, dict | None]) -> dict[in
     out: dict[int, list] = {}
     for a in dataset.all_annotations():
         key = key_of[a["id"]]
-        if dataset.image(a["image_id"])["frame_id"] % 10 >= 7 and key is not None and \
-                np.linalg.norm(_centre(a) - _centre(key)) > FAST_SHIFT * a["bbox"][2]:
+        if (
+            dataset.image(a["image_id"])["frame_id"] % 10 >= 7
+            and key is not None
+            and np.linalg.norm(_centre(a) - _centre(key)) > FAST_SHIFT * a["bbox"][2]
+        ):
             out.setdefault(a["image_id"], []).append((a, key))
     return out
 
@@ -456,8 +523,12 @@ def _localization(records: list[FrameRecord], fast: dict[int, list], label_of: d
                 offset = (boxes[best, :2] + boxes[best, 2:]).numpy() / 2 - _centre(a)
                 lags.append(float(offset @ motion) / np.linalg.norm(motion) / a["bbox"][2])
     ious = np.asarray(ious)
-    return {"boxes": len(ious), "recall_iou50": float(np.mean(ious >= 0.5)), "mean_iou": float(ious.mean()),
-            "lag_widths": float(np.mean(lags))}
+    return {
+        "boxes": len(ious),
+        "recall_iou50": float(np.mean(ious >= 0.5)),
+        "mean_iou": float(ious.mean()),
+        "lag_widths": float(np.mean(lags)),
+    }
 
 
 def write_demo_clip(val: Path, path: Path, frames: int) -> None:
@@ -483,29 +554,50 @@ def markdown(results: dict, more: dict, timer: Timer, r: Recipe, threads: int, p
 
     names = {"per_frame": "per-frame (key interval 1)", "dff": "DFF@10", "dff_zero_flow": "DFF@10, zero flow"}
     lines = [
-        "| tiny_synthetic, fresh synthetic val (seed %d, %d videos) | AP50 all | fast | medium | slow | fps (CPU) |"
-        % (r.val_seed, r.val_videos),
+        f"| tiny_synthetic, fresh synthetic val (seed {r.val_seed}, {r.val_videos} videos) "
+        "| AP50 all | fast | medium | slow | fps (CPU) |",
         "|---|---|---|---|---|---|",
     ]
     for mode, row in results.items():
-        lines.append(f"| {names[mode]} | {pct(row['all'])} | {pct(row['fast'])} | {pct(row['medium'])} | "
-                     f"{pct(row['slow'])} | {row['fps']:.1f} |")
-    lines += ["", "ILSVRC devkit protocol (FGFA), same runs:", "",
-              "| mode | AP50 all | fast | medium | slow |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {names[mode]} | {pct(row['all'])} | {pct(row['fast'])} | {pct(row['medium'])} | "
+            f"{pct(row['slow'])} | {row['fps']:.1f} |"
+        )
+    lines += [
+        "",
+        "ILSVRC devkit protocol (FGFA), same runs:",
+        "",
+        "| mode | AP50 all | fast | medium | slow |",
+        "|---|---|---|---|---|",
+    ]
     for mode, row in results.items():
         d = row["devkit"]
-        lines.append(f"| {names[mode]} | {pct(d.get('ilsvrc_ap50'))} | {pct(d.get('motion_fast'))} | "
-                     f"{pct(d.get('motion_medium'))} | {pct(d.get('motion_slow'))} |")
-    lines += ["", "Every fresh val set (COCO AP50, all boxes):", "",
-              "| val seed | per-frame | DFF@10 | DFF@10 - per-frame |", "|---|---|---|---|"]
+        lines.append(
+            f"| {names[mode]} | {pct(d.get('ilsvrc_ap50'))} | {pct(d.get('motion_fast'))} | "
+            f"{pct(d.get('motion_medium'))} | {pct(d.get('motion_slow'))} |"
+        )
+    lines += [
+        "",
+        "Every fresh val set (COCO AP50, all boxes):",
+        "",
+        "| val seed | per-frame | DFF@10 | DFF@10 - per-frame |",
+        "|---|---|---|---|",
+    ]
     for seed, rows in {r.val_seed: results, **more}.items():
-        lines.append(f"| {seed} | {pct(rows['per_frame']['all'])} | {pct(rows['dff']['all'])} | "
-                     f"{100 * (rows['dff']['all'] - rows['per_frame']['all']):+.1f} |")
+        lines.append(
+            f"| {seed} | {pct(rows['per_frame']['all'])} | {pct(rows['dff']['all'])} | "
+            f"{100 * (rows['dff']['all'] - rows['per_frame']['all']):+.1f} |"
+        )
     total = sum(s["seconds"] for s in timer.stages.values())
-    lines += ["", f"Stage timings (training: {procs} processes x 1 thread; other stages: {threads} thread(s); "
-                  f"{platform.machine()}, {os.cpu_count()} logical CPUs; load = 1-minute load average at the stage's "
-                  "start -> end, other jobs included):", "",
-              "| stage | seconds | load |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Stage timings (training: {procs} processes x 1 thread; other stages: {threads} thread(s); "
+        f"{platform.machine()}, {os.cpu_count()} logical CPUs; load = 1-minute load average at the stage's "
+        "start -> end, other jobs included):",
+        "",
+        "| stage | seconds | load |",
+        "|---|---|---|",
+    ]
     for name, s in timer.stages.items():
         lines.append(f"| {name} | {s['seconds']:.0f} | {s['load_start'][:1]} -> {s['load_end'][:1]} |")
     training = sum(timer.stages[k]["seconds"] for k in ("data", "flow", "train") if k in timer.stages)
@@ -515,40 +607,68 @@ def markdown(results: dict, more: dict, timer: Timer, r: Recipe, threads: int, p
 
 
 def analysis_markdown(analysis: dict) -> str:
-    names = {"per_frame": "per-frame", "dff": "DFF@10", "dff_zero_flow": "DFF@10, zero flow",
-             "dff_oracle_flow": "DFF@10, oracle flow (the generator's exact flow)"}
+    names = {
+        "per_frame": "per-frame",
+        "dff": "DFF@10",
+        "dff_zero_flow": "DFF@10, zero flow",
+        "dff_oracle_flow": "DFF@10, oracle flow (the generator's exact flow)",
+    }
     columns = ("all", *OFFSETS, "in key frame", "whole in key frame")
-    lines = ["COCO AP50 by distance of the frame to its key frame; the last two columns (all frames) ignore the "
-             "boxes of objects that are not in the key frame, and also of those the frame border cut there and that "
-             "have grown by 20 % since:", "",
-             "| mode | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        "COCO AP50 by distance of the frame to its key frame; the last two columns (all frames) ignore the "
+        "boxes of objects that are not in the key frame, and also of those the frame border cut there and that "
+        "have grown by 20 % since:",
+        "",
+        "| mode | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for mode in names:
         lines.append(f"| {names[mode]} | " + " | ".join(f"{100 * analysis[mode][k]:.1f}" for k in columns) + " |")
     for key, what in (("absent_fraction", "not in the key frame"), ("cut_fraction", "cut by the border there")):
-        lines += ["", f"Boxes whose object is {what}: " + ", ".join(
-            f"{100 * v:.1f} % at {k} frames" for k, v in analysis[key].items()) + "."]
+        lines += [
+            "",
+            f"Boxes whose object is {what}: "
+            + ", ".join(f"{100 * v:.1f} % at {k} frames" for k, v in analysis[key].items())
+            + ".",
+        ]
     fast, flow = analysis["fast_far"], analysis["fast_far_flow"]
-    lines += ["", f"Localisation of the {fast['dff']['boxes']} boxes 7-9 frames from the key frame whose centre moved "
-              f"more than {FAST_SHIFT} box widths since it (best confident detection of the class, score >= 0.3; "
-              "lag: its centre's offset along the motion, box widths, negative = behind):", "",
-              "| mode | IoU >= 0.5 | mean IoU | lag |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"Localisation of the {fast['dff']['boxes']} boxes 7-9 frames from the key frame whose centre moved "
+        f"more than {FAST_SHIFT} box widths since it (best confident detection of the class, score >= 0.3; "
+        "lag: its centre's offset along the motion, box widths, negative = behind):",
+        "",
+        "| mode | IoU >= 0.5 | mean IoU | lag |",
+        "|---|---|---|---|",
+    ]
     for mode in fast:
         row = fast[mode]
-        lines.append(f"| {names[mode]} | {100 * row['recall_iou50']:.1f} % | {row['mean_iou']:.3f} | "
-                     f"{row['lag_widths']:+.3f} |")
-    lines += ["", f"The FlowNet's error along these objects' motion (inner 60 % of the box, against the exact flow): "
-              f"{flow['along_motion_error_px']:+.1f} px for a mean motion of {flow['motion_px']:.1f} px (input pixels; "
-              "negative = too short)."]
+        lines.append(
+            f"| {names[mode]} | {100 * row['recall_iou50']:.1f} % | {row['mean_iou']:.3f} | {row['lag_widths']:+.3f} |"
+        )
+    lines += [
+        "",
+        f"The FlowNet's error along these objects' motion (inner 60 % of the box, against the exact flow): "
+        f"{flow['along_motion_error_px']:+.1f} px for a mean motion of {flow['motion_px']:.1f} px (input pixels; "
+        "negative = too short).",
+    ]
     errors = analysis["errors_far"]
-    lines += ["", f"Errors at the {errors['dff']['boxes']} boxes 7-9 frames from the key frame (detections of score >= "
-              f"{CONFIDENT} matched to boxes of their class at IoU >= 0.5, highest score first; a moved object's box "
-              "overlaps its key-frame box by less than 0.5):", "",
-              "| mode | false positives | of which at a moved object's key-frame position | missed boxes | of which "
-              "of moved objects | of those, found at IoU >= 0.5 with a score under " f"{CONFIDENT} |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Errors at the {errors['dff']['boxes']} boxes 7-9 frames from the key frame (detections of score >= "
+        f"{CONFIDENT} matched to boxes of their class at IoU >= 0.5, highest score first; a moved object's box "
+        "overlaps its key-frame box by less than 0.5):",
+        "",
+        "| mode | false positives | of which at a moved object's key-frame position | missed boxes | of which "
+        "of moved objects | of those, found at IoU >= 0.5 with a score under "
+        f"{CONFIDENT} |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode, e in errors.items():
-        lines.append(f"| {names[mode]} | {e['false_positives']} | {e['at_key_position']} | {e['missed']} | "
-                     f"{e['missed_moved']} | {e['missed_moved_low_score']} |")
+        lines.append(
+            f"| {names[mode]} | {e['false_positives']} | {e['at_key_position']} | {e['missed']} | "
+            f"{e['missed_moved']} | {e['missed_moved_low_score']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -559,9 +679,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the other stages (default 1)")
     p.add_argument("--install", action="store_true", help="copy the model and a demo clip into src/dff/assets")
     p.add_argument("--docs", type=Path, help="also write the Markdown results table to this file")
-    p.add_argument("--analysis", action="store_true",
-                   help="also measure AP by distance to the key frame, with the generator's exact flow as an oracle, "
-                        "and how well fast objects far from the key frame are localised (not timed)")
+    p.add_argument(
+        "--analysis",
+        action="store_true",
+        help="also measure AP by distance to the key frame, with the generator's exact flow as an oracle, "
+        "and how well fast objects far from the key frame are localised (not timed)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -576,13 +699,27 @@ def main(argv: list[str] | None = None) -> int:
     model = stage_ship(work, timer.run("train", stage_train, work, data, flow, r, args.procs))
     val = timer.run("val", stage_val, work, r, r.val_seed)
     results = timer.run("eval", cached, work / "eval.json", lambda: stage_eval(model, val))
-    more = {seed: timer.run(f"eval seed {seed}", cached, work / f"eval_seed{seed}.json",
-                            lambda: stage_eval(model, stage_val(work, r, seed), ("per_frame", "dff")))
-            for seed in r.more_val_seeds}
-    summary = {"recipe": asdict(r), "preset": preset(PRESET).to_dict(), "results": results, "more_val_sets": more,
-               "timings": timer.stages,
-               "threads": args.threads, "procs": args.procs, "torch": torch.__version__, "dff": dff.__version__,
-               "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    more = {
+        seed: timer.run(
+            f"eval seed {seed}",
+            cached,
+            work / f"eval_seed{seed}.json",
+            lambda seed=seed: stage_eval(model, stage_val(work, r, seed), ("per_frame", "dff")),
+        )
+        for seed in r.more_val_seeds
+    }
+    summary = {
+        "recipe": asdict(r),
+        "preset": preset(PRESET).to_dict(),
+        "results": results,
+        "more_val_sets": more,
+        "timings": timer.stages,
+        "threads": args.threads,
+        "procs": args.procs,
+        "torch": torch.__version__,
+        "dff": dff.__version__,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     (work / "results.json").write_text(json.dumps(summary, indent=1))
     table = markdown(results, more, timer, r, args.threads, args.procs)
     if args.analysis:

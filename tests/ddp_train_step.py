@@ -54,10 +54,17 @@ def main(root: Path, out: Path) -> None:
     sum(losses[k] for k in LOSS_NAMES).backward()
     torch.optim.SGD(params, lr=0.01, momentum=0.9).step()
     torch.save({n: p.detach() for n, p in module.net.named_parameters()}, out / f"weights_rank{rank}.pt")
-    (out / f"report_rank{rank}.json").write_text(json.dumps({
-        "rank": rank, "world": world, "max_rel_error": max(errors), "max_rank_difference": max(spread),
-        "num_params": len(errors),
-    }))
+    (out / f"report_rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "rank": rank,
+                "world": world,
+                "max_rel_error": max(errors),
+                "max_rank_difference": max(spread),
+                "num_params": len(errors),
+            }
+        )
+    )
     dist.destroy_process_group()
 
 

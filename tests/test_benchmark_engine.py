@@ -31,7 +31,7 @@ def report():
 def test_report_has_every_setting_and_frame(report):
     assert list(report.settings) == ["reference@1", "reference@3", "optimized@1", "optimized@3"]
     assert report.frames == 6 and report.frame_size == [480, 270] and report.input_size == [320, 192]
-    for label, s in report.settings.items():
+    for _label, s in report.settings.items():
         interval = s["setting"]["key_interval"]
         assert s["frames"] == 6
         assert s["key_frames"] == (6 if interval == 1 else 2)
@@ -75,8 +75,12 @@ def test_optimized_results_agree_with_reference(report):
 
 def test_ratios_pair_the_right_settings(report):
     pairs = {(r["setting"], r["baseline"]) for r in report.ratios}
-    assert pairs == {("optimized@1", "reference@1"), ("optimized@3", "reference@3"),
-                     ("reference@3", "reference@1"), ("optimized@3", "optimized@1")}
+    assert pairs == {
+        ("optimized@1", "reference@1"),
+        ("optimized@3", "reference@3"),
+        ("reference@3", "reference@1"),
+        ("optimized@3", "optimized@1"),
+    }
     for r in report.ratios:
         fps = report.settings[r["setting"]]["fps"] / report.settings[r["baseline"]]["fps"]
         assert r["throughput"] == pytest.approx(fps)
@@ -106,9 +110,27 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     for i, f in enumerate(_frames(4)):
         cv2.imwrite(str(folder / f"{i:06d}.jpg"), f)
     out = tmp_path / "bench.json"
-    code = main(["benchmark", "--preset", "tiny_synthetic", "--source", str(folder), "--frames", "4",
-                 "--warmup", "1", "--key-interval", "2", "--compare", "reference,optimized", "--matmul-size", "256",
-                 "--json", str(out)])
+    code = main(
+        [
+            "benchmark",
+            "--preset",
+            "tiny_synthetic",
+            "--source",
+            str(folder),
+            "--frames",
+            "4",
+            "--warmup",
+            "1",
+            "--key-interval",
+            "2",
+            "--compare",
+            "reference,optimized",
+            "--matmul-size",
+            "256",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "optimized@2" in printed and "stage medians" in printed and "matmul peak" in printed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -77,16 +78,27 @@ def _same_detections(a: dff.FrameResult, b: dff.FrameResult) -> None:
     np.testing.assert_allclose(b.scores, a.scores, atol=1e-5, rtol=0)
     unmatched = set(range(len(a.scores)))
     for i in range(len(b.scores)):
-        j = next((j for j in sorted(unmatched) if a.labels[j] == b.labels[i]
-                  and abs(a.scores[j] - b.scores[i]) <= 1e-5 and np.abs(a.boxes[j] - b.boxes[i]).max() <= 0.05), None)
+        j = next(
+            (
+                j
+                for j in sorted(unmatched)
+                if a.labels[j] == b.labels[i]
+                and abs(a.scores[j] - b.scores[i]) <= 1e-5
+                and np.abs(a.boxes[j] - b.boxes[i]).max() <= 0.05
+            ),
+            None,
+        )
         assert j is not None, f"detection {i} ({b.labels[i]}, {b.boxes[i]}, {b.scores[i]}) has no counterpart"
         unmatched.remove(j)
 
 
 def _tiny_at_stride(stride: int) -> dff.DFFConfig:
     cfg = dff.preset("tiny_synthetic")
-    return dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, output_stride=stride),
-                               rpn=dataclasses.replace(cfg.rpn, stride=stride))
+    return dataclasses.replace(
+        cfg,
+        backbone=dataclasses.replace(cfg.backbone, output_stride=stride),
+        rpn=dataclasses.replace(cfg.rpn, stride=stride),
+    )
 
 
 @pytest.mark.parametrize("use_flow,stride", [(True, 16), (False, 16), (True, 8)])

@@ -38,7 +38,9 @@ def test_preprocess_normalises_rgb_and_zero_pads():
     frame[..., 0] = 255  # pure blue in BGR
     img, meta = preprocess(frame, PreprocessConfig())
     assert img.shape == (3, 576, 1008) and meta.img_shape == (563, 1000) and meta.pad_shape == (576, 1008)
-    np.testing.assert_allclose(img[:, 0, 0].numpy(), [-123.675 / 58.395, -116.28 / 57.12, (255 - 103.53) / 57.375], rtol=1e-6)
+    np.testing.assert_allclose(
+        img[:, 0, 0].numpy(), [-123.675 / 58.395, -116.28 / 57.12, (255 - 103.53) / 57.375], rtol=1e-6
+    )
     assert float(img[:, 563:, :].abs().max()) == 0.0 and float(img[:, :, 1000:].abs().max()) == 0.0
 
 
@@ -93,9 +95,14 @@ def test_warp_follows_flow_in_feature_pixels():
     np.testing.assert_allclose(warped[0, 0, 5, 10].item(), 13 * 62 / 63, atol=1e-4)
 
 
-@pytest.mark.parametrize("cfg,channels,stride", [
-    (BackboneConfig("resnet50"), 2048, 16), (BackboneConfig("resnet18", num_stages=3), 256, 16),
-    (BackboneConfig("resnet18", num_stages=3, output_stride=8), 256, 8)])
+@pytest.mark.parametrize(
+    "cfg,channels,stride",
+    [
+        (BackboneConfig("resnet50"), 2048, 16),
+        (BackboneConfig("resnet18", num_stages=3), 256, 16),
+        (BackboneConfig("resnet18", num_stages=3, output_stride=8), 256, 8),
+    ],
+)
 def test_backbone_output_stride(cfg, channels, stride):
     net = ResNetBackbone(cfg).eval()
     with torch.inference_mode():
@@ -120,7 +127,9 @@ def test_flownet_shapes_for_576x1008():
     sizes = {}
     for i in range(1, 7):
         getattr(net, f"conv{i}").register_forward_hook(lambda m, a, o, i=i: None)
-        getattr(net, f"conv{i}")[-1].register_forward_hook(lambda m, a, o, i=i: sizes.__setitem__(i, tuple(o.shape[-2:])))
+        getattr(net, f"conv{i}")[-1].register_forward_hook(
+            lambda m, a, o, i=i: sizes.__setitem__(i, tuple(o.shape[-2:]))
+        )
     with torch.inference_mode():
         flow = net(torch.randn(1, 6, 576, 1008), (563, 1000))
     assert flow.shape == (1, 2, 576, 1008)
@@ -146,7 +155,17 @@ def test_key_frame_schedule_and_segments():
     assert keys == [0, 4, 8]
     # a size change starts a new segment: its first frame is a key frame and ids restart
     mixed = frames[:3] + [np.zeros((120, 160, 3), np.uint8)] * 6
-    assert [r.is_key_frame for r in model.predict(mixed)] == [True, False, False, True, False, False, False, True, False]
+    assert [r.is_key_frame for r in model.predict(mixed)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
     with pytest.raises(dff.errors.DFFError):
         model.key_interval = 0
 

@@ -16,7 +16,9 @@ from dff.models.detector import DFF
 
 
 def mmtracking_pth(path: Path, state: dict, classes=None) -> Path:
-    torch.save({"state_dict": state, "meta": {"CLASSES": classes or list(dff.preset("tiny_synthetic").class_names)}}, path)
+    torch.save(
+        {"state_dict": state, "meta": {"CLASSES": classes or list(dff.preset("tiny_synthetic").class_names)}}, path
+    )
     return path
 
 
@@ -117,8 +119,21 @@ def test_half_precision_file_is_half_the_size_and_loads_as_float32(tmp_path, tin
     src = mmtracking_pth(tmp_path / "m.pth", tiny_state)
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
     for dst, extra in ((full, []), (half, ["--half"])):
-        run = subprocess.run([sys.executable, "-m", "dff", "convert-checkpoint", str(src), str(dst),
-                              "--preset", "tiny_synthetic", *extra], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dff",
+                "convert-checkpoint",
+                str(src),
+                str(dst),
+                "--preset",
+                "tiny_synthetic",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr
     assert 0.49 < half.stat().st_size / full.stat().st_size < 0.51
     a, b = dff.load(full), dff.load(half)
@@ -147,8 +162,11 @@ def test_inconsistent_config_in_a_model_file_names_the_file(tmp_path, tiny_state
     with pytest.raises(CheckpointError, match=r"bad\.safetensors: corrupt config metadata .*rpn stride 16 differs"):
         dff.load(bad)
     clip, out = Path(dff.__file__).parent / "assets" / "demo_clip.mp4", tmp_path / "out.jsonl"
-    run = subprocess.run([sys.executable, "-m", "dff", "detect", str(clip), "--weights", str(bad),
-                          "--out-json", str(out)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "dff", "detect", str(clip), "--weights", str(bad), "--out-json", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1 and str(bad) in run.stderr
     assert not out.exists()
 
@@ -156,14 +174,20 @@ def test_inconsistent_config_in_a_model_file_names_the_file(tmp_path, tiny_state
 def test_convert_checkpoint_cli(tmp_path, tiny_state):
     src = mmtracking_pth(tmp_path / "m.pth", tiny_state)
     out = tmp_path / "m.safetensors"
-    run = subprocess.run([sys.executable, "-m", "dff", "convert-checkpoint", str(src), str(out), "--preset", "tiny_synthetic"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "dff", "convert-checkpoint", str(src), str(out), "--preset", "tiny_synthetic"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert dff.load(out).config.name == "tiny_synthetic"
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00garbage")
-    run = subprocess.run([sys.executable, "-m", "dff", "convert-checkpoint", str(bad), str(tmp_path / "x.safetensors")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "dff", "convert-checkpoint", str(bad), str(tmp_path / "x.safetensors")],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "bad.pth" in run.stderr and "dff: error:" in run.stderr
     assert not (tmp_path / "x.safetensors").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import dff
 from dff.golden import deterministic_state_dict
@@ -20,7 +19,11 @@ def real_frames(n: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize(
     "preset,n",
-    [("r50_dc5", 3), pytest.param("r101_dc5", 2, marks=pytest.mark.slow), pytest.param("x101_dc5", 2, marks=pytest.mark.slow)],
+    [
+        ("r50_dc5", 3),
+        pytest.param("r101_dc5", 2, marks=pytest.mark.slow),
+        pytest.param("x101_dc5", 2, marks=pytest.mark.slow),
+    ],
 )
 def test_preset_runs_on_real_frames(preset, n):
     model = dff.build(preset)

@@ -19,8 +19,10 @@ CAR, ZEBRA, PERSON = "n02958343", "n02391049", "n00007846"
 def _obj(wnid, box, trackid=None):
     track = "" if trackid is None else f"<trackid>{trackid}</trackid><occluded>0</occluded><generated>0</generated>"
     x1, y1, x2, y2 = box
-    return (f"<object>{track}<name>{wnid}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
-            f"<ymax>{y2}</ymax></bndbox></object>")
+    return (
+        f"<object>{track}<name>{wnid}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+        f"<ymax>{y2}</ymax></bndbox></object>"
+    )
 
 
 def _xml(objects, w=64, h=48):
@@ -41,10 +43,11 @@ def _tree(root, val_frames):
     (root / "Lists").mkdir(parents=True, exist_ok=True)
     (root / "Lists" / "VID_val_videos.txt").write_text(f"{name} 1 0 {len(val_frames)}\n")
     det = "train/ILSVRC2014_train_0000/ILSVRC2014_train_00000001"
-    for kind, ext in (("Annotations", "xml"), ("Data", "JPEG")):
+    for kind in ("Annotations", "Data"):
         (root / kind / "DET" / det).parent.mkdir(parents=True, exist_ok=True)
-    (root / "Annotations" / "DET" / f"{det}.xml").write_text(_xml([_obj(ZEBRA, (1, 2, 30, 40)),
-                                                                  _obj(PERSON, (5, 5, 9, 9))]))
+    (root / "Annotations" / "DET" / f"{det}.xml").write_text(
+        _xml([_obj(ZEBRA, (1, 2, 30, 40)), _obj(PERSON, (5, 5, 9, 9))])
+    )
     cv2.imwrite(str(root / "Data" / "DET" / f"{det}.JPEG"), np.zeros((48, 64, 3), np.uint8))
     (root / "Lists" / "DET_train_30classes.txt").write_text(f"{det} 1\n")
     return root / "Annotations" / "VID" / name
@@ -76,15 +79,24 @@ def test_existing_json_is_not_replaced_by_a_failed_run(tmp_path):
 
 
 def test_unknown_wnid_is_skipped_in_vid_and_is_category_31_in_det(tmp_path):
-    _tree(tmp_path, [[_obj(PERSON, (1, 1, 9, 9), 0), _obj(CAR, (2, 3, 22, 13), 1)],
-                     [_obj(PERSON, (1, 1, 9, 9), 0), _obj(CAR, (3, 3, 23, 13), 1)]])
+    _tree(
+        tmp_path,
+        [
+            [_obj(PERSON, (1, 1, 9, 9), 0), _obj(CAR, (2, 3, 22, 13), 1)],
+            [_obj(PERSON, (1, 1, 9, 9), 0), _obj(CAR, (3, 3, 23, 13), 1)],
+        ],
+    )
     vid_path, det_path = convert_dataset(tmp_path, parts=("vid_val", "det"), progress=False)
     anns = json.loads(vid_path.read_text())["annotations"]
-    assert [(a["category_id"], a["instance_id"], a["bbox"]) for a in anns] == \
-        [(7, 1, [2, 3, 20, 10]), (7, 1, [3, 3, 20, 10])]  # the skipped person consumed no instance id
+    assert [(a["category_id"], a["instance_id"], a["bbox"]) for a in anns] == [
+        (7, 1, [2, 3, 20, 10]),
+        (7, 1, [3, 3, 20, 10]),
+    ]  # the skipped person consumed no instance id
     det = json.loads(det_path.read_text())["annotations"]
-    assert [(a["category_id"], a["bbox"], a["area"]) for a in det] == [(30, [1, 2, 29, 38], 1102),
-                                                                      (31, [5, 5, 4, 4], 16)]
+    assert [(a["category_id"], a["bbox"], a["area"]) for a in det] == [
+        (30, [1, 2, 29, 38], 1102),
+        (31, [5, 5, 4, 4], 16),
+    ]
 
 
 def test_missing_image_names_the_file(tmp_path):
@@ -122,24 +134,32 @@ def _coco():
     return {
         "categories": [{"id": 1, "name": "car"}],
         "videos": [{"id": 1, "name": "v"}],
-        "images": [{"id": 10 + i, "file_name": f"v/{i}.jpg", "width": 64, "height": 48, "video_id": 1,
-                    "frame_id": i} for i in range(3)],
+        "images": [
+            {"id": 10 + i, "file_name": f"v/{i}.jpg", "width": 64, "height": 48, "video_id": 1, "frame_id": i}
+            for i in range(3)
+        ],
         "annotations": [{"id": 5, "image_id": 11, "category_id": 1, "bbox": [1, 2, 10, 10], "instance_id": 1}],
     }
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["annotations"][0].update(image_id=99), r"x\.json: annotation 5 refers to unknown image_id 99"),
-    (lambda d: d["images"][1].update(video_id=4), r"image 11 \(v/1\.jpg\) has unknown video_id 4"),
-    (lambda d: d["images"][2].update(frame_id=5), r"video 1 \(v\) has a frame_id gap: frame 2 is missing"),
-    (lambda d: d["images"][2].update(frame_id=1), r"image 12 \(v/2\.jpg\) repeats frame_id 1 of video 1"),
-    (lambda d: d["annotations"][0].update(bbox=[60, 2, 10, 10]), r"annotation 5 box \[60, 2, 10, 10\] lies "
-                                                                  r"outside image 11 \(v/1\.jpg, 64x48\)"),
-    (lambda d: d["annotations"][0].update(bbox=[1, 2, 10]), r"annotation 5 has malformed bbox"),
-    (lambda d: d["annotations"][0].update(category_id=3), r"annotation 5 has unknown category_id 3"),
-    (lambda d: d["images"].append(dict(d["images"][0])), r"duplicate image id 10"),
-    (lambda d: d["images"][0].pop("width"), r"image 10 lacks field\(s\) width"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["annotations"][0].update(image_id=99), r"x\.json: annotation 5 refers to unknown image_id 99"),
+        (lambda d: d["images"][1].update(video_id=4), r"image 11 \(v/1\.jpg\) has unknown video_id 4"),
+        (lambda d: d["images"][2].update(frame_id=5), r"video 1 \(v\) has a frame_id gap: frame 2 is missing"),
+        (lambda d: d["images"][2].update(frame_id=1), r"image 12 \(v/2\.jpg\) repeats frame_id 1 of video 1"),
+        (
+            lambda d: d["annotations"][0].update(bbox=[60, 2, 10, 10]),
+            r"annotation 5 box \[60, 2, 10, 10\] lies "
+            r"outside image 11 \(v/1\.jpg, 64x48\)",
+        ),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 10]), r"annotation 5 has malformed bbox"),
+        (lambda d: d["annotations"][0].update(category_id=3), r"annotation 5 has unknown category_id 3"),
+        (lambda d: d["images"].append(dict(d["images"][0])), r"duplicate image id 10"),
+        (lambda d: d["images"][0].pop("width"), r"image 10 lacks field\(s\) width"),
+    ],
+)
 def test_invalid_cocovid_names_the_record(edit, message):
     data = _coco()
     CocoVID(data, "x.json")

@@ -10,8 +10,18 @@ from dff.data.synthetic import OTHER_WNID, make_synthetic
 
 VIDEO_KEYS = ["id", "name", "vid_train_frames"]
 VID_IMAGE_KEYS = ["file_name", "height", "width", "id", "frame_id", "video_id", "is_vid_train_frame"]
-VID_ANN_KEYS = ["id", "video_id", "image_id", "category_id", "instance_id", "bbox", "area", "iscrowd",
-                "occluded", "generated"]
+VID_ANN_KEYS = [
+    "id",
+    "video_id",
+    "image_id",
+    "category_id",
+    "instance_id",
+    "bbox",
+    "area",
+    "iscrowd",
+    "occluded",
+    "generated",
+]
 DET_IMAGE_KEYS = ["file_name", "height", "width", "id", "is_vid_train_frame"]
 DET_ANN_KEYS = ["id", "image_id", "category_id", "bbox", "area", "iscrowd"]
 
@@ -19,11 +29,23 @@ DET_ANN_KEYS = ["id", "image_id", "category_id", "bbox", "area", "iscrowd"]
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("ilsvrc")
-    gt = make_synthetic(root, videos=3, val_videos=2, frames=24, det_images=12, width=192, height=112,
-                        seed=3, overwrite=True, progress=False)
+    gt = make_synthetic(
+        root,
+        videos=3,
+        val_videos=2,
+        frames=24,
+        det_images=12,
+        width=192,
+        height=112,
+        seed=3,
+        overwrite=True,
+        progress=False,
+    )
     convert_dataset(root, progress=False)
-    out = {name: (root / "annotations" / f).read_text() for name, f in
-           (("train", VID_OUTPUTS["train"]), ("val", VID_OUTPUTS["val"]), ("det", DET_OUTPUT))}
+    out = {
+        name: (root / "annotations" / f).read_text()
+        for name, f in (("train", VID_OUTPUTS["train"]), ("val", VID_OUTPUTS["val"]), ("det", DET_OUTPUT))
+    }
     return root, gt, out
 
 
@@ -31,8 +53,11 @@ def test_top_level_key_order_and_json_formatting(converted):
     _, _, out = converted
     for name, text in out.items():
         data = json.loads(text)
-        expected = ["categories", "images", "annotations"] if name == "det" else \
-            ["categories", "videos", "images", "annotations"]
+        expected = (
+            ["categories", "images", "annotations"]
+            if name == "det"
+            else ["categories", "videos", "images", "annotations"]
+        )
         assert list(data) == expected
         assert text == json.dumps(data)  # mmcv.dump == json.dump with default separators, no indent
 
@@ -40,8 +65,9 @@ def test_top_level_key_order_and_json_formatting(converted):
 def test_vid_categories_are_the_30_classes(converted):
     cats = json.loads(converted[2]["val"])["categories"]
     assert [list(c) for c in cats] == [["id", "name", "encode_name"]] * 30
-    assert [(c["id"], c["name"], c["encode_name"]) for c in cats] == \
-        [(i + 1, n, w) for i, (n, w) in enumerate(zip(VID_CLASSES, VID_WNIDS))]
+    assert [(c["id"], c["name"], c["encode_name"]) for c in cats] == [
+        (i + 1, n, w) for i, (n, w) in enumerate(zip(VID_CLASSES, VID_WNIDS))
+    ]
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -61,12 +87,14 @@ def test_vid_records_field_by_field(converted, split):
     assert all(list(img) == VID_IMAGE_KEYS for img in images)
     assert [img["id"] for img in images] == list(range(1, len(images) + 1))
     expected = [(v.name, i + 1, f) for i, v in enumerate(videos) for f in range(v.num_frames)]
-    assert [(img["file_name"], img["video_id"], img["frame_id"]) for img in images] == \
-        [(f"{n}/{f:06d}.JPEG", vid, f) for n, vid, f in expected]
+    assert [(img["file_name"], img["video_id"], img["frame_id"]) for img in images] == [
+        (f"{n}/{f:06d}.JPEG", vid, f) for n, vid, f in expected
+    ]
     assert all((img["width"], img["height"]) == (192, 112) for img in images)
     train_frames = {rec["id"]: set(rec["vid_train_frames"]) for rec in data["videos"]}
-    assert [img["is_vid_train_frame"] for img in images] == \
-        [img["frame_id"] in train_frames[img["video_id"]] for img in images]
+    assert [img["is_vid_train_frame"] for img in images] == [
+        img["frame_id"] in train_frames[img["video_id"]] for img in images
+    ]
     assert sum(img["is_vid_train_frame"] for img in images) == (15 * len(videos) if split == "train" else 0)
     by_id = {img["id"]: img for img in images}
     anns = data["annotations"]
@@ -101,12 +129,13 @@ def test_det_records_field_by_field(converted):
     assert all(list(img) == DET_IMAGE_KEYS for img in images)
     assert [img["id"] for img in images] == list(range(1, len(images) + 1))
     # listed images first, in list order; then the rest, 2013 subset before 2014, each sorted
-    assert [img["file_name"] for img in images[:len(listed)]] == listed
-    assert all(img["is_vid_train_frame"] for img in images[:len(listed)])
-    rest = images[len(listed):]
+    assert [img["file_name"] for img in images[: len(listed)]] == listed
+    assert all(img["is_vid_train_frame"] for img in images[: len(listed)])
+    rest = images[len(listed) :]
     assert rest and not any(img["is_vid_train_frame"] for img in rest)
-    expected_rest = sorted(f"{d.name}.JPEG" for d in gt.det_images if not d.listed and "2013" in d.name) + \
-        sorted(f"{d.name}.JPEG" for d in gt.det_images if not d.listed and "2014" in d.name)
+    expected_rest = sorted(f"{d.name}.JPEG" for d in gt.det_images if not d.listed and "2013" in d.name) + sorted(
+        f"{d.name}.JPEG" for d in gt.det_images if not d.listed and "2014" in d.name
+    )
     assert [img["file_name"] for img in rest] == expected_rest
     anns = data["annotations"]
     assert all(list(a) == DET_ANN_KEYS for a in anns)

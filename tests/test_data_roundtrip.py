@@ -14,8 +14,9 @@ from dff.data.synthetic import load_ground_truth, make_synthetic
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("roundtrip")
-    make_synthetic(root, videos=3, val_videos=2, frames=30, det_images=6, width=224, height=128, seed=11,
-                   progress=False)
+    make_synthetic(
+        root, videos=3, val_videos=2, frames=30, det_images=6, width=224, height=128, seed=11, progress=False
+    )
     convert_dataset(root, progress=False)
     return root
 
@@ -27,7 +28,7 @@ def test_boxes_track_ids_and_frame_order_round_trip(tree, split):
     videos = [v for v in gt.videos if v.split == split]
     assert [v["name"] for v in coco.videos] == [v.name for v in videos]
     next_instance = 1
-    for (video, frames), want in zip(coco.iter_videos(), videos):
+    for (_video, frames), want in zip(coco.iter_videos(), videos):
         assert [f["frame_id"] for f in frames] == list(range(want.num_frames))
         assert [f["file_name"] for f in frames] == [f"{want.name}/{t:06d}.JPEG" for t in range(want.num_frames)]
         drawn = {}  # (frame, trackid) -> (wnid, box, occluded, generated)
@@ -44,8 +45,12 @@ def test_boxes_track_ids_and_frame_order_round_trip(tree, split):
             for a in coco.annotations(img["id"]):
                 x1, y1, w, h = a["bbox"]
                 trackid = {v: k for k, v in expected_ids.items()}[a["instance_id"]]
-                got[(img["frame_id"], trackid)] = (VID_WNIDS[a["category_id"] - 1], [x1, y1, x1 + w, y1 + h],
-                                                   a["occluded"], a["generated"])
+                got[(img["frame_id"], trackid)] = (
+                    VID_WNIDS[a["category_id"] - 1],
+                    [x1, y1, x1 + w, y1 + h],
+                    a["occluded"],
+                    a["generated"],
+                )
         assert got == drawn
         assert len(drawn) > 0
 
@@ -75,18 +80,20 @@ def test_motion_iou_of_hand_made_tracks():
     data = {
         "categories": [{"id": 1, "name": "car"}],
         "videos": [{"id": 1, "name": "v"}],
-        "images": [{"id": i + 1, "file_name": f"{i}.jpg", "width": 400, "height": 100, "video_id": 1,
-                    "frame_id": i} for i in range(25)],
+        "images": [
+            {"id": i + 1, "file_name": f"{i}.jpg", "width": 400, "height": 100, "video_id": 1, "frame_id": i}
+            for i in range(25)
+        ],
         "annotations": [],
     }
     aid = 1
     for i in range(25):  # instance 1 static; instance 2 moves 2 px/frame with a 40-px box; instance 3 seen once
         for inst, x in ((1, 0), (2, 2 * i)):
-            data["annotations"].append({"id": aid, "image_id": i + 1, "category_id": 1, "instance_id": inst,
-                                        "bbox": [x, 0, 40, 40]})
+            data["annotations"].append(
+                {"id": aid, "image_id": i + 1, "category_id": 1, "instance_id": inst, "bbox": [x, 0, 40, 40]}
+            )
             aid += 1
-    data["annotations"].append({"id": aid, "image_id": 1, "category_id": 1, "instance_id": 3,
-                                "bbox": [300, 0, 20, 20]})
+    data["annotations"].append({"id": aid, "image_id": 1, "category_id": 1, "instance_id": 3, "bbox": [300, 0, 20, 20]})
     miou = motion_iou(CocoVID(data))
     assert miou[1] == 1.0  # static
     # instance 2 at frame 12: neighbours at distance k = 1..10 on both sides, IoU (40-2k)/(40+2k)

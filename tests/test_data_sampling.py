@@ -12,16 +12,15 @@ from torch.utils.data import DataLoader
 from dff.config import preset
 from dff.data.convert import convert_dataset
 from dff.data.sampling import ref_candidates, sample_reference
-from dff.data.train_dataset import PairDataset, build_train_dataset, collate_pairs, parse_annotations, transform_pair
 from dff.data.synthetic import make_synthetic
+from dff.data.train_dataset import PairDataset, build_train_dataset, collate_pairs, parse_annotations, transform_pair
 from dff.data.transforms import preprocess
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("sampling")
-    make_synthetic(root, videos=3, val_videos=1, frames=40, det_images=8, width=240, height=136, seed=5,
-                   progress=False)
+    make_synthetic(root, videos=3, val_videos=1, frames=40, det_images=8, width=240, height=136, seed=5, progress=False)
     convert_dataset(root, parts=("vid_train", "det"), progress=False)
     return root
 
@@ -54,8 +53,7 @@ def test_det_reference_is_the_same_image():
 
 def test_vid_pairs_stay_in_the_video_and_share_resize_and_flip(tree):
     cfg = preset("tiny_synthetic")
-    ds = PairDataset(tree / "annotations" / "imagenet_vid_train.json", tree / "Data" / "VID", cfg,
-                     rng=random.Random(1))
+    ds = PairDataset(tree / "annotations" / "imagenet_vid_train.json", tree / "Data" / "VID", cfg, rng=random.Random(1))
     assert len(ds) == 45 and all(k["is_vid_train_frame"] for k in ds.keys)
     flips = []
     for i in range(len(ds)):
@@ -76,9 +74,14 @@ def test_vid_pairs_stay_in_the_video_and_share_resize_and_flip(tree):
 
 def test_det_pairs_use_the_same_image(tree):
     cfg = preset("tiny_synthetic")
-    ds = build_train_dataset(cfg, tree / "annotations" / "imagenet_vid_train.json", tree / "Data" / "VID",
-                             tree / "annotations" / "imagenet_det_30plus1cls.json", tree / "Data" / "DET",
-                             rng=random.Random(2))
+    ds = build_train_dataset(
+        cfg,
+        tree / "annotations" / "imagenet_vid_train.json",
+        tree / "Data" / "VID",
+        tree / "annotations" / "imagenet_det_30plus1cls.json",
+        tree / "Data" / "DET",
+        rng=random.Random(2),
+    )
     det = ds.datasets[1]
     assert len(ds) == 45 + len(det) and len(det) > 0
     for i in range(len(det)):

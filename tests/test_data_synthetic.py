@@ -21,8 +21,9 @@ def _files(root):
 
 
 def test_layout_is_ilsvrc2015(tmp_path):
-    made = make_synthetic(tmp_path, videos=2, val_videos=1, frames=16, det_images=4, width=160, height=96,
-                          progress=False)
+    made = make_synthetic(
+        tmp_path, videos=2, val_videos=1, frames=16, det_images=4, width=160, height=96, progress=False
+    )
     files = _files(tmp_path)
     train = "train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000001"
     for t in (0, 15):
@@ -32,8 +33,12 @@ def test_layout_is_ilsvrc2015(tmp_path):
     assert f"Data/VID/{train}/000016.JPEG" not in files
     assert "Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_00000000.JPEG" in files
     assert any(f.startswith("Annotations/DET/train/ILSVRC2013_train/n") and f.endswith(".xml") for f in files)
-    assert {"Lists/VID_train_15frames.txt", "Lists/VID_val_videos.txt", "Lists/DET_train_30classes.txt",
-            "synthetic_gt.json"} <= set(files)
+    assert {
+        "Lists/VID_train_15frames.txt",
+        "Lists/VID_val_videos.txt",
+        "Lists/DET_train_30classes.txt",
+        "synthetic_gt.json",
+    } <= set(files)
     lines = (tmp_path / "Lists" / "VID_train_15frames.txt").read_text().splitlines()
     assert len(lines) == 30 and lines[0].split()[1::2] == ["1", "16"]
     assert (tmp_path / "Lists" / "VID_val_videos.txt").read_text() == "val/ILSVRC2015_val_00000000 1 0 16\n"
@@ -57,8 +62,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 
 def test_frames_accept_1280x720(tmp_path):
-    make_synthetic(tmp_path, videos=0, val_videos=1, frames=2, det_images=1, width=1280, height=720,
-                   progress=False)
+    make_synthetic(tmp_path, videos=0, val_videos=1, frames=2, det_images=1, width=1280, height=720, progress=False)
     (path,) = convert_dataset(tmp_path, parts=("vid_val",), progress=False)
     coco = CocoVID.load(path)
     assert {(img["width"], img["height"]) for img in coco.images} == {(1280, 720)}
@@ -89,8 +93,30 @@ def test_default_twenty_video_set_is_fast_balanced_and_varied(tmp_path):
 
 def test_cli_make_synthetic_and_convert_dataset(tmp_path, capsys):
     out = tmp_path / "syn"
-    assert main(["make-synthetic", str(out), "--videos", "1", "--val-videos", "1", "--frames", "15",
-                 "--det-images", "2", "--width", "128", "--height", "80", "--seed", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "make-synthetic",
+                str(out),
+                "--videos",
+                "1",
+                "--val-videos",
+                "1",
+                "--frames",
+                "15",
+                "--det-images",
+                "2",
+                "--width",
+                "128",
+                "--height",
+                "80",
+                "--seed",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["convert-dataset", str(out), "-o", str(tmp_path / "ann"), "--no-progress"]) == 0
     printed = capsys.readouterr().out.split()
     names = ("imagenet_vid_train.json", "imagenet_vid_val.json", "imagenet_det_30plus1cls.json")
@@ -107,9 +133,13 @@ def _warp(frame: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 
 def test_ground_truth_flow_moves_frame_k_onto_frame_t_and_reads_background_where_objects_left(tmp_path):
-    made = make_synthetic(tmp_path, videos=0, val_videos=4, frames=20, det_images=0, width=320, height=192,
-                          seed=7, progress=False)
-    read = lambda v, t: cv2.imread(str(tmp_path / "Data" / "VID" / v.name / f"{t:06d}.JPEG")).astype(np.float32)
+    made = make_synthetic(
+        tmp_path, videos=0, val_videos=4, frames=20, det_images=0, width=320, height=192, seed=7, progress=False
+    )
+
+    def read(v, t):
+        return cv2.imread(str(tmp_path / "Data" / "VID" / v.name / f"{t:06d}.JPEG")).astype(np.float32)
+
     objects_gt, objects_camera, uncovered, reads_object = [], [], 0, 0
     for v in made.videos:
         assert len(v.camera) == 20 and all(len(tr.full_boxes) == len(tr.frames) for tr in v.tracks)
@@ -137,7 +167,10 @@ def test_ground_truth_flow_moves_frame_k_onto_frame_t_and_reads_background_where
                     continue
                 x1, y1, x2, y2 = at[t]
                 inner = np.zeros(flow.shape[1:], bool)
-                inner[max(0, (3 * y1 + y2) // 4):max(0, (y1 + 3 * y2) // 4), max(0, (3 * x1 + x2) // 4):max(0, (x1 + 3 * x2) // 4)] = True
+                inner[
+                    max(0, (3 * y1 + y2) // 4) : max(0, (y1 + 3 * y2) // 4),
+                    max(0, (3 * x1 + x2) // 4) : max(0, (x1 + 3 * x2) // 4),
+                ] = True
                 if inner.sum() > 20:
                     objects_gt.append(np.abs(warped - ft).mean(-1)[inner].mean())
                     objects_camera.append(np.abs(camera - ft).mean(-1)[inner].mean())

@@ -56,8 +56,25 @@ def detect(*args: object) -> int:
 @needs_real
 def test_bikes_all_outputs(weights, tmp_path):
     j, v, coco, flow = tmp_path / "d.jsonl", tmp_path / "d.mp4", tmp_path / "coco.json", tmp_path / "flow"
-    rc = detect(BIKES, "--weights", weights, "--preset", "tiny_synthetic", "--max-frames", 25, "--score-thr", 0.0,
-                "--out-json", j, "--out-video", v, "--out-coco", coco, "--show-flow", flow)
+    rc = detect(
+        BIKES,
+        "--weights",
+        weights,
+        "--preset",
+        "tiny_synthetic",
+        "--max-frames",
+        25,
+        "--score-thr",
+        0.0,
+        "--out-json",
+        j,
+        "--out-video",
+        v,
+        "--out-coco",
+        coco,
+        "--show-flow",
+        flow,
+    )
     assert rc == 0
     lines = read_jsonl(j)
     assert [r["frame"] for r in lines] == list(range(25))
@@ -88,8 +105,21 @@ def test_mmtracking_demo_video_whole(weights, tmp_path):
 @needs_real
 def test_ilsvrc_folder_of_uppercase_jpeg(weights, tmp_path):
     j, v = tmp_path / "d.jsonl", tmp_path / "d.mp4"
-    rc = detect(ILSVRC, "--weights", weights, "--key-interval", 5, "--fps", 30, "--max-frames", 12,
-                "--out-json", j, "--out-video", v)
+    rc = detect(
+        ILSVRC,
+        "--weights",
+        weights,
+        "--key-interval",
+        5,
+        "--fps",
+        30,
+        "--max-frames",
+        12,
+        "--out-json",
+        j,
+        "--out-video",
+        v,
+    )
     assert rc == 0
     lines = read_jsonl(j)
     assert [r["frame"] for r in lines if r["key"]] == [0, 5, 10] and len(lines) == 12
@@ -158,8 +188,20 @@ def test_python_api_accepts_a_path(weights):
 @needs_real
 def test_sigint_leaves_valid_jsonl_and_playable_video(weights, tmp_path):
     j, v = tmp_path / "d.jsonl", tmp_path / "d.mp4"
-    cmd = [sys.executable, "-m", "dff", "detect", str(BIKES), "--weights", str(weights), "--no-progress",
-           "--out-json", str(j), "--out-video", str(v)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dff",
+        "detect",
+        str(BIKES),
+        "--weights",
+        str(weights),
+        "--no-progress",
+        "--out-json",
+        str(j),
+        "--out-video",
+        str(v),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:

@@ -25,7 +25,7 @@ def assets(tmp_path, monkeypatch):
     with VideoWriter(clip_path, fps=12) as w:
         for i in range(14):
             frame = np.full((96, 160, 3), 90, np.uint8)
-            frame[30:70, 10 + 5 * i:50 + 5 * i] = (20, 200, 240)  # a box moving right
+            frame[30:70, 10 + 5 * i : 50 + 5 * i] = (20, 200, 240)  # a box moving right
             w.write(frame)
     monkeypatch.setattr(demo, "MODEL_PATH", model_path)
     monkeypatch.setattr(demo, "CLIP_PATH", clip_path)

@@ -22,11 +22,21 @@ def decode(path) -> list[np.ndarray]:
 
 
 def test_detection_record_schema():
-    rec = detection_record(7, 0.28, False, np.array([[1.234, 2, 30.5, 40]], np.float32),
-                           np.array([0.91234567], np.float32), np.array([2]), NAMES)
-    assert rec == {"frame": 7, "time_s": 0.28, "key": False,
-                   "detections": [{"bbox": [1.23, 2.0, 30.5, 40.0], "score": 0.91235, "label": "bicycle",
-                                   "class_id": 2}]}
+    rec = detection_record(
+        7,
+        0.28,
+        False,
+        np.array([[1.234, 2, 30.5, 40]], np.float32),
+        np.array([0.91234567], np.float32),
+        np.array([2]),
+        NAMES,
+    )
+    assert rec == {
+        "frame": 7,
+        "time_s": 0.28,
+        "key": False,
+        "detections": [{"bbox": [1.23, 2.0, 30.5, 40.0], "score": 0.91235, "label": "bicycle", "class_id": 2}],
+    }
     assert json.loads(json.dumps(rec)) == rec
 
 
@@ -107,8 +117,9 @@ def test_flow_picture_covers_only_the_image():
 
 def test_draw_detections_and_marker():
     img = np.zeros((200, 300, 3), np.uint8)
-    out = draw_detections(img, np.array([[50, 60, 150, 160]], np.float32), np.array([0.9], np.float32),
-                          np.array([1]), NAMES)
+    out = draw_detections(
+        img, np.array([[50, 60, 150, 160]], np.float32), np.array([0.9], np.float32), np.array([1]), NAMES
+    )
     assert img.max() == 0  # input untouched
     assert out[110, 50].any() and out[60, 100].any() and not out[110, 100].any()  # border drawn, inside empty
     assert out[40:58, 50:120].any()  # label above the box

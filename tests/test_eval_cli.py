@@ -28,8 +28,9 @@ FRAMES_PER_VIDEO = 4
 def val_set(tmp_path_factory) -> SimpleNamespace:
     """3 videos x 4 frames of 96x64, as COCO-VID, and a random-weights tiny model saved as .safetensors."""
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, videos=0, frames=FRAMES_PER_VIDEO, val_videos=3, det_images=0, width=96, height=64,
-                   seed=1, progress=False)
+    make_synthetic(
+        root, videos=0, frames=FRAMES_PER_VIDEO, val_videos=3, det_images=0, width=96, height=64, seed=1, progress=False
+    )
     (ann,) = convert_dataset(root, parts=("vid_val",), progress=False)
     weights = root / "tiny.safetensors"
     dff.build(preset="tiny_synthetic").save(weights)
@@ -37,8 +38,19 @@ def val_set(tmp_path_factory) -> SimpleNamespace:
 
 
 def cli_args(s: SimpleNamespace, out: Path, *extra: str) -> list[str]:
-    return ["test", "--weights", str(s.weights), "--ann", str(s.ann), "--img-root", str(s.img_root),
-            "--out", str(out), "--no-progress", *extra]
+    return [
+        "test",
+        "--weights",
+        str(s.weights),
+        "--ann",
+        str(s.ann),
+        "--img-root",
+        str(s.img_root),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 class FakeModel:
@@ -53,9 +65,13 @@ class FakeModel:
                 raise KeyboardInterrupt
             self.frames += 1
             m = float(frame.mean())
-            yield SimpleNamespace(boxes=np.array([[m, m / 2, m + 10.5, m / 2 + 7.25]], np.float32),
-                                  scores=np.array([m / 255], np.float32), labels=np.array([int(m) % 30]),
-                                  is_key_frame=i % 10 == 0, frame_index=i)
+            yield SimpleNamespace(
+                boxes=np.array([[m, m / 2, m + 10.5, m / 2 + 7.25]], np.float32),
+                scores=np.array([m / 255], np.float32),
+                labels=np.array([int(m) % 30]),
+                is_key_frame=i % 10 == 0,
+                frame_index=i,
+            )
 
 
 def test_interrupted_run_resumes_to_the_same_file(val_set, tmp_path):
@@ -94,8 +110,12 @@ def test_cli_resume_equals_uninterrupted_run(val_set, tmp_path, capsys):
     assert len(coco) == sum(len(r.scores) for r in records)
     first = records[0]
     x1, y1, x2, y2 = first.boxes[0].tolist()
-    assert coco[0] == {"image_id": first.image_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                       "score": float(first.scores[0]), "category_id": int(first.labels[0]) + 1}
+    assert coco[0] == {
+        "image_id": first.image_id,
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "score": float(first.scores[0]),
+        "category_id": int(first.labels[0]) + 1,
+    }
 
 
 def test_sweep_writes_table_and_plot(val_set, tmp_path, capsys):
@@ -123,8 +143,9 @@ def run_group(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProce
     SIGTERM first: torchrun starts its workers in sessions of their own and only stops them when terminated.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -143,8 +164,19 @@ def test_torchrun_two_processes_match_one(val_set, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     done = run_group([sys.executable, "-m", "dff", *cli_args(val_set, one)])
     assert done.returncode == 0, done.stderr[-3000:]
-    done = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                      "-m", "dff", *cli_args(val_set, two)])
+    done = run_group(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "dff",
+            *cli_args(val_set, two),
+        ]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (two / "results_k10.jsonl").read_bytes() == (one / "results_k10.jsonl").read_bytes()
     assert not list(two.glob("*.rank*"))

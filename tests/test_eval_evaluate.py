@@ -19,8 +19,7 @@ MOTION = ("motion_fast", "motion_medium", "motion_slow")
 @pytest.fixture(scope="module")
 def val_set(tmp_path_factory) -> CocoVID:
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, videos=0, frames=20, val_videos=3, det_images=0, width=96, height=64, seed=3,
-                   progress=False)
+    make_synthetic(root, videos=0, frames=20, val_videos=3, det_images=0, width=96, height=64, seed=3, progress=False)
     (path,) = convert_dataset(root, parts=("vid_val",), check_images=False, progress=False)
     return CocoVID.load(path)
 
@@ -31,9 +30,17 @@ def records_from_gt(dataset: CocoVID, keep=lambda ann: True) -> list[FrameRecord
         for im in images:
             anns = [a for a in dataset.annotations(im["id"]) if keep(a)]
             boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32)
-            out.append(FrameRecord(video["id"], im["id"], im["frame_id"], im["frame_id"] == 0,
-                                   boxes.reshape(-1, 4), np.linspace(1, 0.5, len(anns)).astype(np.float32),
-                                   np.array([a["category_id"] - 1 for a in anns], np.int64)))
+            out.append(
+                FrameRecord(
+                    video["id"],
+                    im["id"],
+                    im["frame_id"],
+                    im["frame_id"] == 0,
+                    boxes.reshape(-1, 4),
+                    np.linspace(1, 0.5, len(anns)).astype(np.float32),
+                    np.array([a["category_id"] - 1 for a in anns], np.int64),
+                )
+            )
     return out
 
 

@@ -23,18 +23,30 @@ def run_both(frames: list[dict], num_classes: int = 3):
     for i, f in enumerate(frames, start=1):
         images.append({"id": i, "height": 300, "width": 400})
         for box, label, _ in f["gt"]:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": label + 1, "bbox": box,
-                         "area": box[2] * box[3], "iscrowd": False})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": label + 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": False,
+                }
+            )
         det_boxes = np.array([d[0] for d in f["dets"]], np.float32).reshape(-1, 4)
         scores = np.array([d[1] for d in f["dets"]], np.float32)
         labels = np.array([d[2] for d in f["dets"]], np.int64)
         results += to_coco_results(i, det_boxes, scores, labels)
-        evals.append(FrameEval(
-            gt_boxes=np.array([xyxy(g[0]) for g in f["gt"]], np.float64).reshape(-1, 4),
-            gt_labels=np.array([g[1] for g in f["gt"]], np.int64),
-            det_boxes=det_boxes.astype(np.float64), det_scores=scores.astype(np.float64), det_labels=labels,
-            gt_motion=np.array([g[2] for g in f["gt"]], np.float64),
-        ))
+        evals.append(
+            FrameEval(
+                gt_boxes=np.array([xyxy(g[0]) for g in f["gt"]], np.float64).reshape(-1, 4),
+                gt_labels=np.array([g[1] for g in f["gt"]], np.int64),
+                det_boxes=det_boxes.astype(np.float64),
+                det_scores=scores.astype(np.float64),
+                det_labels=labels,
+                gt_motion=np.array([g[2] for g in f["gt"]], np.float64),
+            )
+        )
     return coco_ap50(images, anns, results, num_classes), evaluate_ilsvrc(evals, num_classes, MOTION_RANGES)
 
 
@@ -46,8 +58,10 @@ def test_all_point_ap_by_hand():
 
 def test_perfect_detections_give_ap_one():
     frames = [
-        {"gt": [(GT_BOX, 0, 0.95), ([100.0, 50.0, 30.0, 60.0], 2, 0.5)],
-         "dets": [(xyxy(GT_BOX), 0.9, 0), (xyxy([100.0, 50.0, 30.0, 60.0]), 0.8, 2)]},
+        {
+            "gt": [(GT_BOX, 0, 0.95), ([100.0, 50.0, 30.0, 60.0], 2, 0.5)],
+            "dets": [(xyxy(GT_BOX), 0.9, 0), (xyxy([100.0, 50.0, 30.0, 60.0]), 0.8, 2)],
+        },
         {"gt": [([5.0, 5.0, 20.0, 20.0], 0, 0.8)], "dets": [(xyxy([5.0, 5.0, 20.0, 20.0]), 0.7, 0)]},
     ]
     coco, ilsvrc = run_both(frames)
@@ -110,11 +124,16 @@ def test_large_object_threshold_is_half():
 
 def motion_frames() -> list[dict]:
     slow, fast = ([10.0, 10.0, 40.0, 30.0], 0, 0.95), ([200.0, 100.0, 50.0, 50.0], 0, 0.5)
-    return [{"gt": [slow, fast], "dets": [
-        (FAR[:2] + [FAR[2] + 100, FAR[3] + 50], 0.95, 0),  # overlaps neither GT: a tie at IoU 0
-        (xyxy(slow[0]), 0.9, 0),
-        (xyxy(fast[0]), 0.85, 0),
-    ]}]
+    return [
+        {
+            "gt": [slow, fast],
+            "dets": [
+                (FAR[:2] + [FAR[2] + 100, FAR[3] + 50], 0.95, 0),  # overlaps neither GT: a tie at IoU 0
+                (xyxy(slow[0]), 0.9, 0),
+                (xyxy(fast[0]), 0.85, 0),
+            ],
+        }
+    ]
 
 
 def test_motion_buckets_fractional_false_positive():
@@ -163,6 +182,7 @@ def test_no_detections_and_no_ground_truth():
 
 
 def test_coco_bbox_conversion_matches_mmdet():
-    res = to_coco_results(7, np.array([[1.5, 2.25, 11.5, 4.25]], np.float32), np.array([0.5], np.float32),
-                          np.array([29]))
+    res = to_coco_results(
+        7, np.array([[1.5, 2.25, 11.5, 4.25]], np.float32), np.array([0.5], np.float32), np.array([29])
+    )
     assert res == [{"image_id": 7, "bbox": [1.5, 2.25, 10.0, 2.0], "score": 0.5, "category_id": 30}]

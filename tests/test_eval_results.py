@@ -26,8 +26,12 @@ FRAMES = {7: 3, 3: 2, 5: 1}  # video id -> frames, in dataset order
 def record(video: int, frame: int, n: int = 2, seed: int = 0) -> FrameRecord:
     rng = np.random.default_rng(seed + 100 * video + frame)
     return FrameRecord(
-        video_id=video, image_id=100 * video + frame, frame_id=frame, is_key_frame=frame == 0,
-        boxes=(rng.random((n, 4)) * 1000).astype(np.float32), scores=rng.random(n).astype(np.float32),
+        video_id=video,
+        image_id=100 * video + frame,
+        frame_id=frame,
+        is_key_frame=frame == 0,
+        boxes=(rng.random((n, 4)) * 1000).astype(np.float32),
+        scores=rng.random(n).astype(np.float32),
         labels=rng.integers(0, 30, n),
     )
 
@@ -36,13 +40,21 @@ def same(a: FrameRecord, b: FrameRecord) -> bool:
     fields = ("video_id", "image_id", "frame_id", "is_key_frame")
     arrays = ("boxes", "scores", "labels")
     return all(getattr(a, f) == getattr(b, f) for f in fields) and all(
-        np.array_equal(getattr(a, f), getattr(b, f)) for f in arrays)
+        np.array_equal(getattr(a, f), getattr(b, f)) for f in arrays
+    )
 
 
 def test_float32_values_round_trip_exactly():
     rng = np.random.default_rng(1)
-    r = FrameRecord(1, 2, 3, False, (rng.random((500, 4)) * 2000).astype(np.float32),
-                    np.concatenate([rng.random(498), [1e-4, 0.99999994]]).astype(np.float32), rng.integers(0, 30, 500))
+    r = FrameRecord(
+        1,
+        2,
+        3,
+        False,
+        (rng.random((500, 4)) * 2000).astype(np.float32),
+        np.concatenate([rng.random(498), [1e-4, 0.99999994]]).astype(np.float32),
+        rng.integers(0, 30, 500),
+    )
     back = FrameRecord.from_json(r.to_json())
     assert same(r, back)
     assert back.boxes.dtype == np.float32 and back.labels.dtype == np.int64

@@ -29,14 +29,18 @@ class Recorder:
         self.frames: list[dict[str, torch.Tensor]] = []
         self.current: dict[str, torch.Tensor] = {}
         for name, module in (
-            ("backbone", net.detector.backbone), ("neck", net.detector.neck), ("flow_full", net.motion),
-            ("warped", net.warp), ("proposals", net.detector.proposal_generator),
+            ("backbone", net.detector.backbone),
+            ("neck", net.detector.neck),
+            ("flow_full", net.motion),
+            ("warped", net.warp),
+            ("proposals", net.detector.proposal_generator),
         ):
             module.register_forward_hook(self._hook(name))
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
             self.current[name] = output.detach().clone()
+
         return hook
 
     def next_frame(self) -> None:
@@ -70,7 +74,9 @@ def detections_match(result: dff.FrameResult, golden: np.ndarray, what: str) -> 
         return bool((same & ok).any())
 
     hits = [found(row) for row in golden]
-    assert all(hits[:20]), f"{what}: golden top-20 rows without a match: {[i for i in range(min(20, len(hits))) if not hits[i]]}"
+    assert all(hits[:20]), (
+        f"{what}: golden top-20 rows without a match: {[i for i in range(min(20, len(hits))) if not hits[i]]}"
+    )
     assert sum(hits[:100]) >= min(95, len(hits)), f"{what}: only {sum(hits)} of {len(hits)} golden detections matched"
 
 

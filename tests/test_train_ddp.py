@@ -49,9 +49,29 @@ def test_ddp_step_averages_gradients_and_keeps_ranks_identical(tiny_set, tmp_pat
 
 def test_torchrun_dff_train_two_processes(tiny_set, tmp_path):
     out = tmp_path / "run"
-    _run([*TORCHRUN, "-m", "dff", "train", "--preset", "tiny_synthetic", "--data-root", str(tiny_set), "--ann",
-          str(tiny_set / "annotations" / "imagenet_vid_train.json"), "--out", str(out), "--workers", "0",
-          "--max-iters", "2", "--log-every", "1", "--no-progress"])
+    _run(
+        [
+            *TORCHRUN,
+            "-m",
+            "dff",
+            "train",
+            "--preset",
+            "tiny_synthetic",
+            "--data-root",
+            str(tiny_set),
+            "--ann",
+            str(tiny_set / "annotations" / "imagenet_vid_train.json"),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--max-iters",
+            "2",
+            "--log-every",
+            "1",
+            "--no-progress",
+        ]
+    )
     state = load_state(out / "latest.pth", "tiny_synthetic")
     assert state["run"]["world_size"] == 2 and state["progress"].global_iter == 2
     assert len(state["rng"]) == 2  # every rank's RNG, for an exact resume

@@ -95,10 +95,17 @@ def test_uncovered_background_reads_background_not_the_patch():
 def test_flow_pretraining_reduces_the_end_point_error():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    frames = [PatchSource(torch.nn.functional.avg_pool2d(torch.randn(3, 192, 320, generator=g)[None], 5, 1, 2)[0] * 3,
-                          (192, 320), np.zeros((0, 4), np.float32)) for _ in range(4)]
-    data = FlyingPatches(frames, seed=0, motion=PatchMotion(max_camera_shift=0, max_shift=16, small_fraction=0.0,
-                                                            relative_shift=0.0))
+    frames = [
+        PatchSource(
+            torch.nn.functional.avg_pool2d(torch.randn(3, 192, 320, generator=g)[None], 5, 1, 2)[0] * 3,
+            (192, 320),
+            np.zeros((0, 4), np.float32),
+        )
+        for _ in range(4)
+    ]
+    data = FlyingPatches(
+        frames, seed=0, motion=PatchMotion(max_camera_shift=0, max_shift=16, small_fraction=0.0, relative_shift=0.0)
+    )
     held_out = FlyingPatches(frames, seed=1, motion=data.motion).batch(8)
     motion = DFF(preset("tiny_synthetic")).motion
 

@@ -24,8 +24,8 @@ from dff.data.train_dataset import build_train_dataset
 from dff.errors import CheckpointError
 from dff.models.detector import DFF
 from dff.training.flow_pretrain import warp_target
-from dff.training.losses import LOSS_NAMES, DFFLoss, dff_features
 from dff.training.loop import TrainOptions, train
+from dff.training.losses import LOSS_NAMES, DFFLoss, dff_features
 from dff.training.sampler import ShardSampler
 from dff.training.state import load_state
 
@@ -39,22 +39,43 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_set(tmp_path_factory) -> Path:
     """Two 6-frame training videos (every frame a key frame), one val video and four DET images, converted."""
     root = tmp_path_factory.mktemp("syn")
-    make_synthetic(root, videos=2, frames=6, val_videos=1, det_images=4, width=320, height=192, seed=3,
-                   progress=False)
+    make_synthetic(root, videos=2, frames=6, val_videos=1, det_images=4, width=320, height=192, seed=3, progress=False)
     convert_dataset(root, progress=False)
     return root
 
 
 def _opts(root: Path, out: Path, **kw) -> TrainOptions:
-    base = dict(preset="tiny_synthetic", ann=root / "annotations" / "imagenet_vid_train.json", out=out, data_root=root,
-                workers=0, progress_bar=False, log_every=1)
+    base = dict(
+        preset="tiny_synthetic",
+        ann=root / "annotations" / "imagenet_vid_train.json",
+        out=out,
+        data_root=root,
+        workers=0,
+        progress_bar=False,
+        log_every=1,
+    )
     return TrainOptions(**{**base, **kw})
 
 
 def _train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dff", "train", "--preset", "tiny_synthetic", "--data-root", str(root),
-            "--ann", str(root / "annotations" / "imagenet_vid_train.json"), "--out", str(out), "--workers", "0",
-            "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dff",
+        "train",
+        "--preset",
+        "tiny_synthetic",
+        "--data-root",
+        str(root),
+        "--ann",
+        str(root / "annotations" / "imagenet_vid_train.json"),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _digest(path: Path) -> str:
@@ -64,8 +85,13 @@ def _digest(path: Path) -> str:
 def test_every_trainable_parameter_gets_gradient_and_frozen_ones_none(tiny_set):
     torch.manual_seed(0)
     cfg = preset("tiny_synthetic")
-    ds = build_train_dataset(cfg, tiny_set / "annotations" / "imagenet_vid_train.json", tiny_set / "Data" / "VID",
-                             tiny_set / "annotations" / "imagenet_det_30plus1cls.json", tiny_set / "Data" / "DET")
+    ds = build_train_dataset(
+        cfg,
+        tiny_set / "annotations" / "imagenet_vid_train.json",
+        tiny_set / "Data" / "VID",
+        tiny_set / "annotations" / "imagenet_det_30plus1cls.json",
+        tiny_set / "Data" / "DET",
+    )
     pairs = [ds[i] for i in range(len(ds))]
     vid = next(p for p in pairs if p.is_video_data and p.ref_img_meta.frame_id != p.img_meta.frame_id)
     det = pairs[-1]
@@ -75,8 +101,11 @@ def test_every_trainable_parameter_gets_gradient_and_frozen_ones_none(tiny_set):
     assert set(LOSS_NAMES) <= set(losses)
     sum(losses[k] for k in LOSS_NAMES).backward()
     frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n, _ in net.named_parameters() if n.startswith(("detector.backbone.conv1", "detector.backbone.bn1",
-                                                                           "detector.backbone.layer1."))}
+    assert frozen == {
+        n
+        for n, _ in net.named_parameters()
+        if n.startswith(("detector.backbone.conv1", "detector.backbone.bn1", "detector.backbone.layer1."))
+    }
     for name, p in net.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
@@ -158,7 +187,9 @@ def test_tensorboard_events_hold_the_logged_scalars(tiny_set, tmp_path):
     assert [r["global_iter"] for r in records] == [2, 4, 5]
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
-    assert {"train/loss", "train/lr", "train/grad_norm", *(f"train/{k}" for k in LOSS_NAMES)} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", *(f"train/{k}" for k in LOSS_NAMES)} <= set(
+        events.Tags()["scalars"]
+    )
     for key in ("loss", "lr", "loss_rpn_cls"):
         logged = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
         assert logged == [(r["global_iter"], pytest.approx(r[key], rel=1e-6)) for r in records]
@@ -170,8 +201,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_set, tmp_path):
     subprocess.run(_train_cmd(tiny_set, full, *common), check=True, env=SUBPROCESS_ENV, capture_output=True)
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(_train_cmd(tiny_set, cut, *common, "--checkpoint-every", "5"), env=SUBPROCESS_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(tiny_set, cut, *common, "--checkpoint-every", "5"),
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (cut / "latest.pth").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -180,8 +215,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_set, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     saved = load_state(cut / "latest.pth", "tiny_synthetic")["progress"]
     assert 0 < saved.global_iter < 24
-    subprocess.run(_train_cmd(tiny_set, cut, *common, "--checkpoint-every", "5", "--resume"), check=True,
-                   env=SUBPROCESS_ENV, capture_output=True)
+    subprocess.run(
+        _train_cmd(tiny_set, cut, *common, "--checkpoint-every", "5", "--resume"),
+        check=True,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+    )
 
     a, _ = checkpoint.read_safetensors(full / "model.safetensors")
     b, _ = checkpoint.read_safetensors(cut / "model.safetensors")
@@ -213,9 +252,24 @@ def test_missing_image_is_one_clear_error_and_keeps_the_checkpoint(tiny_set, goo
         if im["id"] == next_key["id"]:
             im["file_name"] = im["file_name"].replace(".JPEG", "_gone.JPEG")
     (tmp_path / "train.json").write_text(json.dumps(ann))
-    code, err = _run_cli(capsys, ["train", "--preset", "tiny_synthetic", "--data-root", str(tiny_set), "--ann",
-                                  str(tmp_path / "train.json"), "--out", str(good_run), "--workers", "0", "--resume",
-                                  "--no-progress"])
+    code, err = _run_cli(
+        capsys,
+        [
+            "train",
+            "--preset",
+            "tiny_synthetic",
+            "--data-root",
+            str(tiny_set),
+            "--ann",
+            str(tmp_path / "train.json"),
+            "--out",
+            str(good_run),
+            "--workers",
+            "0",
+            "--resume",
+            "--no-progress",
+        ],
+    )
     assert code == 2
     assert err.startswith("dff: error: ") and "_gone.JPEG" in err and "\n" not in err
     assert _digest(latest) == before
@@ -229,8 +283,24 @@ def test_annotations_of_another_class_set_are_refused(tiny_set, good_run, tmp_pa
         c["name"] = f"widget_{i}"
     path = tmp_path / "widgets.json"
     path.write_text(json.dumps(ann))
-    code, err = _run_cli(capsys, ["train", "--preset", "tiny_synthetic", "--data-root", str(tiny_set), "--ann", str(path),
-                                  "--out", str(good_run), "--workers", "0", "--resume", "--no-progress"])
+    code, err = _run_cli(
+        capsys,
+        [
+            "train",
+            "--preset",
+            "tiny_synthetic",
+            "--data-root",
+            str(tiny_set),
+            "--ann",
+            str(path),
+            "--out",
+            str(good_run),
+            "--workers",
+            "0",
+            "--resume",
+            "--no-progress",
+        ],
+    )
     assert code == 2 and str(path) in err and "another class set" in err and "\n" not in err
     assert _digest(latest) == before
 
@@ -238,9 +308,22 @@ def test_annotations_of_another_class_set_are_refused(tiny_set, good_run, tmp_pa
 def test_resume_with_another_preset_is_refused(tiny_set, good_run, capsys):
     latest = good_run / "latest.pth"
     before = _digest(latest)
-    code, err = _run_cli(capsys, ["train", "--preset", "r50_dc5", "--data-root", str(tiny_set), "--ann",
-                                  str(tiny_set / "annotations" / "imagenet_vid_train.json"), "--out", str(good_run),
-                                  "--resume", "--no-progress"])
+    code, err = _run_cli(
+        capsys,
+        [
+            "train",
+            "--preset",
+            "r50_dc5",
+            "--data-root",
+            str(tiny_set),
+            "--ann",
+            str(tiny_set / "annotations" / "imagenet_vid_train.json"),
+            "--out",
+            str(good_run),
+            "--resume",
+            "--no-progress",
+        ],
+    )
     assert code == 2 and str(latest) in err and "'tiny_synthetic', not 'r50_dc5'" in err
     assert _digest(latest) == before
 

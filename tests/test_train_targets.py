@@ -17,12 +17,14 @@ RCNN = AssignerConfig(pos_iou=0.5, neg_iou=0.5, min_pos_iou=0.5)
 
 def test_assign_thresholds_and_low_quality_matches():
     gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]])
-    boxes = torch.tensor([
-        [0.0, 0.0, 10.0, 10.0],  # IoU 1 with gt 0 -> positive
-        [0.0, 0.0, 10.0, 20.0],  # IoU 0.5 with gt 0 -> between thresholds: ignored
-        [50.0, 50.0, 60.0, 60.0],  # IoU 0 -> negative
-        [100.0, 100.0, 110.0, 125.0],  # IoU 0.4 with gt 1: below 0.7 but gt 1's best -> low-quality positive
-    ])
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # IoU 1 with gt 0 -> positive
+            [0.0, 0.0, 10.0, 20.0],  # IoU 0.5 with gt 0 -> between thresholds: ignored
+            [50.0, 50.0, 60.0, 60.0],  # IoU 0 -> negative
+            [100.0, 100.0, 110.0, 125.0],  # IoU 0.4 with gt 1: below 0.7 but gt 1's best -> low-quality positive
+        ]
+    )
     a = assign(boxes, gt, torch.tensor([3, 7]), RPN)
     assert a.gt_inds.tolist() == [1, -1, 0, 2]
     assert a.labels.tolist() == [3, -1, -1, 7]
@@ -43,7 +45,9 @@ def test_assign_gt_max_assign_all_takes_every_tied_box():
 
 
 def test_assign_without_ground_truth_makes_everything_negative():
-    a = assign(torch.rand(5, 4) * 10 + torch.tensor([0, 0, 20, 20]), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), RCNN)
+    a = assign(
+        torch.rand(5, 4) * 10 + torch.tensor([0, 0, 20, 20]), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), RCNN
+    )
     assert a.gt_inds.tolist() == [0] * 5 and a.labels.tolist() == [-1] * 5
 
 
@@ -83,8 +87,13 @@ def test_schedule_warmup_and_steps_as_mmcv():
     assert s.lr(1, 500) == pytest.approx(0.01)
     assert [s.regular_lr(e) for e in range(7)] == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4])
     assert s.lr(2, 100) == pytest.approx(1e-3 * (1 - 0.8 * (2 / 3)))  # warm-up scales the epoch's own LR
-    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]},
-                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 0.25}], lr=1.0)
+    opt = torch.optim.SGD(
+        [
+            {"params": [torch.nn.Parameter(torch.zeros(1))]},
+            {"params": [torch.nn.Parameter(torch.zeros(1))], "lr_mult": 0.25},
+        ],
+        lr=1.0,
+    )
     assert s.apply(opt, 5, 10_000) == pytest.approx(1e-4) and opt.param_groups[0]["lr"] == pytest.approx(1e-4)
     assert opt.param_groups[1]["lr"] == pytest.approx(0.25e-4)  # a group's lr_mult (the FlowNet's, in training)
     assert math.isclose(StepWarmupSchedule(0.04, warmup_iters=0).lr(0, 0), 0.04)

@@ -65,13 +65,16 @@ def test_official_names_urls_and_hash_prefixes():
     base = "https://download.openmmlab.com/mmtracking/vid/dff"
     assert zoo.ZOO["dff_r50_dc5_imagenetvid"].url == (
         f"{base}/dff_faster_rcnn_r50_dc5_1x_imagenetvid/"
-        "dff_faster_rcnn_r50_dc5_1x_imagenetvid_20201227_213250-548911a4.pth")
+        "dff_faster_rcnn_r50_dc5_1x_imagenetvid_20201227_213250-548911a4.pth"
+    )
     assert zoo.ZOO["dff_r101_dc5_imagenetvid"].url == (
         f"{base}/dff_faster_rcnn_r101_dc5_1x_imagenetvid/"
-        "dff_faster_rcnn_r101_dc5_1x_imagenetvid_20201218_172720-ad732e17.pth")
+        "dff_faster_rcnn_r101_dc5_1x_imagenetvid_20201218_172720-ad732e17.pth"
+    )
     assert zoo.ZOO["dff_x101_dc5_imagenetvid"].url == (
         f"{base}/dff_faster_rcnn_x101_dc5_1x_imagenetvid/"
-        "dff_faster_rcnn_x101_dc5_1x_imagenetvid_20210819_095932-0a9e6cb5.pth")
+        "dff_faster_rcnn_x101_dc5_1x_imagenetvid_20210819_095932-0a9e6cb5.pth"
+    )
     assert [zoo.hash_prefix(e.filename) for e in zoo.ZOO.values()] == ["548911a4", "ad732e17", "0a9e6cb5"]
     assert [e.preset for e in zoo.ZOO.values()] == ["r50_dc5", "r101_dc5", "x101_dc5"]
     with pytest.raises(CheckpointError, match="no SHA-256 prefix"):

@@ -7,13 +7,13 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from dff import checkpoint
-from dff.config import DFFConfig, preset as get_preset
+from dff.config import DFFConfig
+from dff.config import preset as get_preset
 from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
 from dff.data.transforms import ImageMeta, check_frame, preprocess
 from dff.errors import CheckpointError, DFFError
@@ -77,8 +77,7 @@ class ModelInput:
 class DFFModel:
     """A DFF network in eval mode on a device, with the per-video frame loop."""
 
-    def __init__(self, net: DFF, device: torch.device | str = "cpu",
-                 inference: InferenceOptions | None = None) -> None:
+    def __init__(self, net: DFF, device: torch.device | str = "cpu", inference: InferenceOptions | None = None) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.config: DFFConfig = net.cfg
@@ -210,8 +209,12 @@ def _result(out: FrameOutput, index: int, flow_stride: int | None) -> FrameResul
         small = torch.nn.functional.interpolate(out.flow.float(), scale_factor=s, mode="bilinear", align_corners=False)
         flow = (small * s)[0].cpu().numpy()
     return FrameResult(
-        boxes=np.ascontiguousarray(packed[:, :4]), scores=np.ascontiguousarray(packed[:, 4]),
-        labels=packed[:, 5].astype(np.int64), frame_index=index, is_key_frame=out.is_key_frame, flow=flow,
+        boxes=np.ascontiguousarray(packed[:, :4]),
+        scores=np.ascontiguousarray(packed[:, 4]),
+        labels=packed[:, 5].astype(np.int64),
+        frame_index=index,
+        is_key_frame=out.is_key_frame,
+        flow=flow,
     )
 
 
@@ -243,7 +246,9 @@ def build(preset: str | DFFConfig = "r50_dc5", device: str | torch.device = "cpu
     return DFFModel(DFF(_config(preset)), _prepare_device(device))
 
 
-def load(path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu") -> DFFModel:
+def load(
+    path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu"
+) -> DFFModel:
     """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, or a zoo name
     (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified).
 

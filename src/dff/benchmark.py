@@ -40,8 +40,13 @@ log = logging.getLogger(__name__)
 
 STAGES = ("preprocess", "backbone", "flow", "warp", "rpn", "roi_head", "postprocess", "other")
 _STAGE_OF_MODULE = {
-    "detector.backbone": "backbone", "detector.neck": "backbone", "motion": "flow", "warp": "warp",
-    "detector.rpn_head": "rpn", "detector.proposal_generator": "rpn", "detector.roi_head": "roi_head",
+    "detector.backbone": "backbone",
+    "detector.neck": "backbone",
+    "motion": "flow",
+    "warp": "warp",
+    "detector.rpn_head": "rpn",
+    "detector.proposal_generator": "rpn",
+    "detector.roi_head": "roi_head",
 }
 PATHS = ("reference", "optimized")
 
@@ -132,6 +137,7 @@ class StageTimer:
         def hook(module: nn.Module, args: tuple) -> None:
             if self.current is not None:
                 self._starts[stage] = self._now()
+
         return hook
 
     def _post(self, stage: str) -> Callable:
@@ -144,6 +150,7 @@ class StageTimer:
                 self.roi_end = now
             if not self.cuda:
                 self.peak_rss = max(self.peak_rss, _rss_bytes())
+
         return hook
 
     def close(self) -> None:
@@ -212,7 +219,7 @@ def matmul_peak(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def frame_flops(net: nn.Module, device: torch.device, frames: Sequence[np.ndarray]) -> tuple[float, float | None]:
@@ -236,9 +243,16 @@ def time_summary(values: Sequence[float]) -> dict[str, float]:
     """count, mean, median, p10, p90, p99, min, max of seconds."""
     if not values:
         return {"count": 0}
-    return {"count": len(values), "mean": statistics.fmean(values), "median": statistics.median(values),
-            "p10": _pct(values, 10), "p90": _pct(values, 90), "p99": _pct(values, 99),
-            "min": min(values), "max": max(values)}
+    return {
+        "count": len(values),
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "p10": _pct(values, 10),
+        "p90": _pct(values, 90),
+        "p99": _pct(values, 99),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def summarize(records: Sequence[FrameTiming], key_interval: int) -> dict:
@@ -247,14 +261,16 @@ def summarize(records: Sequence[FrameTiming], key_interval: int) -> dict:
     nonkey = [r for r in records if not r.is_key]
     total = sum(r.seconds for r in records)
     out = {
-        "frames": len(records), "key_frames": len(key),
+        "frames": len(records),
+        "key_frames": len(key),
         "fps": len(records) / total if total > 0 else float("nan"),
         "all": time_summary([r.seconds for r in records]),
         "key": time_summary([r.seconds for r in key]),
         "non_key": time_summary([r.seconds for r in nonkey]),
         "stages_median": {
             kind: {s: statistics.median([r.stages.get(s, 0.0) for r in group]) for s in STAGES}
-            for kind, group in (("key", key), ("non_key", nonkey)) if group
+            for kind, group in (("key", key), ("non_key", nonkey))
+            if group
         },
         "preprocess_worker_median": statistics.median([r.preprocess_worker for r in records]) if records else None,
     }
@@ -292,9 +308,15 @@ def machine_info(device: torch.device) -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "device": str(device)}
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -325,8 +347,15 @@ class BenchmarkReport:
 
 
 def run_benchmark(
-    net: nn.Module, device: torch.device, frames: Sequence[np.ndarray], settings: Sequence[Setting], *,
-    warmup: int = 10, weights: str = "", source: str = "", progress: Callable[[str], None] | None = None,
+    net: nn.Module,
+    device: torch.device,
+    frames: Sequence[np.ndarray],
+    settings: Sequence[Setting],
+    *,
+    warmup: int = 10,
+    weights: str = "",
+    source: str = "",
+    progress: Callable[[str], None] | None = None,
     matmul_size: int | None = None,
 ) -> BenchmarkReport:
     """Time every setting on `frames` (decoded BGR arrays of one video), interleaved; see the module docstring."""
@@ -373,10 +402,17 @@ def run_benchmark(
     h, w = frames[0].shape[:2]
     (nw, nh), _ = rescale_size(w, h, net.cfg.preprocess.scale)
     report = BenchmarkReport(
-        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=machine_info(device),
-        preset=net.cfg.name, weights=weights, source=source, frame_size=[w, h],
-        input_size=list(reversed(padded_size(nh, nw, net.cfg.preprocess.size_divisor))), frames=len(frames),
-        warmup=warmup, gflops={"key": key_gf, "non_key": nonkey_gf}, matmul_peak_gflops=peaks,
+        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        machine=machine_info(device),
+        preset=net.cfg.name,
+        weights=weights,
+        source=source,
+        frame_size=[w, h],
+        input_size=list(reversed(padded_size(nh, nw, net.cfg.preprocess.size_divisor))),
+        frames=len(frames),
+        warmup=warmup,
+        gflops={"key": key_gf, "non_key": nonkey_gf},
+        matmul_peak_gflops=peaks,
         load_average={"start": list(load_start) if load_start else None, "end": list(load_end) if load_end else None},
     )
     for run in runs:
@@ -389,11 +425,15 @@ def run_benchmark(
             summary["key_gflops_per_s"] = key_gf / k_med
             summary["key_fraction_of_peak"] = key_gf / k_med / peaks[s.dtype]
         summary["peak_memory_bytes"] = run.peak_memory
-        summary["peak_memory_kind"] = ("cuda max_memory_allocated" if device.type == "cuda"
-                                       else "process RSS, highest sampled during this setting's frames")
+        summary["peak_memory_kind"] = (
+            "cuda max_memory_allocated"
+            if device.type == "cuda"
+            else "process RSS, highest sampled during this setting's frames"
+        )
         base = _baseline(runs, s)
-        summary["agreement"] = None if base is run else {"baseline": base.setting.label,
-                                                         **agreement(base.results, run.results)}
+        summary["agreement"] = (
+            None if base is run else {"baseline": base.setting.label, **agreement(base.results, run.results)}
+        )
         summary["setting"] = asdict(s)
         summary["records"] = [asdict(r) for r in run.records]
         report.settings[s.label] = summary
@@ -415,8 +455,9 @@ def ratios(runs: Sequence[_Run], summaries: dict) -> list[dict]:
         if base != s:
             out.append(_ratio(s.label, base.label, summaries))
         if s.key_interval > 1:
-            per_frame = next((b for b in settings if b.key_interval == 1 and (b.path, b.dtype) == (s.path, s.dtype)),
-                             None)
+            per_frame = next(
+                (b for b in settings if b.key_interval == 1 and (b.path, b.dtype) == (s.path, s.dtype)), None
+            )
             if per_frame is not None:
                 out.append(_ratio(s.label, per_frame.label, summaries))
     return out
@@ -424,8 +465,12 @@ def ratios(runs: Sequence[_Run], summaries: dict) -> list[dict]:
 
 def _ratio(a: str, b: str, summaries: dict) -> dict:
     sa, sb = summaries[a], summaries[b]
-    return {"setting": a, "baseline": b, "throughput": sa["fps"] / sb["fps"],
-            "throughput_from_medians": sa.get("fps_median", math.nan) / sb.get("fps_median", math.nan)}
+    return {
+        "setting": a,
+        "baseline": b,
+        "throughput": sa["fps"] / sb["fps"],
+        "throughput_from_medians": sa.get("fps_median", math.nan) / sb.get("fps_median", math.nan),
+    }
 
 
 def format_report(report: BenchmarkReport) -> str:
@@ -441,7 +486,8 @@ def format_report(report: BenchmarkReport) -> str:
         f"input {report.input_size[0]}x{report.input_size[1]}, warm-up {report.warmup} frames; "
         f"weights {report.weights}",
         "GFLOPs per frame: key {:.1f}, non-key {}".format(
-            report.gflops["key"], "-" if report.gflops["non_key"] is None else f"{report.gflops['non_key']:.1f}"),
+            report.gflops["key"], "-" if report.gflops["non_key"] is None else f"{report.gflops['non_key']:.1f}"
+        ),
         "matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.matmul_peak_gflops.items()),
         "",
         f"{'setting':<22}{'fps':>7}{'fps(med)':>9}{'key p50':>9}{'key p90':>9}{'nonkey p50':>11}{'nonkey p90':>11}"
@@ -453,9 +499,13 @@ def format_report(report: BenchmarkReport) -> str:
             f"{_ms(s['key'].get('median')):>9}{_ms(s['key'].get('p90')):>9}"
             f"{_ms(s['non_key'].get('median')):>11}{_ms(s['non_key'].get('p90')):>11}"
             f"{s.get('non_key_over_key', math.nan):>8.3f}{s['gflops_per_frame']:>9.1f}"
-            f"{100 * s.get('key_fraction_of_peak', math.nan):>9.1f}%{s['peak_memory_bytes'] / 2**30:>8.2f}GiB")
-    lines += ["", "stage medians, ms (key frames | non-key frames):",
-              f"{'setting':<22}{'frames':>8}" + "".join(f"{s:>12}" for s in STAGES)]
+            f"{100 * s.get('key_fraction_of_peak', math.nan):>9.1f}%{s['peak_memory_bytes'] / 2**30:>8.2f}GiB"
+        )
+    lines += [
+        "",
+        "stage medians, ms (key frames | non-key frames):",
+        f"{'setting':<22}{'frames':>8}" + "".join(f"{s:>12}" for s in STAGES),
+    ]
     for label, s in report.settings.items():
         for kind in ("key", "non_key"):
             med = s["stages_median"].get(kind)
@@ -467,13 +517,17 @@ def format_report(report: BenchmarkReport) -> str:
         lines += ["", "detections (top 20 per frame) against the first setting at the same interval:"]
         for label, a in agreements:
             verdict = "within" if a["within_golden_tolerance"] else "OUTSIDE"
-            lines.append(f"  {label:>22} vs {a['baseline']:<22} {verdict} golden tolerance "
-                         f"(max |d box| {a['max_box_px']:.4f} px, max |d score| {a['max_score']:.2e})")
+            lines.append(
+                f"  {label:>22} vs {a['baseline']:<22} {verdict} golden tolerance "
+                f"(max |d box| {a['max_box_px']:.4f} px, max |d score| {a['max_score']:.2e})"
+            )
     if report.ratios:
         lines += ["", "throughput ratios (overall fps | from medians):"]
         for r in report.ratios:
-            lines.append(f"  {r['setting']:>22} / {r['baseline']:<22} {r['throughput']:6.2f}x | "
-                         f"{r['throughput_from_medians']:6.2f}x")
+            lines.append(
+                f"  {r['setting']:>22} / {r['baseline']:<22} {r['throughput']:6.2f}x | "
+                f"{r['throughput_from_medians']:6.2f}x"
+            )
     return "\n".join(lines)
 
 

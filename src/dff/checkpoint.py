@@ -50,7 +50,7 @@ def read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     else:
         raise CheckpointError(f"{path}: a PyTorch file but not a checkpoint (no 'state_dict' of tensors)")
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, meta if isinstance(meta, dict) else {}
 
 
@@ -92,8 +92,9 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
 
 
-def save(model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str,
-         dtype: torch.dtype | None = None) -> None:
+def save(
+    model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str, dtype: torch.dtype | None = None
+) -> None:
     """Write the model's state dict and config to `path` (.safetensors) atomically; `dtype` (e.g. torch.float16,
     half the size) stores the floating-point tensors in that type, which loading casts back to the model's."""
     path = Path(path)
@@ -102,8 +103,11 @@ def save(model: nn.Module, cfg: DFFConfig, path: str | os.PathLike, version: str
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {
-        "format": FORMAT, "version": version, "preset": cfg.name,
-        "class_names": json.dumps(list(cfg.class_names)), "config": json.dumps(cfg.to_dict()),
+        "format": FORMAT,
+        "version": version,
+        "preset": cfg.name,
+        "class_names": json.dumps(list(cfg.class_names)),
+        "config": json.dumps(cfg.to_dict()),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

@@ -30,8 +30,10 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if self.output_stride not in (8, 16) or (self.output_stride == 8 and self.num_stages != 3):
-            raise DFFError(f"backbone output_stride {self.output_stride} with num_stages {self.num_stages}: "
-                           "supported are stride 16, and stride 8 with num_stages 3")
+            raise DFFError(
+                f"backbone output_stride {self.output_stride} with num_stages {self.num_stages}: "
+                "supported are stride 16, and stride 8 with num_stages 3"
+            )
 
     @property
     def out_channels(self) -> int:
@@ -49,7 +51,7 @@ class NeckConfig:
 
 @dataclass(frozen=True)
 class RPNConfig:
-    """Single-level RPN (stride 16; the backbone's output stride) with mmdet's unrounded anchors and proposal filtering."""
+    """Single-level RPN (stride 16: the backbone's output stride), mmdet's unrounded anchors and proposal filtering."""
 
     stride: int = 16
     anchor_base_size: int = 16
@@ -150,8 +152,10 @@ class DFFConfig:
 
     def __post_init__(self) -> None:
         if self.rpn.stride != self.backbone.output_stride:
-            raise DFFError(f"config {self.name!r}: rpn stride {self.rpn.stride} differs from the backbone's "
-                           f"output stride {self.backbone.output_stride}")
+            raise DFFError(
+                f"config {self.name!r}: rpn stride {self.rpn.stride} differs from the backbone's "
+                f"output stride {self.backbone.output_stride}"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -162,11 +166,16 @@ class DFFConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DFFConfig":
+    def from_dict(cls, d: dict) -> DFFConfig:
         """Inverse of :meth:`to_dict`."""
         sub = {
-            "backbone": BackboneConfig, "neck": NeckConfig, "rpn": RPNConfig, "roi": RoIConfig,
-            "flow": FlowConfig, "preprocess": PreprocessConfig, "train": TrainConfig,
+            "backbone": BackboneConfig,
+            "neck": NeckConfig,
+            "rpn": RPNConfig,
+            "roi": RoIConfig,
+            "flow": FlowConfig,
+            "preprocess": PreprocessConfig,
+            "train": TrainConfig,
         }
         kwargs = {}
         for k, v in d.items():
@@ -209,7 +218,10 @@ def tiny_synthetic() -> DFFConfig:
         backbone=BackboneConfig(arch="resnet18", num_stages=3),
         neck=NeckConfig(out_channels=64),
         rpn=RPNConfig(
-            anchor_scales=(2.0, 4.0, 8.0, 16.0), feat_channels=64, train_nms_pre=1000, train_max_per_img=300,
+            anchor_scales=(2.0, 4.0, 8.0, 16.0),
+            feat_channels=64,
+            train_nms_pre=1000,
+            train_max_per_img=300,
         ),
         roi=RoIConfig(fc_channels=256, num_samples=128),
         flow=FlowConfig(width_mult=0.25),

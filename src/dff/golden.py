@@ -14,7 +14,7 @@ import torch
 
 def deterministic_tensor(seed: int, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """The value of state-dict entry `key` for `seed` under the golden recipe."""
-    h = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     g = np.random.Generator(np.random.PCG64(int.from_bytes(h[:8], "little")))
     z = g.standard_normal(size=shape)
     if key.endswith("num_batches_tracked"):

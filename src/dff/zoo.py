@@ -47,11 +47,14 @@ def _official(config: str, stamp: str) -> str:
 
 ZOO: dict[str, ZooEntry] = {
     "dff_r50_dc5_imagenetvid": ZooEntry(
-        "r50_dc5", _official("dff_faster_rcnn_r50_dc5_1x_imagenetvid", "20201227_213250-548911a4"), 70.3),
+        "r50_dc5", _official("dff_faster_rcnn_r50_dc5_1x_imagenetvid", "20201227_213250-548911a4"), 70.3
+    ),
     "dff_r101_dc5_imagenetvid": ZooEntry(
-        "r101_dc5", _official("dff_faster_rcnn_r101_dc5_1x_imagenetvid", "20201218_172720-ad732e17"), 73.5),
+        "r101_dc5", _official("dff_faster_rcnn_r101_dc5_1x_imagenetvid", "20201218_172720-ad732e17"), 73.5
+    ),
     "dff_x101_dc5_imagenetvid": ZooEntry(
-        "x101_dc5", _official("dff_faster_rcnn_x101_dc5_1x_imagenetvid", "20210819_095932-0a9e6cb5"), 75.5),
+        "x101_dc5", _official("dff_faster_rcnn_x101_dc5_1x_imagenetvid", "20210819_095932-0a9e6cb5"), 75.5
+    ),
 }
 
 CHUNK = 1 << 20
@@ -103,7 +106,7 @@ def download(url: str, cache: Path | None = None, progress: bool = True) -> Path
             digest = _fetch(url, out, progress, folder)
         if not digest.startswith(expected):
             raise CheckpointError(
-                f"{url}: downloaded file is corrupted (SHA-256 {digest[:len(expected)]}…, expected {expected}…); "
+                f"{url}: downloaded file is corrupted (SHA-256 {digest[: len(expected)]}…, expected {expected}…); "
                 "not cached, try again"
             )
         os.replace(tmp, target)
@@ -119,8 +122,15 @@ def _fetch(url: str, out: BinaryIO, progress: bool, folder: Path) -> str:
         with urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
-                      desc=url.rsplit("/", 1)[-1], leave=False) as bar:
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                disable=not progress,
+                desc=url.rsplit("/", 1)[-1],
+                leave=False,
+            ) as bar:
                 while chunk := resp.read(CHUNK):
                     out.write(chunk)
                     sha.update(chunk)

@@ -21,28 +21,43 @@ from dff.io.atomic import write_text_atomic
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "benchmark", help="time DFF (per frame, per stage, key vs non-key) and compare settings",
+        "benchmark",
+        help="time DFF (per frame, per stage, key vs non-key) and compare settings",
         description="Time DFF on the first --frames frames of SOURCE (decoded before timing, as mmtracking's "
-                    "benchmark excludes data loading): warm-up, then per-frame timings split into key / non-key "
-                    "frames and into stages, fps, GFLOPs per frame, the fraction of the measured matmul peak and "
-                    "peak memory. Several settings (--compare x --key-interval) run interleaved in one process.",
+        "benchmark excludes data loading): warm-up, then per-frame timings split into key / non-key "
+        "frames and into stages, fps, GFLOPs per frame, the fraction of the measured matmul peak and "
+        "peak memory. Several settings (--compare x --key-interval) run interleaved in one process.",
     )
     p.add_argument("--preset", default="r50_dc5", choices=sorted(PRESETS), help="architecture (default r50_dc5)")
-    p.add_argument("--weights", help="checkpoint or zoo name; default: the deterministic golden weights (seed 0), "
-                                     "which cost the same as trained ones")
+    p.add_argument(
+        "--weights",
+        help="checkpoint or zoo name; default: the deterministic golden weights (seed 0), "
+        "which cost the same as trained ones",
+    )
     p.add_argument("--source", required=True, help="video file, frame folder or glob")
     p.add_argument("--frames", type=int, default=200, help="frames to time (default 200, or all the source has)")
     p.add_argument("--warmup", type=int, default=10, help="frames run before timing, per setting (default 10)")
     p.add_argument("--key-interval", default="1,10", help="comma-separated key-frame intervals (default 1,10)")
-    p.add_argument("--compare", default="optimized",
-                   help="comma-separated settings: reference (mmtracking's ops, fp32, NCHW, no fusion, serial "
-                        "preprocessing), optimized, optimized:bf16, optimized:fp16 (default: optimized)")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="dtype of a bare 'optimized' setting (default fp32)")
+    p.add_argument(
+        "--compare",
+        default="optimized",
+        help="comma-separated settings: reference (mmtracking's ops, fp32, NCHW, no fusion, serial "
+        "preprocessing), optimized, optimized:bf16, optimized:fp16 (default: optimized)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16"),
+        help="dtype of a bare 'optimized' setting (default fp32)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
-    p.add_argument("--matmul-size", type=int, metavar="N",
-                   help="size of the square matmul that measures the peak (default 4096 on CPU, 8192 on GPU)")
+    p.add_argument(
+        "--matmul-size",
+        type=int,
+        metavar="N",
+        help="size of the square matmul that measures the peak (default 4096 on CPU, 8192 on GPU)",
+    )
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the full report as JSON")
     p.set_defaults(func=run)
 
@@ -71,10 +86,18 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (every option explicit)."""
-    parts = ["dff benchmark", f"--preset {args.preset}", f"--source {shlex.quote(str(args.source))}",
-             f"--frames {args.frames}", f"--warmup {args.warmup}", f"--key-interval {args.key_interval}",
-             f"--compare {args.compare}", f"--dtype {args.dtype}", f"--device {args.device}",
-             f"--threads {torch.get_num_threads()}"]
+    parts = [
+        "dff benchmark",
+        f"--preset {args.preset}",
+        f"--source {shlex.quote(str(args.source))}",
+        f"--frames {args.frames}",
+        f"--warmup {args.warmup}",
+        f"--key-interval {args.key_interval}",
+        f"--compare {args.compare}",
+        f"--dtype {args.dtype}",
+        f"--device {args.device}",
+        f"--threads {torch.get_num_threads()}",
+    ]
     if args.weights:
         parts.append(f"--weights {shlex.quote(args.weights)}")
     if args.matmul_size:
@@ -105,7 +128,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"dff benchmark: {args.source} has {len(frames)} frames; timing all of them", file=sys.stderr)
     model, weights = _model(args)
     report = run_benchmark(
-        model.net, model.device, frames, settings, warmup=args.warmup, weights=weights, source=args.source,
+        model.net,
+        model.device,
+        frames,
+        settings,
+        warmup=args.warmup,
+        weights=weights,
+        source=args.source,
         progress=lambda msg: print(f"dff benchmark: {msg}", file=sys.stderr, flush=True),
         matmul_size=args.matmul_size,
     )

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="mmtracking checkpoint (.pth)")
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--preset", default="r50_dc5", choices=sorted(PRESETS), help="architecture of the checkpoint")
-    p.add_argument("--half", action="store_true", help="store the weights as float16 (half the file; loaded as float32)")
+    p.add_argument(
+        "--half", action="store_true", help="store the weights as float16 (half the file; loaded as float32)"
+    )
     p.set_defaults(func=run)
 
 

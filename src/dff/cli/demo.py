@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 import dff
-from dff.io.pipeline import DetectOptions, detect_source
 from dff.errors import DFFError
+from dff.io.pipeline import DetectOptions, detect_source
 from dff.io.sources import open_source
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -22,11 +22,15 @@ JSONL_NAME = "detections.jsonl"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the bundled tiny model on the bundled clip",
-                       description="Run DFF (preset tiny_synthetic) on the bundled clip and write an annotated mp4 "
-                                   "and a JSONL of detections.")
-    p.add_argument("--out", type=Path, default=Path("dff_demo_out"), metavar="DIR",
-                   help="output folder (default ./dff_demo_out)")
+    p = sub.add_parser(
+        "demo",
+        help="run the bundled tiny model on the bundled clip",
+        description="Run DFF (preset tiny_synthetic) on the bundled clip and write an annotated mp4 "
+        "and a JSONL of detections.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("dff_demo_out"), metavar="DIR", help="output folder (default ./dff_demo_out)"
+    )
     p.add_argument("--score-thr", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,12 +48,14 @@ def run(args: argparse.Namespace) -> int:
         raise DFFError(f"{out}: cannot create the output folder ({e.strerror})") from None
     model = dff.load(MODEL_PATH, preset="tiny_synthetic", device=args.device)
     source = open_source(CLIP_PATH)
-    opts = DetectOptions(score_thr=args.score_thr, out_json=out / JSONL_NAME, out_video=out / VIDEO_NAME,
-                         progress=not args.no_progress)
+    opts = DetectOptions(
+        score_thr=args.score_thr, out_json=out / JSONL_NAME, out_video=out / VIDEO_NAME, progress=not args.no_progress
+    )
     summary = detect_source(model, source, opts)
     print(f"DFF demo ({model.config.name}, key frame every {model.key_interval} frames) on {Path(source.name).name}:")
-    print(f"  {summary.frames} frames ({summary.key_frames} key frames) in {summary.seconds:.1f} s: "
-          f"{summary.fps:.1f} fps")
+    print(
+        f"  {summary.frames} frames ({summary.key_frames} key frames) in {summary.seconds:.1f} s: {summary.fps:.1f} fps"
+    )
     if summary.counts:
         width = max(map(len, summary.counts))
         for name, n in summary.counts.most_common():

@@ -16,25 +16,35 @@ from dff.io.sources import open_source
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "detect", help="detect objects in a video, frame folder, glob or stream",
+        "detect",
+        help="detect objects in a video, frame folder, glob or stream",
         description="Detect objects with DFF. SOURCE is a video file, a folder of jpg/jpeg/png frames (any letter "
-                    "case, natural order), a quoted glob, or a stream URL (rtsp/http/udp...). Without --out-json, "
-                    "--out-video or --out-coco, the JSONL goes to stdout.",
+        "case, natural order), a quoted glob, or a stream URL (rtsp/http/udp...). Without --out-json, "
+        "--out-video or --out-coco, the JSONL goes to stdout.",
     )
     p.add_argument("source", metavar="SOURCE")
-    p.add_argument("--weights", required=True,
-                   help=f"checkpoint (.pth from mmtracking or our .safetensors) or zoo name: {', '.join(zoo.ZOO)}")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help=f"checkpoint (.pth from mmtracking or our .safetensors) or zoo name: {', '.join(zoo.ZOO)}",
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of a .pth checkpoint (default r50_dc5)")
-    p.add_argument("--key-interval", type=int, metavar="N",
-                   help="a key frame every N frames (default: the preset's, 10)")
-    p.add_argument("--score-thr", type=float, default=0.5, metavar="S",
-                   help="keep detections scoring at least S (default 0.5)")
+    p.add_argument(
+        "--key-interval", type=int, metavar="N", help="a key frame every N frames (default: the preset's, 10)"
+    )
+    p.add_argument(
+        "--score-thr", type=float, default=0.5, metavar="S", help="keep detections scoring at least S (default 0.5)"
+    )
     p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep, e.g. car,bicycle")
     p.add_argument("--out-json", metavar="PATH", help="JSONL, one line per frame ('-' for stdout)")
     p.add_argument("--out-video", metavar="PATH", type=Path, help="annotated video (mp4) at the source frame rate")
     p.add_argument("--out-coco", metavar="PATH", type=Path, help="COCO results JSON (image_id = frame index)")
-    p.add_argument("--show-flow", metavar="DIR", type=Path,
-                   help="write a colour-wheel picture of the flow of each non-key frame to DIR")
+    p.add_argument(
+        "--show-flow",
+        metavar="DIR",
+        type=Path,
+        help="write a colour-wheel picture of the flow of each non-key frame to DIR",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--fps", type=float, help="frame rate of a frame folder or glob (default 25); overrides a video's")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -56,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
         score_thr=args.score_thr,
         class_ids=class_ids_for(args.classes, model.class_names) if args.classes else None,
         out_json="-" if all(o is None for o in outputs) else args.out_json,
-        out_video=args.out_video, out_coco=args.out_coco, show_flow=args.show_flow,
-        max_frames=args.max_frames, progress=not args.no_progress,
+        out_video=args.out_video,
+        out_coco=args.out_coco,
+        show_flow=args.show_flow,
+        max_frames=args.max_frames,
+        progress=not args.no_progress,
     )
     summary = detect_source(model, source, opts)
     print(f"{source.name}: {summary.describe()}", file=sys.stderr)

@@ -34,8 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate (and optionally convert); print the output folder."""
     made = make_synthetic(
-        args.out, videos=args.videos, frames=args.frames, seed=args.seed, width=args.width, height=args.height,
-        det_images=args.det_images, val_videos=args.val_videos, overwrite=args.force, progress=not args.no_progress,
+        args.out,
+        videos=args.videos,
+        frames=args.frames,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        det_images=args.det_images,
+        val_videos=args.val_videos,
+        overwrite=args.force,
+        progress=not args.no_progress,
     )
     print(made.root, flush=True)
     if args.convert:

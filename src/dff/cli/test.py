@@ -46,28 +46,44 @@ DIST_TIMEOUT = datetime.timedelta(hours=12)  # ranks with less work wait at the 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "test", help="evaluate on a COCO-VID val set (COCO AP50, ILSVRC devkit AP, motion buckets, fps)",
+        "test",
+        help="evaluate on a COCO-VID val set (COCO AP50, ILSVRC devkit AP, motion buckets, fps)",
         description="Run DFF over every video of a COCO-VID annotation file in order, streaming detections to "
-                    "a resumable results file, then print AP50 per class under each protocol, and fps. "
-                    "coco = mmtracking's box AP@50 (pycocotools); ilsvrc = ILSVRC devkit rule (FGFA); "
-                    "motion = devkit AP on fast / medium / slow objects (FGFA).",
+        "a resumable results file, then print AP50 per class under each protocol, and fps. "
+        "coco = mmtracking's box AP@50 (pycocotools); ilsvrc = ILSVRC devkit rule (FGFA); "
+        "motion = devkit AP on fast / medium / slow objects (FGFA).",
     )
     p.add_argument("--weights", required=True, help="checkpoint (.pth from mmtracking or our .safetensors) or zoo name")
     p.add_argument("--ann", required=True, type=Path, help="COCO-VID JSON, e.g. annotations/imagenet_vid_val.json")
-    p.add_argument("--img-root", required=True, type=Path, help="folder the images' file_name is relative to "
-                                                                 "(e.g. data/ILSVRC/Data/VID)")
+    p.add_argument(
+        "--img-root",
+        required=True,
+        type=Path,
+        help="folder the images' file_name is relative to (e.g. data/ILSVRC/Data/VID)",
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of a .pth checkpoint (default r50_dc5)")
-    p.add_argument("--key-interval", type=int, help="a key frame every K frames (default: the preset's, 10; "
-                                                    "1 = per-frame detector baseline)")
-    p.add_argument("--sweep-key-interval", metavar="K,K,...",
-                   help="run each key interval (e.g. 1,2,5,10,20) and write a speed/accuracy table and plot")
-    p.add_argument("--metric", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)} "
-                                                               "(default: all)")
+    p.add_argument(
+        "--key-interval",
+        type=int,
+        help="a key frame every K frames (default: the preset's, 10; 1 = per-frame detector baseline)",
+    )
+    p.add_argument(
+        "--sweep-key-interval",
+        metavar="K,K,...",
+        help="run each key interval (e.g. 1,2,5,10,20) and write a speed/accuracy table and plot",
+    )
+    p.add_argument(
+        "--metric", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)} (default: all)"
+    )
     p.add_argument("--out", type=Path, default=Path("dff_test"), help="output folder (default ./dff_test)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start again instead of resuming from an existing results file")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu; under torchrun cuda uses "
-                                                   "the rank's LOCAL_RANK GPU)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start again instead of resuming from an existing results file"
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda or cuda:N (default cpu; under torchrun cuda uses the rank's LOCAL_RANK GPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -127,8 +143,9 @@ def _test_one(
     model.key_interval = key_interval
     results_path = args.out / f"results_k{key_interval}.jsonl"
     weights = Path(args.weights).resolve() if Path(args.weights).exists() else args.weights  # a file or a zoo name
-    header = make_header(key_interval=key_interval, weights=str(weights), ann=str(args.ann.resolve()),
-                         preset=model.config.name)
+    header = make_header(
+        key_interval=key_interval, weights=str(weights), ann=str(args.ann.resolve()), preset=model.config.name
+    )
     if rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
         if args.overwrite:
@@ -142,8 +159,10 @@ def _test_one(
     write_json_atomic(coco_results(records, cat_ids), args.out / f"coco_results_k{key_interval}.json")
     summary = _summary(args, model, dataset, key_interval, stats, ap)
     write_json_atomic(summary, args.out / f"summary_k{key_interval}.json")
-    print(f"\n== {args.ann.name}: {len(dataset.videos)} videos, {len(dataset.images)} frames, key interval "
-          f"{key_interval} ==")
+    print(
+        f"\n== {args.ann.name}: {len(dataset.videos)} videos, {len(dataset.images)} frames, key interval "
+        f"{key_interval} =="
+    )
     print(format_table(ap, model.class_names))
     print(_fps_line(stats))
     print(f"results: {results_path}")
@@ -157,14 +176,23 @@ def _fps_line(stats: RunStats) -> str:
 
 
 def _summary(
-    args: argparse.Namespace, model: DFFModel, dataset: CocoVID, key_interval: int, stats: RunStats,
+    args: argparse.Namespace,
+    model: DFFModel,
+    dataset: CocoVID,
+    key_interval: int,
+    stats: RunStats,
     ap: dict[str, APResult],
 ) -> dict:
     """What summary_k{K}.json holds: the run, its fps and every protocol's AP50 with its label."""
     return {
-        "weights": str(args.weights), "ann": str(args.ann), "preset": model.config.name,
-        "key_interval": key_interval, "videos": len(dataset.videos), "frames": len(dataset.images),
-        "fps": stats.fps if stats.frames else None, "frames_run_this_session": stats.frames,
+        "weights": str(args.weights),
+        "ann": str(args.ann),
+        "preset": model.config.name,
+        "key_interval": key_interval,
+        "videos": len(dataset.videos),
+        "frames": len(dataset.images),
+        "fps": stats.fps if stats.frames else None,
+        "frames_run_this_session": stats.frames,
         "model_seconds_this_session": stats.seconds,
         "protocols": {k: PROTOCOLS[k] for k in ap},
         "ap50": {k: v.to_dict(model.class_names) for k, v in ap.items()},
@@ -173,8 +201,9 @@ def _summary(
 
 def _write_sweep(out: Path, points: list[SweepPoint]) -> None:
     table = sweep_table(points)
-    write_json_atomic([{"key_interval": p.key_interval, "fps": p.fps, "ap50": p.ap50} for p in points],
-                      out / "sweep.json")
+    write_json_atomic(
+        [{"key_interval": p.key_interval, "fps": p.fps, "ap50": p.ap50} for p in points], out / "sweep.json"
+    )
     plot_sweep(points, out / "sweep.png")
     print("\n== key-interval sweep ==")
     print(table)

@@ -29,21 +29,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`torchrun --nproc-per-node N -m dff train ...` (nccl on GPU, gloo on CPU).",
     )
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="model preset")
-    p.add_argument("--data-root", type=Path, default=Path("."),
-                   help="ILSVRC root: images under Data/VID and Data/DET (else directly under it)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("."),
+        help="ILSVRC root: images under Data/VID and Data/DET (else directly under it)",
+    )
     p.add_argument("--ann", type=Path, required=True, help="COCO-VID training JSON (imagenet_vid_train.json)")
     p.add_argument("--det-ann", type=Path, help="optional COCO DET JSON (imagenet_det_30plus1cls.json)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, model)")
     p.add_argument("--epochs", type=_count(1), help="epochs (default: the preset's)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                   help="continue exactly from CKPT (default: OUT/latest.pth)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue exactly from CKPT (default: OUT/latest.pth)",
+    )
     p.add_argument("--batch-size", type=_count(1), default=1, help="pairs per process and step (default 1)")
-    p.add_argument("--workers", type=_count(0), default=2, help="data loader processes per training process (default 2)")
+    p.add_argument(
+        "--workers", type=_count(0), default=2, help="data loader processes per training process (default 2)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), help="mixed precision autocast")
-    p.add_argument("--checkpoint-every", type=_count(0), default=0, metavar="N",
-                   help="also write OUT/latest.pth every N iterations (default: epoch ends only)")
-    p.add_argument("--log-every", type=_count(1), default=50, metavar="N", help="log interval in iterations (default 50)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="also write OUT/latest.pth every N iterations (default: epoch ends only)",
+    )
+    p.add_argument(
+        "--log-every", type=_count(1), default=50, metavar="N", help="log interval in iterations (default 50)"
+    )
     p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     p.add_argument("--lr", type=float, help="learning rate per 8 pairs (default: the preset's)")
     p.add_argument("--backbone-weights", type=Path, help="local ImageNet ResNet/ResNeXt .pth to start from")
@@ -57,11 +76,25 @@ def options(args: argparse.Namespace) -> TrainOptions:
     """The TrainOptions of parsed `dff train` arguments."""
     resume = args.out / "latest.pth" if args.resume is True else args.resume
     return TrainOptions(
-        preset=args.preset, ann=args.ann, out=args.out, data_root=args.data_root, det_ann=args.det_ann,
-        epochs=args.epochs, resume=resume, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-        amp=args.amp, checkpoint_every=args.checkpoint_every, log_every=args.log_every, device=args.device,
-        lr=args.lr, backbone_weights=args.backbone_weights, flownet_weights=args.flownet_weights,
-        max_iters=args.max_iters, progress_bar=not args.no_progress,
+        preset=args.preset,
+        ann=args.ann,
+        out=args.out,
+        data_root=args.data_root,
+        det_ann=args.det_ann,
+        epochs=args.epochs,
+        resume=resume,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        seed=args.seed,
+        amp=args.amp,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        device=args.device,
+        lr=args.lr,
+        backbone_weights=args.backbone_weights,
+        flownet_weights=args.flownet_weights,
+        max_iters=args.max_iters,
+        progress_bar=not args.no_progress,
     )
 
 

@@ -75,7 +75,7 @@ class CocoVID:
         self._validate_annotations(check_boxes)
 
     @classmethod
-    def load(cls, path: Path | str, check_boxes: bool = True) -> "CocoVID":
+    def load(cls, path: Path | str, check_boxes: bool = True) -> CocoVID:
         """Read and validate a JSON file; DatasetError names the file and the offending record."""
         path = Path(path)
         try:
@@ -108,8 +108,10 @@ class CocoVID:
                 raise DatasetError(f"{self.path}: {where} has invalid frame_id {fid!r}")
             frames = per_video[img["video_id"]]
             if fid in frames:
-                raise DatasetError(f"{self.path}: {where} repeats frame_id {fid} of video {img['video_id']!r}"
-                                   f" (also image {frames[fid]['id']!r})")
+                raise DatasetError(
+                    f"{self.path}: {where} repeats frame_id {fid} of video {img['video_id']!r}"
+                    f" (also image {frames[fid]['id']!r})"
+                )
             frames[fid] = img
         for vid in self.videos:
             frames = per_video.get(vid["id"], {})
@@ -117,8 +119,10 @@ class CocoVID:
                 raise DatasetError(f"{self.path}: video {vid['id']!r} ({vid.get('name', '')}) has no frames")
             missing = sorted(set(range(len(frames))) - set(frames))
             if missing:
-                raise DatasetError(f"{self.path}: video {vid['id']!r} ({vid.get('name', '')}) has a frame_id gap: "
-                                   f"frame {missing[0]} is missing (frame ids must run 0..n-1)")
+                raise DatasetError(
+                    f"{self.path}: video {vid['id']!r} ({vid.get('name', '')}) has a frame_id gap: "
+                    f"frame {missing[0]} is missing (frame ids must run 0..n-1)"
+                )
             self._frames[vid["id"]] = [frames[i] for i in range(len(frames))]
 
     def _validate_annotations(self, check_boxes: bool) -> None:
@@ -131,8 +135,10 @@ class CocoVID:
             if ann["category_id"] not in self._cats:
                 raise DatasetError(f"{self.path}: {where} has unknown category_id {ann['category_id']!r}")
             if self.is_video and "video_id" in ann and ann["video_id"] != img["video_id"]:
-                raise DatasetError(f"{self.path}: {where} has video_id {ann['video_id']!r} but its image "
-                                   f"{img['id']!r} belongs to video {img['video_id']!r}")
+                raise DatasetError(
+                    f"{self.path}: {where} has video_id {ann['video_id']!r} but its image "
+                    f"{img['id']!r} belongs to video {img['video_id']!r}"
+                )
             box = ann["bbox"]
             if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
                 raise DatasetError(f"{self.path}: {where} has malformed bbox {box!r} (want [x1, y1, w, h])")
@@ -141,8 +147,10 @@ class CocoVID:
                 raise DatasetError(f"{self.path}: {where} has negative box size {box!r}")
             t = BOX_TOLERANCE
             if check_boxes and (x1 < -t or y1 < -t or x1 + w > img["width"] + t or y1 + h > img["height"] + t):
-                raise DatasetError(f"{self.path}: {where} box {box!r} lies outside image {img['id']!r} "
-                                   f"({img['file_name']}, {img['width']}x{img['height']})")
+                raise DatasetError(
+                    f"{self.path}: {where} box {box!r} lies outside image {img['id']!r} "
+                    f"({img['file_name']}, {img['width']}x{img['height']})"
+                )
             self._img_anns[ann["image_id"]].append(ann)
 
     def video(self, video_id: object) -> dict:

@@ -90,10 +90,17 @@ def convert_vid(root: Path, mode: str, check_images: bool = True, progress: bool
             xml = parse_xml(xml_path)
             if check_images:
                 _check_image(root / "Data" / "VID" / f"{prefix}.JPEG")
-            out["images"].append(dict(
-                file_name=f"{prefix}.JPEG", height=xml.height, width=xml.width, id=img_id,
-                frame_id=frame_id, video_id=vid_id, is_vid_train_frame=frame_id in train_frames,
-            ))
+            out["images"].append(
+                dict(
+                    file_name=f"{prefix}.JPEG",
+                    height=xml.height,
+                    width=xml.width,
+                    id=img_id,
+                    frame_id=frame_id,
+                    video_id=vid_id,
+                    is_vid_train_frame=frame_id in train_frames,
+                )
+            )
             for i, obj in enumerate(xml.objects):
                 category_id = _CATEGORY_ID.get(obj.name)
                 if category_id is None:
@@ -106,11 +113,20 @@ def convert_vid(root: Path, mode: str, check_images: bool = True, progress: bool
                     instance_ids[trackid] = instance_id
                     instance_id += 1
                 w, h = x2 - x1, y2 - y1
-                out["annotations"].append(dict(
-                    id=ann_id, video_id=vid_id, image_id=img_id, category_id=category_id,
-                    instance_id=instance_ids[trackid], bbox=[x1, y1, w, h], area=w * h, iscrowd=False,
-                    occluded=occluded == "1", generated=generated == "1",
-                ))
+                out["annotations"].append(
+                    dict(
+                        id=ann_id,
+                        video_id=vid_id,
+                        image_id=img_id,
+                        category_id=category_id,
+                        instance_id=instance_ids[trackid],
+                        bbox=[x1, y1, w, h],
+                        area=w * h,
+                        iscrowd=False,
+                        occluded=occluded == "1",
+                        generated=generated == "1",
+                    )
+                )
                 ann_id += 1
             img_id += 1
     log.info("VID %s: %d videos, %d images, %d objects", mode, len(out["videos"]), img_id - 1, ann_id - 1)
@@ -122,11 +138,14 @@ def _det_xml_paths(root: Path) -> list[tuple[str, Path]]:
     found = []
     for subset in DET_SUBSETS:
         base = root / "Annotations" / "DET" / subset
-        pattern = os.path.join(glob.escape(str(base)), "*", "*.xml") if subset.endswith("2013_train") else \
-            os.path.join(glob.escape(str(base)), "*.xml")
+        pattern = (
+            os.path.join(glob.escape(str(base)), "*", "*.xml")
+            if subset.endswith("2013_train")
+            else os.path.join(glob.escape(str(base)), "*.xml")
+        )
         for xml_path in sorted(glob.glob(pattern)):
             rel = Path(xml_path).relative_to(base).as_posix()
-            found.append((f"{subset}/{rel[:-len('.xml')]}.JPEG", Path(xml_path)))
+            found.append((f"{subset}/{rel[: -len('.xml')]}.JPEG", Path(xml_path)))
     return found
 
 
@@ -135,7 +154,7 @@ def convert_det(root: Path, check_images: bool = True, progress: bool = True) ->
     root = Path(root)
     listed = [f"{name}.JPEG" for name in parse_det_train_list(root / DET_TRAIN_LIST)]
     listed_set = set(listed)
-    work = [(name, root / "Annotations" / "DET" / f"{name[:-len('.JPEG')]}.xml", True) for name in listed]
+    work = [(name, root / "Annotations" / "DET" / f"{name[: -len('.JPEG')]}.xml", True) for name in listed]
     work += [(name, path, False) for name, path in _det_xml_paths(root) if name not in listed_set]
     out: dict = {"categories": det_categories(), "images": [], "annotations": []}
     other_id = len(VID_WNIDS) + 1
@@ -144,15 +163,22 @@ def convert_det(root: Path, check_images: bool = True, progress: bool = True) ->
         xml = parse_xml(xml_path)
         if check_images:
             _check_image(root / "Data" / "DET" / name)
-        out["images"].append(dict(file_name=name, height=xml.height, width=xml.width, id=img_id,
-                                  is_vid_train_frame=is_train))
+        out["images"].append(
+            dict(file_name=name, height=xml.height, width=xml.width, id=img_id, is_vid_train_frame=is_train)
+        )
         for i, obj in enumerate(xml.objects):
             x1, y1, x2, y2 = _box(xml_path, obj, i)
             w, h = x2 - x1, y2 - y1
-            out["annotations"].append(dict(
-                id=ann_id, image_id=img_id, category_id=_CATEGORY_ID.get(obj.name, other_id),
-                bbox=[x1, y1, w, h], area=w * h, iscrowd=False,
-            ))
+            out["annotations"].append(
+                dict(
+                    id=ann_id,
+                    image_id=img_id,
+                    category_id=_CATEGORY_ID.get(obj.name, other_id),
+                    bbox=[x1, y1, w, h],
+                    area=w * h,
+                    iscrowd=False,
+                )
+            )
             ann_id += 1
     log.info("DET: %d images (%d listed), %d objects", len(work), len(listed), ann_id - 1)
     return out
@@ -187,7 +213,7 @@ def convert_dataset(
         if part == "det":
             data, name = convert_det(root, check_images, progress), DET_OUTPUT
         else:
-            mode = part[len("vid_"):]
+            mode = part[len("vid_") :]
             data, name = convert_vid(root, mode, check_images, progress), VID_OUTPUTS[mode]
         write_json_atomic(data, out_dir / name)
         written.append(out_dir / name)

@@ -29,8 +29,9 @@ def preprocess_hwc(frame: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray
     view = out[:nh, :nw]
     cv2.subtract(resized, np.float64(np.asarray(cfg.mean).reshape(1, -1)), dst=view, dtype=cv2.CV_32F)
     cv2.multiply(view, 1.0 / np.float64(np.asarray(cfg.std).reshape(1, -1)), view)
-    meta = ImageMeta(ori_shape=(h, w), img_shape=(nh, nw), pad_shape=(ph, pw),
-                     scale_factor=scale_factor_for(w, h, nw, nh))
+    meta = ImageMeta(
+        ori_shape=(h, w), img_shape=(nh, nw), pad_shape=(ph, pw), scale_factor=scale_factor_for(w, h, nw, nh)
+    )
     return out, meta
 
 

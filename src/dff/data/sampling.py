@@ -40,5 +40,5 @@ def sample_reference(
     if video_frames is None or frame_range == 0 or key.get("frame_id", -1) < 0:
         return dict(key)
     span = ref_candidates(len(video_frames), key["frame_id"], frame_range)
-    (ref,) = rng.sample(list(video_frames[span.start:span.stop]), 1)
+    (ref,) = rng.sample(list(video_frames[span.start : span.stop]), 1)
     return dict(ref)

@@ -37,7 +37,14 @@ from dff.io.atomic import write_text_atomic
 log = logging.getLogger(__name__)
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
-    "airplane", "bus", "car", "zebra", "turtle", "watercraft", "bird", "giant_panda",
+    "airplane",
+    "bus",
+    "car",
+    "zebra",
+    "turtle",
+    "watercraft",
+    "bird",
+    "giant_panda",
 )
 """The VID classes drawn; each has its own silhouette and texture."""
 
@@ -60,8 +67,15 @@ MIN_VISIBLE_FRACTION = 0.15
 OCCLUDED_FRACTION = 0.2
 
 _ASPECT = {  # width / height of each class's silhouette
-    "airplane": 1.7, "bus": 2.1, "car": 1.8, "zebra": 1.4, "turtle": 1.3,
-    "watercraft": 1.0, "bird": 1.5, "giant_panda": 0.9, "other": 0.8,
+    "airplane": 1.7,
+    "bus": 2.1,
+    "car": 1.8,
+    "zebra": 1.4,
+    "turtle": 1.3,
+    "watercraft": 1.0,
+    "bird": 1.5,
+    "giant_panda": 0.9,
+    "other": 0.8,
 }
 _SPLIT_CODE = {"train": 0, "val": 1, "det": 2}
 
@@ -115,11 +129,14 @@ class SyntheticSet:
     det_images: list[SyntheticImage]
 
     def to_dict(self) -> dict:
-        return {"seed": self.seed, "videos": [asdict(v) for v in self.videos],
-                "det_images": [asdict(d) for d in self.det_images]}
+        return {
+            "seed": self.seed,
+            "videos": [asdict(v) for v in self.videos],
+            "det_images": [asdict(d) for d in self.det_images],
+        }
 
     @classmethod
-    def from_dict(cls, root: Path, d: dict) -> "SyntheticSet":
+    def from_dict(cls, root: Path, d: dict) -> SyntheticSet:
         videos = [SyntheticVideo(**{**v, "tracks": [Track(**t) for t in v["tracks"]]}) for v in d["videos"]]
         return cls(Path(root), d["seed"], videos, [SyntheticImage(**i) for i in d["det_images"]])
 
@@ -136,6 +153,7 @@ def load_ground_truth(root: Path | str) -> SyntheticSet:
 # ----------------------------------------------------------------------------------------------------------------
 # Drawing: sprites (texture + alpha) per class, textured backgrounds.
 
+
 def _pts(norm: list[tuple[float, float]], w: int, h: int) -> np.ndarray:
     return np.array([[(x * (w - 1)), (y * (h - 1))] for x, y in norm], dtype=np.float64).round().astype(np.int32)
 
@@ -147,8 +165,17 @@ def _fill(img: np.ndarray, norm: list[tuple[float, float]], color) -> None:
 
 def _ellipse(img: np.ndarray, cx: float, cy: float, ax: float, ay: float, color, thickness: int = -1) -> None:
     h, w = img.shape[:2]
-    cv2.ellipse(img, (round(cx * (w - 1)), round(cy * (h - 1))), (max(1, round(ax * w)), max(1, round(ay * h))),
-                0, 0, 360, color, thickness, lineType=cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        (round(cx * (w - 1)), round(cy * (h - 1))),
+        (max(1, round(ax * w)), max(1, round(ay * h))),
+        0,
+        0,
+        360,
+        color,
+        thickness,
+        lineType=cv2.LINE_AA,
+    )
 
 
 def _stripes(w: int, h: int, freq: float, angle: float, phase: float) -> np.ndarray:
@@ -213,7 +240,7 @@ def _draw_zebra(tex, mask, rng):
 def _draw_turtle(tex, mask, rng):
     h, w = mask.shape
     tex[:] = (60, 120, 90)
-    cells = (_stripes(w, h, 6.0, 0.0, 0.1) ^ _stripes(h, w, 5.0, 0.0, 0.3).T[:h, :w])
+    cells = _stripes(w, h, 6.0, 0.0, 0.1) ^ _stripes(h, w, 5.0, 0.0, 0.3).T[:h, :w]
     tex[cells] = (30, 80, 110)
     _ellipse(mask, 0.48, 0.5, 0.36, 0.42, 255)
     _ellipse(tex, 0.48, 0.5, 0.36, 0.42, (20, 50, 40), thickness=max(1, w // 40))
@@ -274,9 +301,15 @@ def _draw_other(tex, mask, rng):
 
 
 _DRAWERS: dict[str, Callable] = {
-    "airplane": _draw_airplane, "bus": _draw_bus, "car": _draw_car, "zebra": _draw_zebra,
-    "turtle": _draw_turtle, "watercraft": _draw_watercraft, "bird": _draw_bird,
-    "giant_panda": _draw_panda, "other": _draw_other,
+    "airplane": _draw_airplane,
+    "bus": _draw_bus,
+    "car": _draw_car,
+    "zebra": _draw_zebra,
+    "turtle": _draw_turtle,
+    "watercraft": _draw_watercraft,
+    "bird": _draw_bird,
+    "giant_panda": _draw_panda,
+    "other": _draw_other,
 }
 
 
@@ -318,14 +351,15 @@ def _paste(frame: np.ndarray, tex: np.ndarray, alpha: np.ndarray, x1: int, y1: i
     fx1, fy1, fx2, fy2 = max(0, x1), max(0, y1), min(W, x1 + w), min(H, y1 + h)
     if fx2 <= fx1 or fy2 <= fy1:
         return
-    a = alpha[fy1 - y1:fy2 - y1, fx1 - x1:fx2 - x1, None]
-    t = tex[fy1 - y1:fy2 - y1, fx1 - x1:fx2 - x1].astype(np.float32)
+    a = alpha[fy1 - y1 : fy2 - y1, fx1 - x1 : fx2 - x1, None]
+    t = tex[fy1 - y1 : fy2 - y1, fx1 - x1 : fx2 - x1].astype(np.float32)
     region = frame[fy1:fy2, fx1:fx2]
     region[:] = (a * t + (1.0 - a) * region).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Motion: objects with a speed class, scale change, bouncing or leaving, entering mid-video.
+
 
 @dataclass
 class _Mover:
@@ -365,8 +399,9 @@ class _Mover:
                 self.vy = -self.vy
 
 
-def _new_mover(rng: np.random.Generator, trackid: int, width: int, height: int, num_frames: int,
-               entering: bool) -> _Mover:
+def _new_mover(
+    rng: np.random.Generator, trackid: int, width: int, height: int, num_frames: int, entering: bool
+) -> _Mover:
     kind = SYNTHETIC_CLASSES[int(rng.integers(len(SYNTHETIC_CLASSES)))]
     h0 = height * rng.uniform(0.2, 0.42)
     w0 = min(h0 * _ASPECT[kind] * rng.uniform(0.9, 1.1), 0.6 * width)
@@ -384,8 +419,9 @@ def _new_mover(rng: np.random.Generator, trackid: int, width: int, height: int, 
         cx, cy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.3, 0.7) * height
     growth = rng.uniform(-1, 1) * SCALE_RATES[speed]
     tex, alpha = make_sprite(kind, max(4, round(w0 * 1.6)), max(4, round(h0 * 1.6)), rng)
-    return _Mover(trackid, kind, speed, tex, alpha, w0, h0, start, cx, cy, vx, vy, growth,
-                  bounce=bool(rng.random() < 0.6))
+    return _Mover(
+        trackid, kind, speed, tex, alpha, w0, h0, start, cx, cy, vx, vy, growth, bounce=bool(rng.random() < 0.6)
+    )
 
 
 def _visible(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -419,7 +455,7 @@ def _render_video(rng: np.random.Generator, width: int, height: int, num_frames:
         movers.append(_new_mover(rng, n_start + i, width, height, num_frames, entering=True))
     for t in range(num_frames):
         cx, cy = int(round(cam[0])), int(round(cam[1]))
-        frame = canvas[cy:cy + height, cx:cx + width].copy()
+        frame = canvas[cy : cy + height, cx : cx + width].copy()
         owner = np.full((height, width), -1, np.int32)
         drawn = []
         for m in movers:
@@ -438,7 +474,7 @@ def _render_video(rng: np.random.Generator, width: int, height: int, num_frames:
         if pole is not None:
             px = int(round(pole[0] - cam[0]))
             _paste(frame, pole[2], np.ones(pole[2].shape[:2], np.float32), px, 0)
-            owner[:, max(0, px):max(0, px + pole[1])] = -2
+            owner[:, max(0, px) : max(0, px + pole[1])] = -2
         objects = []
         for m, box, own_px in drawn:
             vis = _visible(box, width, height)
@@ -463,7 +499,7 @@ def _paste_mask(dst: np.ndarray, mask: np.ndarray, x1: int, y1: int) -> None:
     H, W = dst.shape
     fx1, fy1, fx2, fy2 = max(0, x1), max(0, y1), min(W, x1 + w), min(H, y1 + h)
     if fx2 > fx1 and fy2 > fy1:
-        dst[fy1:fy2, fx1:fx2] = mask[fy1 - y1:fy2 - y1, fx1 - x1:fx2 - x1]
+        dst[fy1:fy2, fx1:fx2] = mask[fy1 - y1 : fy2 - y1, fx1 - x1 : fx2 - x1]
 
 
 def ground_truth_flow(video: SyntheticVideo, t: int, k: int) -> np.ndarray:
@@ -513,16 +549,21 @@ _WNID = dict(zip(VID_CLASSES, VID_WNIDS)) | {"other": OTHER_WNID}
 
 def _xml_object(wnid: str, box, extra: str = "", track: str = "") -> str:
     x1, y1, x2, y2 = box
-    return (f"\t<object>\n{track}\t\t<name>{wnid}</name>\n\t\t<bndbox>\n\t\t\t<xmax>{x2}</xmax>\n"
-            f"\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymax>{y2}</ymax>\n\t\t\t<ymin>{y1}</ymin>\n\t\t</bndbox>\n"
-            f"{extra}\t</object>\n")
+    return (
+        f"\t<object>\n{track}\t\t<name>{wnid}</name>\n\t\t<bndbox>\n\t\t\t<xmax>{x2}</xmax>\n"
+        f"\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymax>{y2}</ymax>\n\t\t\t<ymin>{y1}</ymin>\n\t\t</bndbox>\n"
+        f"{extra}\t</object>\n"
+    )
 
 
 def _xml(folder: str, filename: str, database: str, width: int, height: int, objects: list[str]) -> str:
-    return (f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{filename}</filename>\n"
-            f"\t<source>\n\t\t<database>{database}</database>\n\t</source>\n"
-            f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n\t</size>\n"
-            + "".join(objects) + "</annotation>\n")
+    return (
+        f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{filename}</filename>\n"
+        f"\t<source>\n\t\t<database>{database}</database>\n\t</source>\n"
+        f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n\t</size>\n"
+        + "".join(objects)
+        + "</annotation>\n"
+    )
 
 
 def _write_image(path: Path, img: np.ndarray) -> None:
@@ -544,8 +585,9 @@ def _video_name(split: str, index: int) -> str:
     return f"val/ILSVRC2015_val_{index:08d}"
 
 
-def _make_video(root: Path, split: str, index: int, seed: int, width: int, height: int,
-                num_frames: int) -> SyntheticVideo:
+def _make_video(
+    root: Path, split: str, index: int, seed: int, width: int, height: int, num_frames: int
+) -> SyntheticVideo:
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
     name = _video_name(split, index)
     tracks: dict[int, Track] = {}
@@ -562,16 +604,21 @@ def _make_video(root: Path, split: str, index: int, seed: int, width: int, heigh
             tr.occluded.append(occluded)
             tr.generated.append(generated)
             tr.full_boxes.append(list(full_box))
-            parts.append(_xml_object(
-                _WNID[kind], box, track=f"\t\t<trackid>{trackid}</trackid>\n",
-                extra=f"\t\t<occluded>{int(occluded)}</occluded>\n\t\t<generated>{int(generated)}</generated>\n",
-            ))
+            parts.append(
+                _xml_object(
+                    _WNID[kind],
+                    box,
+                    track=f"\t\t<trackid>{trackid}</trackid>\n",
+                    extra=f"\t\t<occluded>{int(occluded)}</occluded>\n\t\t<generated>{int(generated)}</generated>\n",
+                )
+            )
         xml_path = root / "Annotations" / "VID" / name / f"{t:06d}.xml"
         xml_path.parent.mkdir(parents=True, exist_ok=True)
         xml_path.write_text(_xml(name.split("/", 1)[1], f"{t:06d}", "ILSVRC_2015", width, height, parts))
     train_frames = [n - 1 for n in train_frame_numbers(num_frames)] if split == "train" else []
-    return SyntheticVideo(split, name, width, height, num_frames, train_frames,
-                          [tracks[k] for k in sorted(tracks)], camera)
+    return SyntheticVideo(
+        split, name, width, height, num_frames, train_frames, [tracks[k] for k in sorted(tracks)], camera
+    )
 
 
 def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) -> SyntheticImage:
@@ -600,8 +647,9 @@ def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) 
     _write_image(root / "Data" / "DET" / f"{name}.JPEG", img)
     xml_path = root / "Annotations" / "DET" / f"{name}.xml"
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    xml_path.write_text(_xml(folder, name.rsplit("/", 1)[1], database, w, h,
-                             [_xml_object(o["wnid"], o["box"]) for o in objects]))
+    xml_path.write_text(
+        _xml(folder, name.rsplit("/", 1)[1], database, w, h, [_xml_object(o["wnid"], o["box"]) for o in objects])
+    )
     return SyntheticImage(name, w, h, listed, objects)
 
 
@@ -639,19 +687,31 @@ def make_synthetic(
     """
     root = Path(out_dir)
     if min(videos, val_videos, det_images) < 0 or frames < 1 or min(width, height) < 32:
-        raise InputError(f"{root}: need videos/val_videos/det_images >= 0, frames >= 1 and a frame "
-                         f"of at least 32x32 (got {width}x{height})")
+        raise InputError(
+            f"{root}: need videos/val_videos/det_images >= 0, frames >= 1 and a frame "
+            f"of at least 32x32 (got {width}x{height})"
+        )
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise InputError(f"{root}: folder is not empty (use overwrite / --force to write into it)")
     root.mkdir(parents=True, exist_ok=True)
     jobs = [("train", i) for i in range(videos)] + [("val", i) for i in range(val_videos)]
-    made = [_make_video(root, split, i, seed, width, height, frames)
-            for split, i in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress)]
-    det = [_make_det_image(root, i, seed, width, height)
-           for i in tqdm(range(det_images), desc="synthetic DET", unit="image", disable=not progress)]
+    made = [
+        _make_video(root, split, i, seed, width, height, frames)
+        for split, i in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress)
+    ]
+    det = [
+        _make_det_image(root, i, seed, width, height)
+        for i in tqdm(range(det_images), desc="synthetic DET", unit="image", disable=not progress)
+    ]
     _write_lists(root, made, det)
     result = SyntheticSet(root, seed, made, det)
     write_text_atomic(root / GT_FILE, json.dumps(result.to_dict()))
-    log.info("synthetic set: %d train + %d val videos of %d frames, %d DET images in %s",
-             videos, val_videos, frames, det_images, root)
+    log.info(
+        "synthetic set: %d train + %d val videos of %d frames, %d DET images in %s",
+        videos,
+        val_videos,
+        frames,
+        det_images,
+        root,
+    )
     return result

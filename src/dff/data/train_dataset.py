@@ -94,8 +94,9 @@ def parse_annotations(
     )
 
 
-def _finish(img: np.ndarray, ori: tuple[int, int], flip: bool, cfg: DFFConfig, filename: str, frame_id: int
-            ) -> tuple[torch.Tensor, TrainImageMeta]:
+def _finish(
+    img: np.ndarray, ori: tuple[int, int], flip: bool, cfg: DFFConfig, filename: str, frame_id: int
+) -> tuple[torch.Tensor, TrainImageMeta]:
     """Flip (already-resized uint8), normalise, pad; build the meta."""
     pre = cfg.preprocess
     h, w = ori
@@ -105,15 +106,25 @@ def _finish(img: np.ndarray, ori: tuple[int, int], flip: bool, cfg: DFFConfig, f
     chw = torch.from_numpy(normalize(img, pre.mean, pre.std)).permute(2, 0, 1)
     padded = pad_chw(chw, pre.size_divisor).contiguous()
     meta = TrainImageMeta(
-        ori_shape=(h, w), img_shape=(nh, nw), pad_shape=(int(padded.shape[1]), int(padded.shape[2])),
-        scale_factor=scale_factor_for(w, h, nw, nh), flip=flip, filename=filename, frame_id=frame_id,
+        ori_shape=(h, w),
+        img_shape=(nh, nw),
+        pad_shape=(int(padded.shape[1]), int(padded.shape[2])),
+        scale_factor=scale_factor_for(w, h, nw, nh),
+        flip=flip,
+        filename=filename,
+        frame_id=frame_id,
     )
     return padded, meta
 
 
 def transform_pair(
-    key_img: np.ndarray, ref_img: np.ndarray, boxes: np.ndarray, cfg: DFFConfig, flip: bool,
-    key_source: tuple[str, int] = ("", -1), ref_source: tuple[str, int] = ("", -1),
+    key_img: np.ndarray,
+    ref_img: np.ndarray,
+    boxes: np.ndarray,
+    cfg: DFFConfig,
+    flip: bool,
+    key_source: tuple[str, int] = ("", -1),
+    ref_source: tuple[str, int] = ("", -1),
 ) -> tuple[torch.Tensor, torch.Tensor, TrainImageMeta, TrainImageMeta, np.ndarray]:
     """SeqResize + SeqRandomFlip + SeqNormalize + SeqPad with shared parameters (spec 2.4).
 
@@ -189,13 +200,23 @@ class PairDataset(Dataset):
             self.coco.annotations(key["id"]), key, self.cat2label, self.load_as_video
         )
         img, ref_t, key_meta, ref_meta, boxes = transform_pair(
-            key_img, ref_img, boxes, self.cfg, flip,
-            key_source=(str(key_path), key.get("frame_id", -1)), ref_source=(str(ref_path), ref.get("frame_id", -1)),
+            key_img,
+            ref_img,
+            boxes,
+            self.cfg,
+            flip,
+            key_source=(str(key_path), key.get("frame_id", -1)),
+            ref_source=(str(ref_path), ref.get("frame_id", -1)),
         )
         return TrainPair(
-            img=img, ref_img=ref_t, img_meta=key_meta, ref_img_meta=ref_meta,
-            gt_boxes=torch.from_numpy(boxes), gt_labels=torch.from_numpy(labels),
-            gt_instance_ids=torch.from_numpy(ids), is_video_data=self.load_as_video,
+            img=img,
+            ref_img=ref_t,
+            img_meta=key_meta,
+            ref_img_meta=ref_meta,
+            gt_boxes=torch.from_numpy(boxes),
+            gt_labels=torch.from_numpy(labels),
+            gt_instance_ids=torch.from_numpy(ids),
+            is_video_data=self.load_as_video,
         )
 
 

@@ -12,7 +12,20 @@ from dff.evaluation.results import FrameRecord, read_records
 from dff.evaluation.runner import RunStats, run_dataset
 
 __all__ = [
-    "APResult", "all_point_ap", "coco_ap50", "to_coco_results", "METRICS", "PROTOCOLS", "evaluate", "format_table",
-    "MOTION_RANGES", "FrameEval", "evaluate_ilsvrc", "gt_motion_iou", "FrameRecord", "read_records", "RunStats",
+    "APResult",
+    "all_point_ap",
+    "coco_ap50",
+    "to_coco_results",
+    "METRICS",
+    "PROTOCOLS",
+    "evaluate",
+    "format_table",
+    "MOTION_RANGES",
+    "FrameEval",
+    "evaluate_ilsvrc",
+    "gt_motion_iou",
+    "FrameRecord",
+    "read_records",
+    "RunStats",
     "run_dataset",
 ]

@@ -23,7 +23,10 @@ MAX_DETS = (100, 300, 1000)
 
 
 def to_coco_results(
-    image_id: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+    image_id: int,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
     category_ids: Sequence[int] | None = None,
 ) -> list[dict]:
     """One frame's detections (xyxy float32, scores, 0-based labels) as COCO result dicts, like mmdet's xyxy2xywh.
@@ -33,8 +36,14 @@ def to_coco_results(
     out = []
     for box, score, label in zip(np.asarray(boxes).tolist(), np.asarray(scores).tolist(), np.asarray(labels).tolist()):
         x1, y1, x2, y2 = box
-        out.append({"image_id": int(image_id), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score),
-                    "category_id": int(label) + 1 if category_ids is None else int(category_ids[label])})
+        out.append(
+            {
+                "image_id": int(image_id),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(score),
+                "category_id": int(label) + 1 if category_ids is None else int(category_ids[label]),
+            }
+        )
     return out
 
 
@@ -43,10 +52,16 @@ def _ground_truth(images: Sequence[dict], annotations: Iterable[dict], num_class
     anns = []
     for i, a in enumerate(annotations):
         x, y, w, h = a["bbox"]
-        anns.append({
-            "id": a.get("id", i + 1), "image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x, y, w, h],
-            "area": a.get("area", w * h), "iscrowd": int(bool(a.get("iscrowd", False))),
-        })
+        anns.append(
+            {
+                "id": a.get("id", i + 1),
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": [x, y, w, h],
+                "area": a.get("area", w * h),
+                "iscrowd": int(bool(a.get("iscrowd", False))),
+            }
+        )
     coco = COCO()
     coco.dataset = {
         "images": [{"id": im["id"], "height": im.get("height"), "width": im.get("width")} for im in images],

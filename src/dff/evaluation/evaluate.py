@@ -65,8 +65,11 @@ def evaluate(
     by_image = {r.image_id: r for r in records}
     missing = [im["id"] for im in dataset.images if im["id"] not in by_image]
     if missing:
-        log.warning("%d of %d frames have no results; they count as frames without detections",
-                    len(missing), len(dataset.images))
+        log.warning(
+            "%d of %d frames have no results; they count as frames without detections",
+            len(missing),
+            len(dataset.images),
+        )
     out: dict[str, APResult] = {}
     if "coco" in metrics:
         gt = [{**a, "category_id": label_of[a["category_id"]] + 1} for a in anns]
@@ -84,7 +87,10 @@ def evaluate(
 
 
 def _frame(
-    dataset: CocoVID, image_id: object, record: FrameRecord | None, label_of: dict[int, int],
+    dataset: CocoVID,
+    image_id: object,
+    record: FrameRecord | None,
+    label_of: dict[int, int],
     motion: dict[object, float] | None,
 ) -> FrameEval:
     anns = [a for a in dataset.annotations(image_id) if a["category_id"] in label_of]
@@ -94,8 +100,11 @@ def _frame(
     else:
         boxes, scores, labels = record.boxes.astype(np.float64), record.scores.astype(np.float64), record.labels
     return FrameEval(
-        gt_boxes=gt, gt_labels=np.array([label_of[a["category_id"]] for a in anns], np.int64),
-        det_boxes=boxes, det_scores=scores, det_labels=labels,
+        gt_boxes=gt,
+        gt_labels=np.array([label_of[a["category_id"]] for a in anns], np.int64),
+        det_boxes=boxes,
+        det_scores=scores,
+        det_labels=labels,
         gt_motion=None if motion is None else np.array([motion[a["id"]] for a in anns], np.float64),
     )
 

@@ -43,20 +43,30 @@ class FrameRecord:
 
     def to_json(self) -> str:
         """One JSON line (without the newline)."""
-        return json.dumps({
-            "video_id": self.video_id, "image_id": self.image_id, "frame_id": self.frame_id,
-            "key": self.is_key_frame, "boxes": _floats(self.boxes).reshape(-1, 4).tolist(),
-            "scores": _floats(self.scores).tolist(), "labels": [int(v) for v in self.labels],
-        })
+        return json.dumps(
+            {
+                "video_id": self.video_id,
+                "image_id": self.image_id,
+                "frame_id": self.frame_id,
+                "key": self.is_key_frame,
+                "boxes": _floats(self.boxes).reshape(-1, 4).tolist(),
+                "scores": _floats(self.scores).tolist(),
+                "labels": [int(v) for v in self.labels],
+            }
+        )
 
     @classmethod
     def from_json(cls, line: str) -> FrameRecord:
         """Parse one line written by `to_json`."""
         d = json.loads(line)
         return cls(
-            video_id=int(d["video_id"]), image_id=int(d["image_id"]), frame_id=int(d["frame_id"]),
-            is_key_frame=bool(d["key"]), boxes=np.asarray(d["boxes"], np.float32).reshape(-1, 4),
-            scores=np.asarray(d["scores"], np.float32), labels=np.asarray(d["labels"], np.int64),
+            video_id=int(d["video_id"]),
+            image_id=int(d["image_id"]),
+            frame_id=int(d["frame_id"]),
+            is_key_frame=bool(d["key"]),
+            boxes=np.asarray(d["boxes"], np.float32).reshape(-1, 4),
+            scores=np.asarray(d["scores"], np.float32),
+            labels=np.asarray(d["labels"], np.int64),
         )
 
 

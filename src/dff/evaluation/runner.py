@@ -59,10 +59,18 @@ def run_video(model: DFFModel, video: dict, images: list[dict], img_root: Path) 
         t = time.perf_counter()
         r = next(results)
         seconds = time.perf_counter() - t
-        yield FrameRecord(
-            video_id=video["id"], image_id=im["id"], frame_id=im["frame_id"], is_key_frame=r.is_key_frame,
-            boxes=r.boxes, scores=r.scores, labels=r.labels,
-        ), seconds
+        yield (
+            FrameRecord(
+                video_id=video["id"],
+                image_id=im["id"],
+                frame_id=im["frame_id"],
+                is_key_frame=r.is_key_frame,
+                boxes=r.boxes,
+                scores=r.scores,
+                labels=r.labels,
+            ),
+            seconds,
+        )
 
 
 def run_dataset(
@@ -85,8 +93,15 @@ def run_dataset(
     target = results_path if world == 1 else part_path(results_path, rank)
     frames, seconds = 0, 0.0
     total = sum(frames_per_video[v] for v in mine)
-    with ResultsWriter(target, header) as writer, tqdm(total=total, unit="frame", disable=not progress or rank != 0,
-                                                        desc=f"rank {rank}/{world}" if world > 1 else "test") as bar:
+    with (
+        ResultsWriter(target, header) as writer,
+        tqdm(
+            total=total,
+            unit="frame",
+            disable=not progress or rank != 0,
+            desc=f"rank {rank}/{world}" if world > 1 else "test",
+        ) as bar,
+    ):
         for video_id in mine:
             for record, s in run_video(model, dataset.video(video_id), dataset.frames(video_id), img_root):
                 writer.write(record)

@@ -50,14 +50,19 @@ def plot_sweep(points: Sequence[SweepPoint], path: Path, title: str = "DFF speed
     """
     fig = Figure(figsize=(11, 4.2))  # no pyplot: no global backend or figure state
     by_fps, by_k = fig.subplots(1, 2)
-    for protocol in (points[0].ap50 if points else {}):
+    for protocol in points[0].ap50 if points else {}:
         have = [p for p in points if p.ap50[protocol] is not None]  # a protocol without ground truth has no line
         timed = [p for p in have if p.fps is not None]
         if timed:
             by_fps.plot([p.fps for p in timed], [100 * p.ap50[protocol] for p in timed], "o-", label=protocol)
             for p in timed:
-                by_fps.annotate(f"k={p.key_interval}", (p.fps, 100 * p.ap50[protocol]), fontsize=7,
-                                textcoords="offset points", xytext=(3, 3))
+                by_fps.annotate(
+                    f"k={p.key_interval}",
+                    (p.fps, 100 * p.ap50[protocol]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
         if have:
             by_k.plot([p.key_interval for p in have], [100 * p.ap50[protocol] for p in have], "o-", label=protocol)
     by_fps.set(xlabel="frames per second", ylabel="AP50 (%)", title=title)

@@ -27,7 +27,11 @@ def _scale(image: np.ndarray) -> float:
 
 
 def draw_detections(
-    image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    class_names: tuple[str, ...],
 ) -> np.ndarray:
     """A copy of the BGR `image` with each box (xyxy, original pixels) and its 'name 0.87' label drawn."""
     out = image.copy()
@@ -44,8 +48,16 @@ def draw_detections(
         tx = min(max(0, p1[0]), max(0, w - tw - 4))
         ty = p1[1] - th - base - 2 if p1[1] - th - base - 2 >= 0 else min(p1[1], h - th - base - 2)
         cv2.rectangle(out, (tx, ty), (tx + tw + 4, ty + th + base + 2), color, cv2.FILLED)
-        cv2.putText(out, text, (tx + 2, ty + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
-                    max(1, thickness - 1), cv2.LINE_AA)
+        cv2.putText(
+            out,
+            text,
+            (tx + 2, ty + th + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            max(1, thickness - 1),
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -58,8 +70,9 @@ def draw_frame_marker(image: np.ndarray, frame: int, is_key_frame: bool) -> np.n
     pad = max(3, round(6 * s))
     color = KEY_COLOR if is_key_frame else WARP_COLOR
     cv2.rectangle(image, (0, 0), (tw + 2 * pad, th + base + 2 * pad), color, cv2.FILLED)
-    cv2.putText(image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness,
-                cv2.LINE_AA)
+    cv2.putText(
+        image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness, cv2.LINE_AA
+    )
     return image
 
 
@@ -100,9 +113,17 @@ def flow_picture(
         legend = color_wheel(min(w, h) // 5)
         n = legend.shape[0]
         inside = legend.any(axis=2)
-        picture[h - n - 4:h - 4, w - n - 4:w - 4][inside] = legend[inside]
+        picture[h - n - 4 : h - 4, w - n - 4 : w - 4][inside] = legend[inside]
     peak = float(np.hypot(flow[0], flow[1]).max())
     s = _scale(picture)
-    cv2.putText(picture, f"frame {frame}  max {peak:.2f} feature px", (6, round(24 * s)),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.6 * s, (0, 0, 0), max(1, round(1.5 * s)), cv2.LINE_AA)
+    cv2.putText(
+        picture,
+        f"frame {frame}  max {peak:.2f} feature px",
+        (6, round(24 * s)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6 * s,
+        (0, 0, 0),
+        max(1, round(1.5 * s)),
+        cv2.LINE_AA,
+    )
     return picture

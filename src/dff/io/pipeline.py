@@ -64,8 +64,10 @@ class DetectSummary:
     def describe(self) -> str:
         found = ", ".join(f"{name} {n}" for name, n in self.counts.most_common()) or "nothing"
         stopped = " (interrupted)" if self.interrupted else ""
-        return (f"{self.frames} frames ({self.key_frames} key frames) in {self.seconds:.1f} s, {self.fps:.1f} fps"
-                f"{stopped}; detections: {found}")
+        return (
+            f"{self.frames} frames ({self.key_frames} key frames) in {self.seconds:.1f} s, {self.fps:.1f} fps"
+            f"{stopped}; detections: {found}"
+        )
 
 
 class _StopOnInterrupt:
@@ -134,8 +136,15 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
         video = stack.enter_context(VideoWriter(opts.out_video, source.fps)) if opts.out_video is not None else None
         results = model.predict(images(), return_flow=True) if show_flow else model.predict(images())
         stack.callback(results.close)
-        bar = stack.enter_context(tqdm(total=total, unit="frame", desc=Path(source.name).name or source.name,
-                                       disable=not opts.progress, dynamic_ncols=True))
+        bar = stack.enter_context(
+            tqdm(
+                total=total,
+                unit="frame",
+                desc=Path(source.name).name or source.name,
+                disable=not opts.progress,
+                dynamic_ncols=True,
+            )
+        )
         for r in results:
             f = pending.popleft()
             keep = r.scores >= opts.score_thr
@@ -143,8 +152,9 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
                 keep &= np.isin(r.labels, keep_ids)
             boxes, scores, labels = r.boxes[keep], r.scores[keep], r.labels[keep]
             if jsonl is not None:
-                jsonl.write(detection_record(f.index, f.time_s, r.is_key_frame, boxes, scores, labels,
-                                             model.class_names))
+                jsonl.write(
+                    detection_record(f.index, f.time_s, r.is_key_frame, boxes, scores, labels, model.class_names)
+                )
             if coco is not None:
                 coco.write(f.index, boxes, scores, labels)
             if video is not None:

@@ -52,9 +52,7 @@ class FrameSource:
     Each iteration decodes from the start in a background thread; `close()` (or leaving a `with` block) stops it.
     """
 
-    def __init__(
-        self, name: str, fps: float, num_frames: int | None, produce: Callable[[], Iterator[Frame]]
-    ) -> None:
+    def __init__(self, name: str, fps: float, num_frames: int | None, produce: Callable[[], Iterator[Frame]]) -> None:
         self.name = name
         self.fps = fps
         self.num_frames = num_frames
@@ -172,7 +170,11 @@ def _video_source(name: str, fps: float | None, is_stream: bool) -> FrameSource:
 
 
 def _decode(
-    container: av.container.InputContainer, name: str, fps: float, declared: int | None, duration_us: int | None,
+    container: av.container.InputContainer,
+    name: str,
+    fps: float,
+    declared: int | None,
+    duration_us: int | None,
     is_stream: bool = False,
 ) -> Iterator[Frame]:
     """Decode the first video stream; raise InputError at damage or when the video ends before it says it does."""
@@ -194,7 +196,8 @@ def _decode(
         what = "stream failed" if is_stream else "video is damaged"
         raise InputError(
             f"{name}: {what}; decoding stopped at frame {index} ({_reason(e)}); frames 0-{index - 1} were read"
-            if index else f"{name}: {what}; no frame could be decoded ({_reason(e)})"
+            if index
+            else f"{name}: {what}; no frame could be decoded ({_reason(e)})"
         ) from None
     if declared is not None and index < declared:
         raise InputError(f"{name}: video ended at frame {index} of the {declared} it declares (truncated or damaged)")

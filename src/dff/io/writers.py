@@ -24,7 +24,12 @@ from dff.errors import InputError
 
 
 def detection_record(
-    frame: int, time_s: float, key: bool, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+    frame: int,
+    time_s: float,
+    key: bool,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
     class_names: tuple[str, ...],
 ) -> dict[str, Any]:
     """The JSON object of one frame: frame, time_s, key and detections (bbox xyxy in original pixels)."""
@@ -225,5 +230,5 @@ def _fit(image: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int]) 
     if (iw, ih) == size:
         return np.ascontiguousarray(image)
     canvas = np.zeros((size[1], size[0], 3), np.uint8)
-    canvas[y:y + ih, x:x + iw] = image
+    canvas[y : y + ih, x : x + iw] = image
     return canvas

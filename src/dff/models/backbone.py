@@ -52,7 +52,7 @@ class ResNetBackbone(nn.Module):
             for p in module.parameters():
                 p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ResNetBackbone":
+    def train(self, mode: bool = True) -> ResNetBackbone:
         """Train mode for convs, but every BatchNorm stays in eval mode (running statistics)."""
         super().train(mode)
         for m in self.modules():

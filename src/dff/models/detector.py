@@ -25,7 +25,11 @@ class FasterRCNN(nn.Module):
     """backbone -> neck -> RPN -> RoI head, as mmdet's FasterRCNN with one feature level (modules injected)."""
 
     def __init__(
-        self, backbone: nn.Module, neck: nn.Module, rpn_head: nn.Module, proposal_generator: nn.Module,
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        rpn_head: nn.Module,
+        proposal_generator: nn.Module,
         roi_head: nn.Module,
     ) -> None:
         super().__init__()
@@ -36,7 +40,7 @@ class FasterRCNN(nn.Module):
         self.roi_head = roi_head
 
     @classmethod
-    def from_config(cls, cfg: DFFConfig) -> "FasterRCNN":
+    def from_config(cls, cfg: DFFConfig) -> FasterRCNN:
         """The detector of a preset, freshly initialised."""
         return cls(
             ResNetBackbone(cfg.backbone),
@@ -97,7 +101,9 @@ class DFF(nn.Module):
         flow = self.motion(torch.cat([img, cache.img], dim=1), meta.img_shape)
         return self.warp(cache.feats, flow), flow
 
-    def forward(self, img: torch.Tensor, meta: ImageMeta, frame_id: int, key_interval: int, cache: KeyFrameCache) -> FrameOutput:
+    def forward(
+        self, img: torch.Tensor, meta: ImageMeta, frame_id: int, key_interval: int, cache: KeyFrameCache
+    ) -> FrameOutput:
         """One frame (1, 3, Hp, Wp) of a video at index `frame_id` -> its detections (frames in order)."""
         is_key = frame_id % key_interval == 0
         feats, flow = self.features(img, meta, is_key, cache)

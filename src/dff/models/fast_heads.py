@@ -82,8 +82,9 @@ def roi_align_channels_last(
     index = base + iy[:, :, None, :, None] * w + ix[:, None, :, None, :]
     weight = wy[:, :, None, :, None] * wx[:, None, :, None, :] * (1.0 / (sampling_ratio * sampling_ratio))
     bins = r * output_size * output_size
-    out = F.embedding_bag(index.reshape(bins, -1), table, per_sample_weights=weight.reshape(bins, -1).to(table.dtype),
-                          mode="sum")
+    out = F.embedding_bag(
+        index.reshape(bins, -1), table, per_sample_weights=weight.reshape(bins, -1).to(table.dtype), mode="sum"
+    )
     return out.view(r, output_size * output_size, c)
 
 
@@ -103,7 +104,7 @@ class FastRPNHead(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> logits (N, A, H, W), deltas (N, 4A, H, W) (channels_last views)."""
         out = self.rpn_cls_reg(self.rpn_conv(x))
-        return out[:, : self.num_anchors], out[:, self.num_anchors:]
+        return out[:, : self.num_anchors], out[:, self.num_anchors :]
 
 
 class FastProposalGenerator(ProposalGenerator):
@@ -134,21 +135,23 @@ class FastRoIHead(nn.Module):
     def __init__(self, head: RoIHead) -> None:
         super().__init__()
         self.cfg, self.num_classes, self.spatial_scale = head.cfg, head.num_classes, head.spatial_scale
-        bbox, s2 = head.bbox_head, head.cfg.output_size ** 2
+        bbox, s2 = head.bbox_head, head.cfg.output_size**2
         fc1 = bbox.shared_fcs[0]
         weight = fc1.weight.detach().view(fc1.out_features, -1, s2).transpose(1, 2).reshape(fc1.out_features, -1)
         self.fc1 = PackedLinear(weight, fc1.bias, "relu")
         self.fc2 = PackedLinear(bbox.shared_fcs[1].weight, bbox.shared_fcs[1].bias, "relu")
         self.num_logits = bbox.fc_cls.out_features
-        self.cls_reg = PackedLinear(torch.cat([bbox.fc_cls.weight, bbox.fc_reg.weight]),
-                                    torch.cat([bbox.fc_cls.bias, bbox.fc_reg.bias]))
+        self.cls_reg = PackedLinear(
+            torch.cat([bbox.fc_cls.weight, bbox.fc_reg.weight]), torch.cat([bbox.fc_cls.bias, bbox.fc_reg.bias])
+        )
 
     def forward(self, feats: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (N, C, H, W) and rois (R, 5) -> class logits (R, C+1), deltas (R, 4C), as RoIHead."""
-        x = roi_align_channels_last(feats, rois.float(), self.cfg.output_size, self.spatial_scale,
-                                    self.cfg.sampling_ratio)
+        x = roi_align_channels_last(
+            feats, rois.float(), self.cfg.output_size, self.spatial_scale, self.cfg.sampling_ratio
+        )
         x = self.cls_reg(self.fc2(self.fc1(x.flatten(1)))).float()
-        return x[:, : self.num_logits], x[:, self.num_logits:]
+        return x[:, : self.num_logits], x[:, self.num_logits :]
 
     def detect(
         self, feats: torch.Tensor, proposals: torch.Tensor, img_shape: tuple[int, int], scale_factor: np.ndarray
@@ -174,5 +177,8 @@ class FastRoIHead(nn.Module):
 
 
 def _no_detections(device: torch.device) -> Detections:
-    return Detections(torch.zeros((0, 4), device=device), torch.zeros((0,), device=device),
-                      torch.zeros((0,), dtype=torch.int64, device=device))
+    return Detections(
+        torch.zeros((0, 4), device=device),
+        torch.zeros((0,), device=device),
+        torch.zeros((0,), dtype=torch.int64, device=device),
+    )

@@ -25,8 +25,16 @@ from dff.models.warp import warp_grid
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv equal to bn(conv(x)) with eval-mode BatchNorm (running statistics), computed in float64."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    ).to(conv.weight.device)
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
     with torch.no_grad():
@@ -127,8 +135,12 @@ class FastFlowNet(nn.Module):
         self.register_buffer("scale", (flownet.img_std / flownet.flow_std)[:, :3].clone())
         self.register_buffer("shift", (flownet.img_mean / flownet.flow_std - flownet.flow_mean)[:, :3].clone())
         conv1 = flownet.conv1[0].conv
-        current, key = (nn.Conv2d(3, conv1.out_channels, conv1.kernel_size, conv1.stride, conv1.padding,
-                                  bias=b).to(conv1.weight.device) for b in (False, True))
+        current, key = (
+            nn.Conv2d(3, conv1.out_channels, conv1.kernel_size, conv1.stride, conv1.padding, bias=b).to(
+                conv1.weight.device
+            )
+            for b in (False, True)
+        )
         with torch.no_grad():
             current.weight.copy_(conv1.weight[:, :3])
             key.weight.copy_(conv1.weight[:, 3:])
@@ -136,12 +148,20 @@ class FastFlowNet(nn.Module):
         self.conv1_current, self.conv1_key = PackedConv(current), PackedConv(key)
         self.slope1 = flownet.conv1[0].act.negative_slope
         self.encoder = nn.ModuleList(
-            [nn.Sequential(*(_packed(m) for m in getattr(flownet, f"conv{i}"))) for i in range(2, 7)])
-        self.decoder = nn.ModuleList([
-            nn.ModuleList([_packed(getattr(flownet, f"deconv{k}")), _packed(getattr(flownet, f"predict_flow{k + 1}")),
-                           _packed(getattr(flownet, f"upsample_flow{k}"))])
-            for k in (5, 4, 3, 2)
-        ])
+            [nn.Sequential(*(_packed(m) for m in getattr(flownet, f"conv{i}"))) for i in range(2, 7)]
+        )
+        self.decoder = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        _packed(getattr(flownet, f"deconv{k}")),
+                        _packed(getattr(flownet, f"predict_flow{k + 1}")),
+                        _packed(getattr(flownet, f"upsample_flow{k}")),
+                    ]
+                )
+                for k in (5, 4, 3, 2)
+            ]
+        )
         self.predict_flow = _packed(flownet.predict_flow)
 
     def prepare(self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,6 +219,7 @@ class FastFlowWarp(nn.Module):
         index = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1) + base[..., None]
         weight = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
         table = feats.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n * h * w, c)
-        out = F.embedding_bag(index.view(-1, 4), table, per_sample_weights=weight.view(-1, 4).to(table.dtype),
-                              mode="sum")
+        out = F.embedding_bag(
+            index.view(-1, 4), table, per_sample_weights=weight.view(-1, 4).to(table.dtype), mode="sum"
+        )
         return out.view(n, h, w, c).permute(0, 3, 1, 2)

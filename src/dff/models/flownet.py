@@ -57,16 +57,40 @@ class FlowNetSimple(nn.Module):
         self.conv5 = nn.ModuleList([_conv(c4, c5, 3, 2), _conv(c5, c5, 3, 1)])
         self.conv6 = nn.ModuleList([_conv(c5, c6, 3, 2), _conv(c6, c6, 3, 1)])
         cat5, cat4, cat3, cat2 = c5 + d5 + 2, c4 + d4 + 2, c3 + d3 + 2, c2 + d2 + 2
-        self.deconv5, self.predict_flow6, self.upsample_flow5 = _deconv(c6, d5, True), _predict(c6), _deconv(2, 2, False)
-        self.deconv4, self.predict_flow5, self.upsample_flow4 = _deconv(cat5, d4, True), _predict(cat5), _deconv(2, 2, False)
-        self.deconv3, self.predict_flow4, self.upsample_flow3 = _deconv(cat4, d3, True), _predict(cat4), _deconv(2, 2, False)
-        self.deconv2, self.predict_flow3, self.upsample_flow2 = _deconv(cat3, d2, True), _predict(cat3), _deconv(2, 2, False)
+        self.deconv5, self.predict_flow6, self.upsample_flow5 = (
+            _deconv(c6, d5, True),
+            _predict(c6),
+            _deconv(2, 2, False),
+        )
+        self.deconv4, self.predict_flow5, self.upsample_flow4 = (
+            _deconv(cat5, d4, True),
+            _predict(cat5),
+            _deconv(2, 2, False),
+        )
+        self.deconv3, self.predict_flow4, self.upsample_flow3 = (
+            _deconv(cat4, d3, True),
+            _predict(cat4),
+            _deconv(2, 2, False),
+        )
+        self.deconv2, self.predict_flow3, self.upsample_flow2 = (
+            _deconv(cat3, d2, True),
+            _predict(cat3),
+            _deconv(2, 2, False),
+        )
         self.predict_flow = _predict(cat2)
         # Not in the state dict (mmtracking keeps them as plain attributes): detector and FlowNet normalisation.
-        self.register_buffer("img_mean", torch.tensor(img_mean, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
-        self.register_buffer("img_std", torch.tensor(img_std, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
-        self.register_buffer("flow_mean", torch.tensor(cfg.mean, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
-        self.register_buffer("flow_std", torch.tensor(cfg.std, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False)
+        self.register_buffer(
+            "img_mean", torch.tensor(img_mean, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "img_std", torch.tensor(img_std, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "flow_mean", torch.tensor(cfg.mean, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "flow_std", torch.tensor(cfg.std, dtype=torch.float32).repeat(2).view(1, 6, 1, 1), persistent=False
+        )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, a=0.1)
@@ -77,8 +101,8 @@ class FlowNetSimple(nn.Module):
         """Undo detector normalisation, apply FlowNet's (RGB x/255 - mean), zero the padding, downsample x0.5."""
         x = pair * self.img_std + self.img_mean
         x = x / self.flow_std - self.flow_mean
-        x[:, :, img_shape[0]:, :] = 0.0
-        x[:, :, :, img_shape[1]:] = 0.0
+        x[:, :, img_shape[0] :, :] = 0.0
+        x[:, :, :, img_shape[1] :] = 0.0
         return F.interpolate(x, scale_factor=self.cfg.img_scale_factor, mode="bilinear", align_corners=False)
 
     def predictions(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> list[torch.Tensor]:

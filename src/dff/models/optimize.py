@@ -31,8 +31,15 @@ from dff.models.fast_trunks import (
 
 # Modules whose inputs and outputs are the same in the fast copy as in the reference network: forward hooks
 # registered on these modules of `model.net` also run on the copy (motion's inputs differ, so not its pre-hooks).
-STAGES = ("detector.backbone", "detector.neck", "detector.rpn_head", "detector.proposal_generator",
-          "detector.roi_head", "motion", "warp")
+STAGES = (
+    "detector.backbone",
+    "detector.neck",
+    "detector.rpn_head",
+    "detector.proposal_generator",
+    "detector.roi_head",
+    "motion",
+    "warp",
+)
 _PRE_HOOK_STAGES = tuple(s for s in STAGES if s != "motion")
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
 _PRE_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
@@ -41,8 +48,11 @@ _PRE_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
 def fast_detector(detector: FasterRCNN, cfg: DFFConfig) -> FasterRCNN:
     """The detector part of the fast copy: the same FasterRCNN composition with inference-only modules."""
     return FasterRCNN(
-        FastResNet(detector.backbone), FastChannelMapper(detector.neck), FastRPNHead(detector.rpn_head),
-        FastProposalGenerator(cfg.rpn), FastRoIHead(detector.roi_head),
+        FastResNet(detector.backbone),
+        FastChannelMapper(detector.neck),
+        FastRPNHead(detector.rpn_head),
+        FastProposalGenerator(cfg.rpn),
+        FastRoIHead(detector.roi_head),
     )
 
 
@@ -73,7 +83,11 @@ class FastDFF(nn.Module):
         return FastKeyFrameCache()
 
     def features(
-        self, img: torch.Tensor, meta: ImageMeta, is_key: bool, cache: FastKeyFrameCache,
+        self,
+        img: torch.Tensor,
+        meta: ImageMeta,
+        is_key: bool,
+        cache: FastKeyFrameCache,
         img_half: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Key frame -> backbone features (cached); other frame -> FlowNet flow to the key frame, warped features."""
@@ -87,7 +101,12 @@ class FastDFF(nn.Module):
         return self.warp(cache.feats, flow), flow
 
     def forward(
-        self, img: torch.Tensor, meta: ImageMeta, frame_id: int, key_interval: int, cache: FastKeyFrameCache,
+        self,
+        img: torch.Tensor,
+        meta: ImageMeta,
+        frame_id: int,
+        key_interval: int,
+        cache: FastKeyFrameCache,
         img_half: torch.Tensor | None = None,
     ) -> FrameOutput:
         is_key = frame_id % key_interval == 0
@@ -120,8 +139,11 @@ def unshared_hooks(net: nn.Module) -> list[str]:
     for name, m in net.named_modules():
         post = name in STAGES
         pre = name in _PRE_HOOK_STAGES
-        if (not post and any(getattr(m, a, None) for a in _HOOK_DICTS)) or \
-                (not pre and any(getattr(m, a, None) for a in _PRE_HOOK_DICTS)) or m._backward_hooks:
+        if (
+            (not post and any(getattr(m, a, None) for a in _HOOK_DICTS))
+            or (not pre and any(getattr(m, a, None) for a in _PRE_HOOK_DICTS))
+            or m._backward_hooks
+        ):
             found.append(name or "<root>")
     return found
 

@@ -65,10 +65,12 @@ class PackedConv(nn.Module):
             weight = self.weight.to(x.dtype)
             if self.transposed:
                 w = torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                    weight, self.padding, self.output_padding, self.stride, self.dilation, self.groups, list(x.shape))
+                    weight, self.padding, self.output_padding, self.stride, self.dilation, self.groups, list(x.shape)
+                )
             else:
                 w = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                    weight.to_mkldnn(), self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+                    weight.to_mkldnn(), self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+                )
             if len(self._packed) >= 4:  # a few frame sizes at most; drop the oldest
                 self._packed.pop(next(iter(self._packed)))
             self._packed[key] = w
@@ -87,21 +89,45 @@ class PackedConv(nn.Module):
             residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
             unary = "relu" if self.act == "relu" else None
             return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, w, bias, self.padding, self.stride, self.dilation, self.groups, "add", None, unary, [],
-                None)
+                x,
+                residual,
+                w,
+                bias,
+                self.padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+                "add",
+                None,
+                unary,
+                [],
+                None,
+            )
         if self.transposed:
             return torch.ops.mkldnn._convolution_transpose_pointwise(
-                x, w, bias, self.padding, self.output_padding, self.stride, self.dilation, self.groups,
-                self.act, scalars, "")
+                x,
+                w,
+                bias,
+                self.padding,
+                self.output_padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+                self.act,
+                scalars,
+                "",
+            )
         return torch.ops.mkldnn._convolution_pointwise(
-            x, w, bias, self.padding, self.stride, self.dilation, self.groups, self.act, scalars, "")
+            x, w, bias, self.padding, self.stride, self.dilation, self.groups, self.act, scalars, ""
+        )
 
     def _reference(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         weight = self.weight.to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.transposed:
-            y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding, self.output_padding, self.groups,
-                                   self.dilation)
+            y = F.conv_transpose2d(
+                x, weight, bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            )
         else:
             y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:

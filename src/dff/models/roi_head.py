@@ -67,8 +67,12 @@ class RoIHead(nn.Module):
     def roi_features(self, feats: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """rois (R, 5) [batch_idx, x1, y1, x2, y2] in resized-image pixels -> (R, C, 7, 7)."""
         return torchvision.ops.roi_align(
-            feats, rois, output_size=self.cfg.output_size, spatial_scale=self.spatial_scale,
-            sampling_ratio=self.cfg.sampling_ratio, aligned=True,
+            feats,
+            rois,
+            output_size=self.cfg.output_size,
+            spatial_scale=self.spatial_scale,
+            sampling_ratio=self.cfg.sampling_ratio,
+            aligned=True,
         )
 
     def forward(self, feats: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +103,7 @@ class RoIHead(nn.Module):
 
 def _empty(device: torch.device) -> Detections:
     return Detections(
-        torch.zeros((0, 4), device=device), torch.zeros((0,), device=device),
+        torch.zeros((0, 4), device=device),
+        torch.zeros((0,), device=device),
         torch.zeros((0,), dtype=torch.int64, device=device),
     )

@@ -10,9 +10,7 @@ from torch import nn
 def warp_grid(flow: torch.Tensor) -> torch.Tensor:
     """Feature-resolution flow (N, 2, H, W) -> grid_sample grid (N, H, W, 2), normalised by W and H."""
     n, _, h, w = flow.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
     grid = torch.stack([xs, ys]).to(flow)[None] + flow
     gx = grid[:, 0] / w * 2 - 1
     gy = grid[:, 1] / h * 2 - 1

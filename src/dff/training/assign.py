@@ -33,7 +33,9 @@ class Assignment:
     labels: torch.Tensor | None  # (M,) int64, None when no GT labels were given (RPN)
 
 
-def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor | None, cfg: AssignerConfig) -> Assignment:
+def assign(
+    boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor | None, cfg: AssignerConfig
+) -> Assignment:
     """MaxIoUAssigner.assign for boxes (M, 4+) against gt_boxes (G, 4); ignore_iof_thr=-1 (no ignored GT)."""
     boxes = boxes[:, :4]
     num_gts, num_boxes = gt_boxes.shape[0], boxes.shape[0]
@@ -131,6 +133,10 @@ def sample(
     else:
         pos_gt_boxes = boxes.new_zeros((0, 4))
     return Sample(
-        pos_inds=pos_inds, neg_inds=neg_inds, pos_boxes=boxes[pos_inds], neg_boxes=boxes[neg_inds],
-        pos_gt_boxes=pos_gt_boxes, pos_gt_labels=None if labels is None else labels[pos_inds],
+        pos_inds=pos_inds,
+        neg_inds=neg_inds,
+        pos_boxes=boxes[pos_inds],
+        neg_boxes=boxes[neg_inds],
+        pos_gt_boxes=pos_gt_boxes,
+        pos_gt_labels=None if labels is None else labels[pos_inds],
     )

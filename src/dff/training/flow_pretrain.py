@@ -81,7 +81,7 @@ def shift_image(img: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     if p == 0:
         return img.clone()
     padded = F.pad(img[None], (p, p, p, p), mode="replicate")[0]
-    return padded[:, p - dy:p - dy + h, p - dx:p - dx + w].clone()
+    return padded[:, p - dy : p - dy + h, p - dx : p - dx + w].clone()
 
 
 def _paste(dst: torch.Tensor, patch: torch.Tensor, x: int, y: int) -> tuple[int, int, int, int] | None:
@@ -91,7 +91,7 @@ def _paste(dst: torch.Tensor, patch: torch.Tensor, x: int, y: int) -> tuple[int,
     x1, y1, x2, y2 = max(0, x), max(0, y), min(w, x + pw), min(h, y + ph)
     if x2 <= x1 or y2 <= y1:
         return None
-    dst[:, y1:y2, x1:x2] = patch[:, y1 - y:y2 - y, x1 - x:x2 - x]
+    dst[:, y1:y2, x1:x2] = patch[:, y1 - y : y2 - y, x1 - x : x2 - x]
     return x1, y1, x2, y2
 
 
@@ -108,8 +108,15 @@ class FlyingPatches:
         self.motion = motion
 
     @classmethod
-    def from_videos(cls, coco: CocoVID, img_prefix: Path, cfg: DFFConfig, seed: int = 0, num_frames: int = 120,
-                    motion: PatchMotion = PatchMotion()) -> "FlyingPatches":
+    def from_videos(
+        cls,
+        coco: CocoVID,
+        img_prefix: Path,
+        cfg: DFFConfig,
+        seed: int = 0,
+        num_frames: int = 120,
+        motion: PatchMotion = PatchMotion(),
+    ) -> FlyingPatches:
         """Preprocess `num_frames` random frames of the videos of a COCO-VID file, with their boxes."""
         images = [im for _, frames in coco.iter_videos() for im in frames]
         rng = random.Random(seed)
@@ -143,7 +150,10 @@ class FlyingPatches:
         first, second = rng.choice(group), rng.choice(group)
         a, b, (h, w) = first.image, second.image, first.img_shape
         img, ref = a.clone(), a.clone()
-        cx, cy = rng.randint(-m.max_camera_shift, m.max_camera_shift), rng.randint(-m.max_camera_shift, m.max_camera_shift)
+        cx, cy = (
+            rng.randint(-m.max_camera_shift, m.max_camera_shift),
+            rng.randint(-m.max_camera_shift, m.max_camera_shift),
+        )
         ref[:, :h, :w] = shift_image(a[:, :h, :w], cx, cy)
         flow = torch.zeros(2, *a.shape[1:])
         flow[0, :h, :w], flow[1, :h, :w] = float(cx), float(cy)
@@ -152,7 +162,7 @@ class FlyingPatches:
         shifts = []
         for j in range(rng.randint(*m.patches)):
             sx, sy, pw, ph = self._patch_box(second)
-            patch = b[:, sy:sy + ph, sx:sx + pw]
+            patch = b[:, sy : sy + ph, sx : sx + pw]
             x, y = rng.randint(-pw // 3, w - 2 * pw // 3), rng.randint(-ph // 3, h - 2 * ph // 3)
             if rng.random() < m.small_fraction:
                 lx = ly = m.small_shift
@@ -175,8 +185,14 @@ class FlyingPatches:
         return img, ref, flow, valid
 
     @staticmethod
-    def _fill_uncovered(flow: torch.Tensor, in_img: torch.Tensor, ref_owner: torch.Tensor,
-                        shifts: list[tuple[int, int]], camera: tuple[int, int], img_shape: tuple[int, int]) -> None:
+    def _fill_uncovered(
+        flow: torch.Tensor,
+        in_img: torch.Tensor,
+        ref_owner: torch.Tensor,
+        shifts: list[tuple[int, int]],
+        camera: tuple[int, int],
+        img_shape: tuple[int, int],
+    ) -> None:
         """Background of img whose camera-shifted place in ref is hidden by patch j gets patch j's displacement.
 
         Its true flow would read the patch's pixels in ref, and DFF's warp would copy the object's features there
@@ -219,8 +235,9 @@ def end_point_error(flow: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
-def multiscale_error(levels: list[torch.Tensor], unit: float, target: torch.Tensor, valid: torch.Tensor,
-                     weights: tuple[float, ...]) -> torch.Tensor:
+def multiscale_error(
+    levels: list[torch.Tensor], unit: float, target: torch.Tensor, valid: torch.Tensor, weights: tuple[float, ...]
+) -> torch.Tensor:
     """FlowNet's multi-scale loss on the coarse decoder levels: sum of weight x mean end-point error (pixels)
     against the target area-averaged to each level's grid (cells at least half valid), `unit` pixels per unit."""
     total = target.new_zeros(())

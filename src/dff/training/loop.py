@@ -15,10 +15,11 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,10 +132,13 @@ def _check_classes(dataset, cfg: DFFConfig) -> None:
             names = ", ".join(sorted(c.get("name", "?") for c in d.coco.categories)[:8])
             raise DatasetError(
                 f"{d.coco.path}: none of its categories ({names}, ...) is a class of preset {cfg.name!r} "
-                f"({', '.join(cfg.class_names[:5])}, ...): an annotation file for another class set")
+                f"({', '.join(cfg.class_names[:5])}, ...): an annotation file for another class set"
+            )
         if len(d) == 0:
-            raise DatasetError(f"{d.coco.path}: no usable training image (none marked for training with a box "
-                               f"of the preset's classes and both sides >= {cfg.train.min_img_size})")
+            raise DatasetError(
+                f"{d.coco.path}: no usable training image (none marked for training with a box "
+                f"of the preset's classes and both sides >= {cfg.train.min_img_size})"
+            )
 
 
 class _Failure:
@@ -162,8 +166,12 @@ def _build_loader(opts: TrainOptions, cfg: DFFConfig, d: _Dist, seed: int) -> tu
     _check_classes(dataset, cfg)
     sampler = ShardSampler(len(dataset), opts.batch_size, d.world_size, d.rank, seed)
     loader = DataLoader(
-        _SafePairs(dataset, seed), batch_size=opts.batch_size, sampler=sampler, num_workers=opts.workers,
-        collate_fn=_collate, generator=torch.Generator().manual_seed(seed),
+        _SafePairs(dataset, seed),
+        batch_size=opts.batch_size,
+        sampler=sampler,
+        num_workers=opts.workers,
+        collate_fn=_collate,
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
 
@@ -226,9 +234,17 @@ class _Logger:
 class _Step:
     """One optimisation step: forward (autocast), backward (scaled for fp16), clip, SGD."""
 
-    def __init__(self, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler | None, clip: float, device_type: str, amp: str | None,
-                 checkpoint: Path, progress: Progress) -> None:
+    def __init__(
+        self,
+        params: list[torch.nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None,
+        clip: float,
+        device_type: str,
+        amp: str | None,
+        checkpoint: Path,
+        progress: Progress,
+    ) -> None:
         self.params, self.optimizer, self.scaler, self.clip = params, optimizer, scaler, clip
         self.autocast = (lambda: torch.autocast(device_type, dtype=AMP_DTYPES[amp])) if amp else nullcontext
         self.checkpoint, self.progress = checkpoint, progress
@@ -240,8 +256,10 @@ class _Step:
             losses = model(batch)
         loss = sum(losses[k] for k in LOSS_NAMES)
         if not torch.isfinite(loss):
-            raise DFFError(f"non-finite loss at iteration {self.progress.global_iter + 1}; the last good checkpoint "
-                           f"({self.checkpoint}) is untouched: lower the lr or disable AMP")
+            raise DFFError(
+                f"non-finite loss at iteration {self.progress.global_iter + 1}; the last good checkpoint "
+                f"({self.checkpoint}) is untouched: lower the lr or disable AMP"
+            )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -266,7 +284,8 @@ def _resume_state(opts: TrainOptions) -> dict[str, Any] | None:
     if (run["world_size"], run["batch_size"]) != (int(os.environ.get("WORLD_SIZE", "1")), opts.batch_size):
         raise CheckpointError(
             f"{opts.resume}: saved by {run['world_size']} process(es) x batch {run['batch_size']}; resume with the "
-            f"same layout (now {os.environ.get('WORLD_SIZE', '1')} x {opts.batch_size})")
+            f"same layout (now {os.environ.get('WORLD_SIZE', '1')} x {opts.batch_size})"
+        )
     return state
 
 
@@ -284,14 +303,22 @@ def train(opts: TrainOptions, loss: Callable[[DFF], DFFLoss] = DFFLoss) -> Train
             dist.destroy_process_group()
 
 
-def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str, Any] | None,
-           loss: Callable[[DFF], DFFLoss]) -> TrainResult:
+def _train(
+    opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str, Any] | None, loss: Callable[[DFF], DFFLoss]
+) -> TrainResult:
     out = Path(opts.out)
     cfg = resumed["config"] if resumed else get_preset(opts.preset)
-    run = dict(resumed["run"]) if resumed else {
-        "seed": opts.seed, "world_size": d.world_size, "batch_size": opts.batch_size, "amp": opts.amp,
-        "lr_per_8_images": opts.lr if opts.lr is not None else cfg.train.lr_per_8_images,
-    }
+    run = (
+        dict(resumed["run"])
+        if resumed
+        else {
+            "seed": opts.seed,
+            "world_size": d.world_size,
+            "batch_size": opts.batch_size,
+            "amp": opts.amp,
+            "lr_per_8_images": opts.lr if opts.lr is not None else cfg.train.lr_per_8_images,
+        }
+    )
     run["epochs"] = opts.epochs or (run.get("epochs") if resumed else None) or cfg.train.epochs
     seed = run["seed"]
     seed_everything(seed + d.rank)
@@ -312,8 +339,10 @@ def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str
     base_lr = run["lr_per_8_images"] * d.world_size * opts.batch_size / 8
     t = cfg.train
     flow_params = {id(p) for p in net.motion.parameters()}
-    groups = [{"params": [p for p in params if id(p) not in flow_params]},
-              {"params": [p for p in params if id(p) in flow_params], "lr_mult": t.flow_lr_mult}]
+    groups = [
+        {"params": [p for p in params if id(p) not in flow_params]},
+        {"params": [p for p in params if id(p) in flow_params], "lr_mult": t.flow_lr_mult},
+    ]
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
     schedule = StepWarmupSchedule(base_lr, t.lr_steps, t.lr_gamma, t.warmup_iters, t.warmup_ratio)
     amp = run["amp"]
@@ -336,12 +365,19 @@ def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str
     def save(path: Path) -> None:
         rng = _gather_rng(d)
         if rank0:
-            save_state(path, model=net, optimizer=optimizer, scaler=scaler, progress=progress, cfg=cfg, run=run, rng=rng)
+            save_state(
+                path, model=net, optimizer=optimizer, scaler=scaler, progress=progress, cfg=cfg, run=run, rng=rng
+            )
 
     epochs, per_epoch = run["epochs"], sampler.batches_per_epoch
     total = epochs * per_epoch if opts.max_iters is None else min(epochs * per_epoch, opts.max_iters)
-    bar = tqdm(total=total, initial=min(progress.global_iter, total), disable=not (rank0 and opts.progress_bar),
-               dynamic_ncols=True, desc="train")
+    bar = tqdm(
+        total=total,
+        initial=min(progress.global_iter, total),
+        disable=not (rank0 and opts.progress_bar),
+        dynamic_ncols=True,
+        desc="train",
+    )
     step = _Step(params, optimizer, scaler, t.grad_clip_norm, device.type, amp, latest, progress)
     window: dict[str, list[float]] = {}
     last: dict[str, float] = {}
@@ -367,11 +403,18 @@ def _train(opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str
                     last = {k: float(np.mean(v)) for k, v in window.items()}
                     window = {}
                     rate = (time.time() - start_time) / max(progress.global_iter - start_iter, 1)
-                    logger.write({
-                        "epoch": progress.epoch + 1, "iter": progress.iter_in_epoch, "global_iter": progress.global_iter,
-                        "lr": lr, **last, "grad_norm": grad_norm, "time": rate,
-                        "eta_s": rate * (total - progress.global_iter),
-                    })
+                    logger.write(
+                        {
+                            "epoch": progress.epoch + 1,
+                            "iter": progress.iter_in_epoch,
+                            "global_iter": progress.global_iter,
+                            "lr": lr,
+                            **last,
+                            "grad_norm": grad_norm,
+                            "time": rate,
+                            "eta_s": rate * (total - progress.global_iter),
+                        }
+                    )
                 if opts.checkpoint_every and progress.global_iter % opts.checkpoint_every == 0:
                     save(latest)
                 if progress.global_iter >= total:

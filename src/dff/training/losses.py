@@ -36,7 +36,7 @@ class TargetConfig:
     rcnn_sampler: SamplerConfig
 
     @classmethod
-    def from_model(cls, net: DFF) -> "TargetConfig":
+    def from_model(cls, net: DFF) -> TargetConfig:
         rpn, roi = net.cfg.rpn, net.cfg.roi
         return cls(
             rpn_assigner=AssignerConfig(rpn.pos_iou, rpn.neg_iou, rpn.min_pos_iou),
@@ -54,8 +54,14 @@ def smooth_l1(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Te
     return torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
 
 
-def dff_features(net: DFF, img: torch.Tensor, ref_img: torch.Tensor, img_shape: tuple[int, int],
-                 is_video: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+def dff_features(
+    net: DFF,
+    img: torch.Tensor,
+    ref_img: torch.Tensor,
+    img_shape: tuple[int, int],
+    is_video: torch.Tensor,
+    flow: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Features for the key images (N, C, h, w): the reference's features warped by flow(key, ref).
 
     `is_video` (N,) bool: for False (DET) rows the features are `0 * warped + ref_feats`, as mmtracking does.

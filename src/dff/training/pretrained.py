@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def _strip(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     for prefix in prefixes:
         if state and all(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
+            return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -41,7 +41,8 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, wh
     wrong = sorted(k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape))
     if missing or wrong:
         problems = ([f"{len(missing)} missing ({', '.join(missing[:5])}...)"] if missing else []) + (
-            [f"{len(wrong)} mis-shaped ({', '.join(wrong[:5])})"] if wrong else [])
+            [f"{len(wrong)} mis-shaped ({', '.join(wrong[:5])})"] if wrong else []
+        )
         raise CheckpointError(f"{path}: not {what} weights for this preset: " + "; ".join(problems))
     module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
     log.info("initialised %s from %s (%d tensors)", what, path, sum(k in state for k in own))

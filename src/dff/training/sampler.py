@@ -19,8 +19,9 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler
 class ShardSampler(Sampler[tuple[int, int]]):
     """This rank's `(epoch, index)` pairs for one epoch, starting after `skip_batches` batches."""
 
-    def __init__(self, size: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0,
-                 shuffle: bool = True) -> None:
+    def __init__(
+        self, size: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
+    ) -> None:
         self.size, self.batch_size, self.world_size, self.rank = size, batch_size, world_size, rank
         self.seed, self.shuffle = seed, shuffle
         self.epoch, self.skip = 0, 0
@@ -48,8 +49,8 @@ class ShardSampler(Sampler[tuple[int, int]]):
         return indices
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        mine = self.order()[self.rank::self.world_size]
-        return iter([(self.epoch, i) for i in mine[self.skip * self.batch_size:]])
+        mine = self.order()[self.rank :: self.world_size]
+        return iter([(self.epoch, i) for i in mine[self.skip * self.batch_size :]])
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.skip) * self.batch_size

@@ -56,10 +56,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state({
-        "bit_generator": n["bit_generator"], "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-        "has_gauss": n["has_gauss"], "gauss": n["gauss"],
-    })
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -83,17 +87,20 @@ def save_state(
     rng: dict[str, Any],
 ) -> None:
     """Write a resumable checkpoint atomically; `run` holds the settings a resume must match (seed, batch...)."""
-    atomic_torch_save({
-        "format": FORMAT,
-        "preset": cfg.name,
-        "config": json.dumps(cfg.to_dict()),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "progress": asdict(progress),
-        "run": json.dumps(run),
-        "rng": rng,
-    }, path)
+    atomic_torch_save(
+        {
+            "format": FORMAT,
+            "preset": cfg.name,
+            "config": json.dumps(cfg.to_dict()),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "progress": asdict(progress),
+            "run": json.dumps(run),
+            "rng": rng,
+        },
+        path,
+    )
 
 
 def load_state(path: Path, preset: str) -> dict[str, Any]:
