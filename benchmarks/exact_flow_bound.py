@@ -67,7 +67,7 @@ class ExactFlowLoss(DFFLoss):
 
     def features(self, group: list[TrainPair], img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         img_shape = group[0].img_meta.img_shape
-        flow = self.net.motion(torch.cat([img, ref], dim=1), img_shape)
+        flow = self.net.motion(img, ref, img_shape)
         exact = torch.cat([self._exact(p) if p.is_video_data else torch.zeros_like(flow[:1].cpu()) for p in group])
         is_video = torch.tensor([p.is_video_data for p in group], device=img.device)
         return dff_features(self.net, img, ref, img_shape, is_video, exact.to(flow) + 0 * flow)

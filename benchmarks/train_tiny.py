@@ -42,6 +42,7 @@ import torch
 from torchvision.ops import box_iou
 
 import dff
+from dff.api import zero_flow
 from dff.config import preset
 from dff.data.cocovid import CocoVID, read_image
 from dff.data.convert import convert_dataset
@@ -255,7 +256,7 @@ def stage_eval(model_path: Path, val: Path, modes: tuple[str, ...] = tuple(MODES
     out: dict = {}
     for mode in modes:
         interval, use_flow = MODES[mode]
-        model.key_interval, model.use_flow = interval, use_flow
+        model.key_interval, model.propagation = interval, DFF.propagate if use_flow else zero_flow
         t0, records = time.time(), []
         for video, frames in dataset.iter_videos():
             records += [rec for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
@@ -310,7 +311,7 @@ def run_with_oracle_flow(
                     oracle = oracle_flow(synthetic[video["name"]], t, key, meta, stride)
                     feats = net.warp(key_feats, oracle)
                     if im["id"] in fast:
-                        error = net.motion(torch.cat([img[None], key_img], dim=1), meta.img_shape) - oracle
+                        error = net.motion(img[None], key_img, meta.img_shape) - oracle
                         along += [_along_motion(error[0], a, k, meta) for a, k in fast[im["id"]]]
                 d = net.detector.detect(feats, meta)
                 records.append(
@@ -347,7 +348,7 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     model = dff.load(model_path, preset=PRESET)
     runs = {}
     for mode, (interval, use_flow) in MODES.items():
-        model.key_interval, model.use_flow = interval, use_flow
+        model.key_interval, model.propagation = interval, DFF.propagate if use_flow else zero_flow
         runs[mode] = [
             rec
             for video, frames in dataset.iter_videos()
@@ -355,7 +356,7 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
         ]
     key_of = _key_frame_annotations(dataset)
     fast = _fast_far_boxes(dataset, key_of)
-    model.key_interval, model.use_flow = 10, True
+    model.key_interval, model.propagation = 10, DFF.propagate
     runs["dff_oracle_flow"], along = run_with_oracle_flow(model, dataset, val, fast)
     cat_ids = category_ids(dataset, model.class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}

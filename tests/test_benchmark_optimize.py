@@ -12,14 +12,16 @@ import torchvision
 from torch import nn
 
 import dff
-from dff.api import REFERENCE, InferenceOptions
+from dff.api import REFERENCE, InferenceOptions, zero_flow
 from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
 from dff.data.transforms import preprocess
 from dff.models.detector import DFF
-from dff.models.fast_heads import nms_top_k, roi_align_channels_last
+from dff.models.fast_heads import ChannelsLastRoIAlign, FastBBoxHead, roi_align_channels_last
 from dff.models.fast_trunks import FastFlowWarp, fold_conv_bn
-from dff.models.optimize import FastDFF, optimize
+from dff.models.nms import nms_top_k
+from dff.models.optimize import optimize
 from dff.models.packed import PackedConv, PackedLinear
+from dff.models.roi_head import BBoxHead
 from dff.models.warp import FlowWarp
 from tests.conftest import REAL, need
 from tests.test_golden import (
@@ -44,7 +46,7 @@ def test_path_matches_golden(golden_model, options):
     z, frames, model = golden_model
     model.inference = options
     rec = Recorder(model.net)
-    assert isinstance(model.inference_net(), FastDFF) == options.optimize
+    assert (model.inference_net() is not model.net) == options.optimize
     results = {}
     for start, stop in GOLDEN_SEGMENTS:
         for r in model.predict(frames[start:stop]):
@@ -105,7 +107,7 @@ def _tiny_at_stride(stride: int) -> dff.DFFConfig:
 def test_tiny_optimized_equals_reference(use_flow, stride):
     torch.manual_seed(0)
     model = dff.build(_tiny_at_stride(stride))
-    model.key_interval, model.use_flow = 3, use_flow
+    model.key_interval, model.propagation = 3, DFF.propagate if use_flow else zero_flow
     frames = _real_frames(7)
     model.inference = REFERENCE
     ref = list(model.predict(frames, return_flow=True))
@@ -125,7 +127,7 @@ def test_fast_copy_follows_weights_and_hooks():
     model = dff.build("tiny_synthetic")
     frames = _real_frames(2)
     first = model.inference_net()
-    assert isinstance(first, FastDFF) and model.inference_net() is first
+    assert isinstance(first, DFF) and first is not model.net and model.inference_net() is first
     before = list(model.predict(frames))
     with torch.no_grad():
         model.net.detector.roi_head.bbox_head.fc_cls.bias[0] += 5.0  # in place: class 0 wins everywhere
@@ -139,7 +141,7 @@ def test_fast_copy_follows_weights_and_hooks():
     list(model.predict(frames))
     assert len(seen) == 1
     handle.remove()
-    assert isinstance(model.inference_net(), FastDFF)
+    assert model.inference_net() is not model.net
 
 
 def test_optimize_leaves_the_training_network_alone():
@@ -199,6 +201,23 @@ def test_embedding_bag_roi_align_equals_torchvision():
     for f in (feats, feats.contiguous(memory_format=torch.channels_last)):
         out = roi_align_channels_last(f, rois, 7, 1 / 16, 2)
         torch.testing.assert_close(out.transpose(1, 2).reshape(expected.shape), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ChannelsLastRoIAlign(7, 1 / 16, 2)(f, rois), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_box_head_equals_the_box_head():
+    """FastBBoxHead on bin-major RoI features (ChannelsLastRoIAlign's) and on plain ones equals BBoxHead."""
+    torch.manual_seed(0)
+    cfg = dff.preset("tiny_synthetic").roi
+    head = BBoxHead(16, 5, cfg).eval()
+    feats = torch.randn(1, 16, 20, 30)
+    rois = torch.tensor([[0, 10.0, 20, 200, 150], [0, 0, 0, 479, 319], [0, 100, 50, 110, 60]])
+    fast = FastBBoxHead(head, cfg.output_size)
+    with torch.inference_mode():
+        plain = torchvision.ops.roi_align(feats, rois, cfg.output_size, 1 / 16, cfg.sampling_ratio, aligned=True)
+        binned = ChannelsLastRoIAlign(cfg.output_size, 1 / 16, cfg.sampling_ratio)(feats, rois)
+        for x in (plain, binned):
+            for a, b in zip(fast(x), head(plain)):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_embedding_bag_warp_equals_grid_sample():

@@ -8,10 +8,12 @@ import torch
 
 import dff
 import dff.errors
+from dff.api import zero_flow
 from dff.config import BackboneConfig, FlowConfig, PreprocessConfig, RPNConfig, preset
 from dff.data.transforms import padded_size, preprocess, rescale_size, scale_factor_for
 from dff.models import anchors, box_coder
 from dff.models.backbone import ResNetBackbone
+from dff.models.detector import DFF
 from dff.models.flownet import FlowNetSimple
 from dff.models.warp import FlowWarp, warp_grid
 
@@ -131,7 +133,7 @@ def test_flownet_shapes_for_576x1008():
             lambda m, a, o, i=i: sizes.__setitem__(i, tuple(o.shape[-2:]))
         )
     with torch.inference_mode():
-        flow = net(torch.randn(1, 6, 576, 1008), (563, 1000))
+        flow = net(torch.randn(1, 3, 576, 1008), torch.randn(1, 3, 576, 1008), (563, 1000))
     assert flow.shape == (1, 2, 576, 1008)
     assert [sizes[i] for i in range(1, 7)] == [(144, 252), (72, 126), (36, 63), (18, 32), (9, 16), (5, 8)]
 
@@ -174,9 +176,13 @@ def test_zero_flow_mode_reuses_key_features():
     model = dff.build("tiny_synthetic")
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (96, 160, 3), dtype=np.uint8) for _ in range(3)]
-    model.use_flow = False
-    out = list(model.predict(frames))
-    assert all(r.flow is None for r in out)
-    model.use_flow = True
+    model.propagation = zero_flow
+    out = list(model.predict(frames, return_flow=True))
+    assert all(r.flow is None for r in out) and [r.is_key_frame for r in out] == [True, False, False]
+    assert [r.key_reason for r in out] == ["first", None, None]
+    for r in out[1:]:  # the key frame's features, unwarped, under the same geometry: the key frame's detections
+        np.testing.assert_array_equal(r.boxes, out[0].boxes)
+        np.testing.assert_array_equal(r.scores, out[0].scores)
+    model.propagation = DFF.propagate
     out = list(model.predict(frames, return_flow=True))
     assert out[0].flow is None and out[1].flow.shape == (2, 12, 20)

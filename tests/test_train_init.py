@@ -112,7 +112,7 @@ def test_flow_pretraining_reduces_the_end_point_error():
     def epe() -> float:
         img, ref, target, valid, shape = held_out
         with torch.no_grad():
-            return float(end_point_error(motion(torch.cat([img, ref], 1), shape), warp_target(target, 16), valid, 4))
+            return float(end_point_error(motion(img, ref, shape), warp_target(target, 16), valid, 4))
 
     before = epe()
     history = pretrain_flownet(motion, data, FlowPretrainConfig(iters=60, batch_size=2, lr=2e-3), 16, progress=False)

@@ -155,7 +155,7 @@ class _ZeroMotionLoss(DFFLoss):
 
     def features(self, group, img, ref):
         shape = group[0].img_meta.img_shape
-        flow = self.net.motion(torch.cat([img, ref], dim=1), shape)
+        flow = self.net.motion(img, ref, shape)
         still = warp_target(torch.zeros_like(flow), self.net.cfg.rpn.stride)
         is_video = torch.ones(len(group), dtype=torch.bool)
         feats = dff_features(self.net, img, ref, shape, is_video, still + 0 * flow)

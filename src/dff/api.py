@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,8 +18,10 @@ from dff.config import preset as get_preset
 from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
 from dff.data.transforms import ImageMeta, check_frame, preprocess
 from dff.errors import CheckpointError, DFFError
-from dff.models.detector import DFF, FrameOutput, KeyFrameCache
-from dff.models.optimize import FastDFF, optimize, unshared_hooks, weights_version
+from dff.keyframes import FIRST, FixedInterval, KeyFramePolicy, Propagated
+from dff.models.detector import DFF, Detections, KeyState
+from dff.models.optimize import optimize, unshared_hooks, weights_version
+from dff.models.precision import DTYPES, to_compute
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,17 @@ class FrameResult:
     frame_index: int
     is_key_frame: bool
     flow: np.ndarray | None = None  # float32 (2, h, w) feature-resolution flow, non-key frames, if asked
+    key_reason: str | None = None  # why it is a key frame (dff.keyframes: "first", "interval", ...)
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+Propagation = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def zero_flow(
+    net: DFF, img: torch.Tensor, key: KeyState, img_shape: tuple[int, int], half: torch.Tensor | None = None
+) -> tuple[torch.Tensor, None]:
+    """The zero-flow ablation, a drop-in for `DFF.propagate`: the key features reused unwarped, no flow."""
+    return key.feats, None
 
 
 @dataclass(frozen=True)
@@ -75,37 +86,31 @@ class ModelInput:
 
 
 class DFFModel:
-    """A DFF network in eval mode on a device, with the per-video frame loop."""
+    """A DFF network in eval mode on a device, with the per-video frame loop.
+
+    `key_policy` decides the key frames (default `FixedInterval(cfg.key_interval)`, mmtracking's rule);
+    `propagation` makes a non-key frame's features (`DFF.propagate`: flow and warp; `zero_flow`: the ablation).
+    """
 
     def __init__(self, net: DFF, device: torch.device | str = "cpu", inference: InferenceOptions | None = None) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.config: DFFConfig = net.cfg
         self.class_names: tuple[str, ...] = tuple(net.cfg.class_names)
-        self._key_interval = net.cfg.key_interval
+        self.key_policy: KeyFramePolicy = FixedInterval(net.cfg.key_interval)
+        self.propagation: Propagation = DFF.propagate
         self.inference = inference or InferenceOptions()
-        self._fast: FastDFF | None = None
+        self._fast: DFF | None = None
         self._fast_key: tuple | None = None
 
     @property
-    def key_interval(self) -> int:
-        """Key frames are those with `frame_id % key_interval == 0` (frame ids restart at 0 per video)."""
-        return self._key_interval
+    def key_interval(self) -> int | None:
+        """The interval of a `FixedInterval` policy (None for another policy); setting it sets that policy."""
+        return self.key_policy.interval if isinstance(self.key_policy, FixedInterval) else None
 
     @key_interval.setter
     def key_interval(self, value: int) -> None:
-        if int(value) < 1:
-            raise DFFError(f"key_interval must be >= 1, got {value}")
-        self._key_interval = int(value)
-
-    @property
-    def use_flow(self) -> bool:
-        """True (default): warp key features by FlowNet's flow; False: reuse them unwarped (zero-flow ablation)."""
-        return self.net.use_flow
-
-    @use_flow.setter
-    def use_flow(self, value: bool) -> None:
-        self.net.use_flow = bool(value)
+        self.key_policy = FixedInterval(value)
 
     def predict(
         self, frames: Iterable[np.ndarray] | str | os.PathLike, *, return_flow: bool = False
@@ -142,9 +147,7 @@ class DFFModel:
             half = None
             if fused:
                 hwc, meta = preprocess_hwc(frame, self.config.preprocess)
-                img = as_channels_last(hwc)
-                if self._key_interval > 1:
-                    half = as_channels_last(half_hwc(hwc))
+                img, half = as_channels_last(hwc), as_channels_last(half_hwc(hwc))
             else:
                 img, meta = preprocess(frame, self.config.preprocess)
                 img = img[None]
@@ -152,12 +155,12 @@ class DFFModel:
             frame_id += 1
 
     def session(self) -> VideoSession:
-        """A per-video state (key-frame cache) on the network that `predict` uses now."""
+        """The frame loop of one video on the network that `predict` uses now."""
         return VideoSession(self, self.inference_net())
 
-    def inference_net(self) -> DFF | FastDFF:
-        """The network `predict` runs: the fast copy of `net` (rebuilt when net's weights change), or `net` itself
-        for the reference path or when `net` has hooks on modules the fast copy does not have."""
+    def inference_net(self) -> DFF:
+        """The network `predict` runs: the fast network derived from `net` (rebuilt when net's weights change), or
+        `net` itself for the reference path or when `net` has hooks on modules the fast one does not have."""
         opts = self.inference
         if not opts.optimize:
             return self.net
@@ -169,7 +172,6 @@ class DFFModel:
         if self._fast is None or self._fast_key != key:
             self._fast, self._fast_key = None, None
             self._fast, self._fast_key = optimize(self.net, DTYPES[opts.dtype]), key
-        self._fast.use_flow = self.net.use_flow
         return self._fast
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
@@ -180,41 +182,65 @@ class DFFModel:
 
 
 class VideoSession:
-    """The frame loop of one video: `step` runs one preprocessed frame through the network, frames in order."""
+    """The frame loop of one video: the DFF step with the key-frame policy, one preprocessed frame at a time.
 
-    def __init__(self, model: DFFModel, net: DFF | FastDFF) -> None:
+    Key frame: backbone features (the key state). Other frame: flow to the key frame and the key features warped
+    by it, unless the policy then asks for a key frame. Either way the heads run on the features.
+    """
+
+    def __init__(self, model: DFFModel, net: DFF) -> None:
         self.model, self.net = model, net
-        self.cache = net.new_cache() if isinstance(net, FastDFF) else KeyFrameCache()
+        self.policy: KeyFramePolicy = copy.deepcopy(model.key_policy)
+        self.dtype = DTYPES[model.inference.dtype] if net is not model.net else torch.float32
+        self.key: KeyState | None = None
+        self.key_frame_id = 0
 
     def step(self, inp: ModelInput, return_flow: bool = False) -> FrameResult:
         """Detections of one frame (inputs of one video in order, as `DFFModel.inputs` yields them)."""
-        model = self.model
+        net, policy, fid = self.net, self.policy, inp.frame_id
         with torch.inference_mode():
-            img = inp.img.to(model.device, non_blocking=True)
-            if isinstance(self.net, FastDFF):
-                half = None if inp.img_half is None else inp.img_half.to(model.device, non_blocking=True)
-                out = self.net(img, inp.meta, inp.frame_id, model.key_interval, self.cache, half)
+            img = self._tensor(inp.img)
+            half = None if inp.img_half is None else self._tensor(inp.img_half)
+            shape = inp.meta.img_shape
+            if fid == 0 or self.key is None:
+                policy.reset()
+                reason = FIRST
             else:
-                out = self.net(img, inp.meta, inp.frame_id, model.key_interval, self.cache)
-            return _result(out, inp.index, model.config.rpn.stride if return_flow else None)
+                reason = policy.before(fid)
+            flow = None
+            if reason is None:
+                feats, flow = self.model.propagation(net, img, self.key, shape, half)
+                reason = policy.after(Propagated(fid, fid - self.key_frame_id, img, flow, feats, self.key))
+            if reason is not None:
+                self.key, self.key_frame_id = net.key_features(img, shape, half), fid
+                feats, flow = self.key.feats, None
+            detections = net.detect(feats, inp.meta)
+            stride = self.model.config.rpn.stride if return_flow else None
+            return _result(detections, inp.index, reason, flow, stride)
+
+    def _tensor(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.model.device, non_blocking=True)
+        return x if self.net is self.model.net else to_compute(x, self.dtype)
 
 
-def _result(out: FrameOutput, index: int, flow_stride: int | None) -> FrameResult:
+def _result(
+    d: Detections, index: int, reason: str | None, flow: torch.Tensor | None, flow_stride: int | None
+) -> FrameResult:
     """FrameResult from the network's output, with one device-to-host copy for the detections."""
-    d = out.detections
     packed = torch.cat([d.boxes.float(), d.scores.float()[:, None], d.labels.float()[:, None]], dim=1).cpu().numpy()
-    flow = None
-    if flow_stride is not None and out.flow is not None:
+    small = None
+    if flow_stride is not None and flow is not None:
         s = 1.0 / flow_stride
-        small = torch.nn.functional.interpolate(out.flow.float(), scale_factor=s, mode="bilinear", align_corners=False)
-        flow = (small * s)[0].cpu().numpy()
+        small = torch.nn.functional.interpolate(flow.float(), scale_factor=s, mode="bilinear", align_corners=False)
+        small = (small * s)[0].cpu().numpy()
     return FrameResult(
         boxes=np.ascontiguousarray(packed[:, :4]),
         scores=np.ascontiguousarray(packed[:, 4]),
         labels=packed[:, 5].astype(np.int64),
         frame_index=index,
-        is_key_frame=out.is_key_frame,
-        flow=flow,
+        is_key_frame=reason is not None,
+        flow=small,
+        key_reason=reason,
     )
 
 

@@ -62,49 +62,45 @@ class FasterRCNN(nn.Module):
 
 
 @dataclass
-class KeyFrameCache:
-    """Per-video state: the last key frame's image tensor and features."""
+class KeyState:
+    """What the frames after a key frame need from it: its features and its image as the motion network takes it."""
 
-    img: torch.Tensor | None = None
-    feats: torch.Tensor | None = None
-
-
-@dataclass
-class FrameOutput:
-    """Detections of one frame, whether it was a key frame, and the image-resolution flow used (if any)."""
-
-    detections: Detections
-    is_key_frame: bool
-    flow: torch.Tensor | None
+    feats: torch.Tensor  # (N, C, Hp/16, Wp/16)
+    motion: torch.Tensor  # the motion network's `encode_key` of the key image
 
 
 class DFF(nn.Module):
-    """Deep Feature Flow: the backbone runs on key frames only; other frames warp the key features by flow."""
+    """Deep Feature Flow as three stateless stages; the video loop (dff.api) decides which frames are key frames.
 
-    def __init__(self, cfg: DFFConfig) -> None:
+    key_features: backbone features of a key frame.   propagate: flow to the key frame, key features warped by it.
+    detect: RPN and RoI heads on either.   Modules are injected (`optimize` swaps in fast kernels) or built from
+    `cfg`.
+    """
+
+    def __init__(
+        self,
+        cfg: DFFConfig,
+        detector: FasterRCNN | None = None,
+        motion: nn.Module | None = None,
+        warp: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.detector = FasterRCNN.from_config(cfg)
-        self.motion = FlowNetSimple(cfg.flow, cfg.preprocess.mean, cfg.preprocess.std)
-        self.warp = FlowWarp()
-        self.use_flow = True  # False: non-key frames reuse the key features unwarped (the zero-flow ablation)
+        self.detector = detector or FasterRCNN.from_config(cfg)
+        self.motion = motion or FlowNetSimple(cfg.flow, cfg.preprocess.mean, cfg.preprocess.std)
+        self.warp = warp or FlowWarp()
 
-    def features(
-        self, img: torch.Tensor, meta: ImageMeta, is_key: bool, cache: KeyFrameCache
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The DFF step: key frame -> backbone features (cached); other frame -> flow to the key, warp."""
-        if is_key:
-            cache.img, cache.feats = img, self.detector.extract_feat(img)
-            return cache.feats, None
-        if not self.use_flow:
-            return cache.feats, None
-        flow = self.motion(torch.cat([img, cache.img], dim=1), meta.img_shape)
-        return self.warp(cache.feats, flow), flow
+    def key_features(self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None) -> KeyState:
+        """A key frame (N, 3, Hp, Wp): its backbone features, and its image encoded for the motion network."""
+        return KeyState(self.detector.extract_feat(img), self.motion.encode_key(img, img_shape, half))
 
-    def forward(
-        self, img: torch.Tensor, meta: ImageMeta, frame_id: int, key_interval: int, cache: KeyFrameCache
-    ) -> FrameOutput:
-        """One frame (1, 3, Hp, Wp) of a video at index `frame_id` -> its detections (frames in order)."""
-        is_key = frame_id % key_interval == 0
-        feats, flow = self.features(img, meta, is_key, cache)
-        return FrameOutput(self.detector.detect(feats, meta), is_key, flow)
+    def propagate(
+        self, img: torch.Tensor, key: KeyState, img_shape: tuple[int, int], half: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Another frame: flow (N, 2, Hp, Wp) to the key frame, and the key features warped by it (N, C, h, w)."""
+        flow = self.motion(img, key.motion, img_shape, half)
+        return self.warp(key.feats, flow), flow
+
+    def detect(self, feats: torch.Tensor, meta: ImageMeta) -> Detections:
+        """One frame's features (1, C, h, w) -> its detections in original-image pixels."""
+        return self.detector.detect(feats, meta)

@@ -1,43 +1,24 @@
-"""Inference-only versions of the RPN, proposal filtering and RoI head, with the same outputs as the originals.
+"""Inference-only kernels for the RPN head, RoIAlign and the box head, with the same outputs as the originals.
 
-- `nms_top_k`: greedy NMS decides a box only from higher-scoring boxes, so when only the first k survivors are
-  kept (300 proposals, 100 detections), NMS over the best-scoring few hundred candidates gives the same survivors
-  as NMS over all of them; the candidate set grows until k survive or all are used.
-- `roi_align_channels_last`: mmcv/torchvision RoIAlign (aligned, fixed sampling ratio) as one weighted
+- `ChannelsLastRoIAlign`: mmcv/torchvision RoIAlign (aligned, fixed sampling ratio) as one weighted
   `embedding_bag` over (H*W, C) rows of a channels_last map. Each output bin is a weighted sum of at most
   (2 samples x 2 neighbours) per axis = 16 feature rows; the weights factor into a y part and an x part, so they are
-  built per axis. Multi-threaded and about ten times faster than torchvision's single-threaded CPU kernel.
-- `FastRoIHead` decodes only the (RoI, class) pairs that pass the score threshold; the box head's first FC takes
-  the RoI features bin-major (its weight is permuted once), which is the layout the embedding bag produces.
+  built per axis. Multi-threaded and about ten times faster than torchvision's single-threaded CPU kernel. Its
+  (R, C, 7, 7) output is a view of bin-major (R, 49, C) memory.
+- `FastBBoxHead`: the box head's first FC takes the RoI features bin-major (its weight is permuted once), which is
+  that memory read without a copy; FC + ReLU fused, fc_cls and fc_reg as one matrix product.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-from dff.models import box_coder
 from dff.models.packed import PackedConv, PackedLinear
-from dff.models.roi_head import Detections, RoIHead
-from dff.models.rpn import ProposalGenerator, RPNHead, decode_nonempty
-
-
-def nms_top_k(boxes: torch.Tensor, scores: torch.Tensor, iou: float, k: int) -> torch.Tensor:
-    """Indices of the first k boxes kept by greedy NMS (by descending score) = `nms(boxes, scores, iou)[:k]`."""
-    n = scores.shape[0]
-    if n <= 4 * k:
-        return torchvision.ops.nms(boxes, scores, iou)[:k]
-    order = scores.argsort(descending=True)
-    m = 4 * k
-    while True:
-        candidates = order[:m]
-        keep = torchvision.ops.nms(boxes[candidates], scores[candidates], iou)
-        if keep.numel() >= k or m == n:
-            return candidates[keep[:k]]
-        m = min(n, 4 * m)
+from dff.models.precision import to_exact
+from dff.models.roi_head import BBoxHead
+from dff.models.rpn import RPNHead
 
 
 def _axis_samples(
@@ -107,36 +88,27 @@ class FastRPNHead(nn.Module):
         return out[:, : self.num_anchors], out[:, self.num_anchors :]
 
 
-class FastProposalGenerator(ProposalGenerator):
-    """Test-time proposals as ProposalGenerator, with top-k selection and NMS stopped at max_per_img."""
+class ChannelsLastRoIAlign(nn.Module):
+    """`torchvision.ops.RoIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)` as an embedding bag;
+    output (R, C, S, S) with bin-major memory."""
 
-    def forward(
-        self, logits: torch.Tensor, deltas: torch.Tensor, img_shape: tuple[int, int], training: bool = False
-    ) -> torch.Tensor:
-        if training:
-            raise RuntimeError("FastProposalGenerator is inference-only")
-        cfg = self.cfg
-        scores = logits.float().permute(1, 2, 0).reshape(-1).sigmoid()
-        deltas = deltas.float().permute(1, 2, 0).reshape(-1, 4)
-        anchors = self.anchors(logits.shape[1], logits.shape[2], logits.device)
-        if 0 < cfg.test_nms_pre < scores.shape[0]:
-            scores, order = scores.topk(cfg.test_nms_pre)
-            deltas, anchors = deltas[order], anchors[order]
-        boxes, scores = decode_nonempty(anchors, deltas, scores, img_shape)
-        if boxes.numel() == 0:
-            return boxes.new_zeros((0, 5))
-        keep = nms_top_k(boxes, scores, cfg.nms_iou, cfg.test_max_per_img)
-        return torch.cat([boxes[keep], scores[keep, None]], dim=1)
-
-
-class FastRoIHead(nn.Module):
-    """RoIHead for inference: embedding-bag RoIAlign, bin-major FC1, fused FC+ReLU, pruned decoding, top-k NMS."""
-
-    def __init__(self, head: RoIHead) -> None:
+    def __init__(self, output_size: int, spatial_scale: float, sampling_ratio: int) -> None:
         super().__init__()
-        self.cfg, self.num_classes, self.spatial_scale = head.cfg, head.num_classes, head.spatial_scale
-        bbox, s2 = head.bbox_head, head.cfg.output_size**2
+        self.output_size, self.spatial_scale, self.sampling_ratio = output_size, spatial_scale, sampling_ratio
+
+    def forward(self, feats: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        s = self.output_size
+        x = roi_align_channels_last(feats, to_exact(rois), s, self.spatial_scale, self.sampling_ratio)
+        return x.view(x.shape[0], s, s, x.shape[2]).permute(0, 3, 1, 2)
+
+
+class FastBBoxHead(nn.Module):
+    """BBoxHead for inference: (R, C, S, S) RoI features read bin-major, fused FC+ReLU, fc_cls and fc_reg as one."""
+
+    def __init__(self, bbox: BBoxHead, output_size: int) -> None:
+        super().__init__()
         fc1 = bbox.shared_fcs[0]
+        s2 = output_size * output_size
         weight = fc1.weight.detach().view(fc1.out_features, -1, s2).transpose(1, 2).reshape(fc1.out_features, -1)
         self.fc1 = PackedLinear(weight, fc1.bias, "relu")
         self.fc2 = PackedLinear(bbox.shared_fcs[1].weight, bbox.shared_fcs[1].bias, "relu")
@@ -145,40 +117,8 @@ class FastRoIHead(nn.Module):
             torch.cat([bbox.fc_cls.weight, bbox.fc_reg.weight]), torch.cat([bbox.fc_cls.bias, bbox.fc_reg.bias])
         )
 
-    def forward(self, feats: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, C, H, W) and rois (R, 5) -> class logits (R, C+1), deltas (R, 4C), as RoIHead."""
-        x = roi_align_channels_last(
-            feats, rois.float(), self.cfg.output_size, self.spatial_scale, self.cfg.sampling_ratio
-        )
-        x = self.cls_reg(self.fc2(self.fc1(x.flatten(1)))).float()
+    def forward(self, roi_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, C, S, S) -> class logits (R, C+1), deltas (R, 4C), as BBoxHead."""
+        x = roi_feats.permute(0, 2, 3, 1).reshape(roi_feats.shape[0], -1)
+        x = self.cls_reg(self.fc2(self.fc1(x)))
         return x[:, : self.num_logits], x[:, self.num_logits :]
-
-    def detect(
-        self, feats: torch.Tensor, proposals: torch.Tensor, img_shape: tuple[int, int], scale_factor: np.ndarray
-    ) -> Detections:
-        """As RoIHead.detect: softmax, keep scores > score_thr, decode, rescale, class-aware NMS, top max_per_img."""
-        rois_xyxy = proposals[:, :4]
-        if rois_xyxy.shape[0] == 0:
-            return _no_detections(feats.device)
-        rois = torch.cat([rois_xyxy.new_zeros((rois_xyxy.shape[0], 1)), rois_xyxy], dim=1)
-        cls_score, bbox_pred = self(feats, rois)
-        scores = F.softmax(cls_score, dim=-1)[:, :-1]
-        pairs = (scores > self.cfg.score_thr).nonzero(as_tuple=False)
-        if pairs.shape[0] == 0:
-            return _no_detections(feats.device)
-        roi_idx, labels = pairs[:, 0], pairs[:, 1]
-        scores = scores[roi_idx, labels]
-        deltas = bbox_pred.view(bbox_pred.shape[0], -1, 4)[roi_idx, labels]
-        boxes = box_coder.decode(rois_xyxy[roi_idx], deltas, self.cfg.target_stds, max_shape=img_shape)
-        boxes = boxes / boxes.new_tensor(scale_factor)
-        offsets = labels.to(boxes) * (boxes.max() + 1)
-        keep = nms_top_k(boxes + offsets[:, None], scores, self.cfg.nms_iou, self.cfg.max_per_img)
-        return Detections(boxes[keep], scores[keep], labels[keep])
-
-
-def _no_detections(device: torch.device) -> Detections:
-    return Detections(
-        torch.zeros((0, 4), device=device),
-        torch.zeros((0,), device=device),
-        torch.zeros((0,), dtype=torch.int64, device=device),
-    )

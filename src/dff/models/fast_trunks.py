@@ -20,6 +20,7 @@ from dff.models.backbone import ResNetBackbone
 from dff.models.flownet import FlowNetSimple, _ConvModule, _crop_like
 from dff.models.neck import ChannelMapper
 from dff.models.packed import PackedConv
+from dff.models.precision import to_exact
 from dff.models.warp import warp_grid
 
 
@@ -119,11 +120,11 @@ def _packed(module: _ConvModule) -> PackedConv:
 
 
 class FastFlowNet(nn.Module):
-    """FlowNetSimple for inference, each image prepared on its own (see the module docstring).
+    """FlowNetSimple for inference with the same interface, each image prepared on its own (module docstring).
 
-    `forward(img, img_shape, cache, half)` -> flow (N, 2, Hp, Wp) as FlowNetSimple(cat([img, cache.img]), img_shape);
-    `half` (and `cache.img_half`) is the image's 2x2 mean when the preprocessing made it. The key image's part of
-    conv1 is kept in `cache.flow_key` (reset to None at every key frame).
+    `encode_key(img, img_shape, half)` is the key image's half of conv1 (with the bias), made once per key frame;
+    `forward(img, key, img_shape, half)` -> flow (N, 2, Hp, Wp) in float32, as FlowNetSimple's. `half`: the image's
+    2x2 mean when the preprocessing made it (saves the pooling here).
     """
 
     def __init__(self, flownet: FlowNetSimple) -> None:
@@ -174,13 +175,18 @@ class FastFlowNet(nn.Module):
         valid = ys[:, None] * xs[None, :]
         return pooled * self.scale + self.shift * valid
 
-    def forward(
-        self, img: torch.Tensor, img_shape: tuple[int, int], cache: object, half: torch.Tensor | None = None
+    def encode_key(
+        self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if cache.flow_key is None:
-            cache.flow_key = self.conv1_key(self.prepare(cache.img, img_shape, cache.img_half))
+        """The key image's part of conv1 before its activation (N, c1, Hp/4, Wp/4)."""
+        return self.conv1_key(self.prepare(img, img_shape, half))
+
+    def forward(
+        self, img: torch.Tensor, key: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Flow (N, 2, Hp, Wp) from img to the key frame whose `encode_key` is `key`."""
         current = self.prepare(img, img_shape, half)
-        x = F.leaky_relu_(self.conv1_current(current, residual=cache.flow_key), self.slope1)
+        x = F.leaky_relu_(self.conv1_current(current, residual=key), self.slope1)
         outs = []
         for stage in self.encoder:
             x = stage(x)
@@ -193,7 +199,7 @@ class FastFlowNet(nn.Module):
         flow = self.predict_flow(cat).contiguous()  # bilinear upsampling of 2 channels is 4x faster in NCHW
         up = 4 / self.cfg.img_scale_factor
         flow = F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False)
-        return flow * (up * self.cfg.flow_scale_factor)
+        return to_exact(flow) * (up * self.cfg.flow_scale_factor)
 
 
 class FastFlowWarp(nn.Module):

@@ -138,6 +138,16 @@ class FlowNetSimple(nn.Module):
         up = 4 / self.cfg.img_scale_factor
         return F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False) * self.unit
 
-    def forward(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> torch.Tensor:
-        """pair (N, 6, Hp, Wp) = cat([current, key]) -> flow (N, 2, Hp, Wp); channel 0 = x, 1 = y."""
-        return self.upsample(self.predictions(pair, img_shape)[-1])
+    def encode_key(
+        self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What `forward` needs of the key frame: here the normalised key image itself (N, 3, Hp, Wp), stacked
+        behind each current image. (`half`, the image's 2x2 mean, is for the fast FlowNet; not used here.)"""
+        return img
+
+    def forward(
+        self, img: torch.Tensor, key: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Flow (N, 2, Hp, Wp) from the current image (N, 3, Hp, Wp) to the key frame (`encode_key`'s output), in
+        padded-image pixels; channel 0 = x, 1 = y."""
+        return self.upsample(self.predictions(torch.cat([img, key], dim=1), img_shape)[-1])

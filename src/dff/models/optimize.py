@@ -1,36 +1,35 @@
-"""The fast inference network: `optimize(net)` builds a separate, inference-only copy of a DFF network.
+"""The fast path, derived from the reference: `optimize(net)` is the same DFF with fast kernels swapped in.
 
-The copy has BatchNorm folded into the convs, oneDNN-packed convs with fused activations and residual adds,
-channels_last activations, a FlowNet that reuses the key frame's half of conv1, the warp and RoIAlign as
-multi-threaded weighted embedding bags, and NMS stopped at the number of boxes kept (see fast_trunks.py and
-fast_heads.py). In fp32 its detections equal the
-reference network's within the golden tolerances (tests/test_benchmark_optimize.py). The source network is not
-modified: training keeps its BatchNorm modules, and `model.net` stays the mmtracking-equivalent reference.
+A module-replacement pass over the reference network (as YOLOX's `fuse_model`): the result is a `DFF` with the same
+three stages and the same `KeyState`, whose modules are inference-only equivalents of the reference's:
 
-`dtype=torch.bfloat16` / `torch.float16` casts the copy's weights and activations (opt-in: it changes numbers);
-proposals, box decoding, NMS and the warp grid stay in float32.
+- detector.backbone: ResNetBackbone -> FastResNet (BN folded in float64, packed convs, fused ReLU / residual add);
+- detector.neck: ChannelMapper -> FastChannelMapper (one packed conv + ReLU);
+- detector.rpn_head: RPNHead -> FastRPNHead (packed convs, rpn_cls and rpn_reg as one 1x1 conv);
+- detector.roi_head.roi_align: torchvision RoIAlign -> ChannelsLastRoIAlign (a multi-threaded embedding bag);
+- detector.roi_head.bbox_head: BBoxHead -> FastBBoxHead (bin-major FC1, fused FC + ReLU);
+- motion: FlowNetSimple -> FastFlowNet (each image prepared alone; the key image's half of conv1 once per key);
+- warp: FlowWarp (grid_sample) -> FastFlowWarp (a multi-threaded embedding bag).
+
+Proposal generation and the RoI post-processing (one NMS, models/nms.py) are shared, not replaced. In fp32 the
+fast network's detections equal the reference's within the golden tolerances (tests/test_benchmark_optimize.py);
+`dtype` bf16 / fp16 follows the policy of models/precision.py. The source network is not modified: training keeps
+its BatchNorm modules, and `model.net` stays the mmtracking-equivalent reference.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dff.config import DFFConfig
-from dff.data.transforms import ImageMeta
-from dff.models.detector import DFF, FasterRCNN, FrameOutput, KeyFrameCache
-from dff.models.fast_heads import FastProposalGenerator, FastRoIHead, FastRPNHead
-from dff.models.fast_trunks import (
-    FastChannelMapper,
-    FastFlowNet,
-    FastFlowWarp,
-    FastResNet,
-)
+from dff.models.detector import DFF, FasterRCNN
+from dff.models.fast_heads import ChannelsLastRoIAlign, FastBBoxHead, FastRPNHead
+from dff.models.fast_trunks import FastChannelMapper, FastFlowNet, FastFlowWarp, FastResNet
+from dff.models.roi_head import RoIHead
 
-# Modules whose inputs and outputs are the same in the fast copy as in the reference network: forward hooks
-# registered on these modules of `model.net` also run on the copy (motion's inputs differ, so not its pre-hooks).
+# Modules whose inputs and outputs are the same in the fast network as in the reference: forward hooks registered
+# on these modules of `model.net` also run on the fast one (motion's inputs differ, so not its pre-hooks).
 STAGES = (
     "detector.backbone",
     "detector.neck",
@@ -45,80 +44,35 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
 _PRE_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
 
 
-def fast_detector(detector: FasterRCNN, cfg: DFFConfig) -> FasterRCNN:
-    """The detector part of the fast copy: the same FasterRCNN composition with inference-only modules."""
-    return FasterRCNN(
-        FastResNet(detector.backbone),
-        FastChannelMapper(detector.neck),
-        FastRPNHead(detector.rpn_head),
-        FastProposalGenerator(cfg.rpn),
-        FastRoIHead(detector.roi_head),
+def _fast_roi_head(head: RoIHead, net_cfg: DFFConfig) -> RoIHead:
+    cfg = head.cfg
+    return RoIHead(
+        net_cfg.neck.out_channels,
+        head.num_classes,
+        net_cfg.rpn.stride,
+        cfg,
+        roi_align=ChannelsLastRoIAlign(cfg.output_size, head.spatial_scale, cfg.sampling_ratio),
+        bbox_head=FastBBoxHead(head.bbox_head, cfg.output_size),
     )
 
 
-@dataclass
-class FastKeyFrameCache(KeyFrameCache):
-    """KeyFrameCache plus what non-key frames reuse: the key image's 2x2 mean (if the preprocessing made it) and its
-    part of FlowNet's conv1 (made at the first non-key frame)."""
-
-    img_half: torch.Tensor | None = None
-    flow_key: torch.Tensor | None = None
-
-
-class FastDFF(nn.Module):
-    """Inference-only DFF with the same `forward(img, meta, frame_id, key_interval, cache)` as DFF; `img_half`, the
-    image's 2x2 mean made during preprocessing, saves FlowNet that step."""
-
-    def __init__(self, net: DFF, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        self.cfg = net.cfg
-        self.use_flow = getattr(net, "use_flow", True)
-        self.dtype = dtype
-        self.detector = fast_detector(net.detector, net.cfg)
-        self.motion = FastFlowNet(net.motion)
-        self.warp = FastFlowWarp()
-        self.to(dtype=dtype)
-
-    def new_cache(self) -> FastKeyFrameCache:
-        return FastKeyFrameCache()
-
-    def features(
-        self,
-        img: torch.Tensor,
-        meta: ImageMeta,
-        is_key: bool,
-        cache: FastKeyFrameCache,
-        img_half: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Key frame -> backbone features (cached); other frame -> FlowNet flow to the key frame, warped features."""
-        if is_key:
-            cache.img, cache.img_half, cache.feats = img, img_half, self.detector.extract_feat(img)
-            cache.flow_key = None
-            return cache.feats, None
-        if not self.use_flow:
-            return cache.feats, None
-        flow = self.motion(img, meta.img_shape, cache, img_half).float()
-        return self.warp(cache.feats, flow), flow
-
-    def forward(
-        self,
-        img: torch.Tensor,
-        meta: ImageMeta,
-        frame_id: int,
-        key_interval: int,
-        cache: FastKeyFrameCache,
-        img_half: torch.Tensor | None = None,
-    ) -> FrameOutput:
-        is_key = frame_id % key_interval == 0
-        img = img.to(dtype=self.dtype, memory_format=torch.channels_last)
-        feats, flow = self.features(img, meta, is_key, cache, img_half)
-        return FrameOutput(self.detector.detect(feats, meta), is_key, flow)
-
-
-def optimize(net: DFF, dtype: torch.dtype = torch.float32) -> FastDFF:
-    """The fast inference copy of `net` (in eval mode, on net's device); `net` itself is left unchanged."""
+def optimize(net: DFF, dtype: torch.dtype = torch.float32) -> DFF:
+    """The fast inference network of `net` (eval mode, net's device, weights in `dtype`); `net` is unchanged."""
+    det = net.detector
     with torch.no_grad():
-        fast = FastDFF(net, dtype).eval()
+        fast = DFF(
+            net.cfg,
+            detector=FasterRCNN(
+                FastResNet(det.backbone),
+                FastChannelMapper(det.neck),
+                FastRPNHead(det.rpn_head),
+                det.proposal_generator,
+                _fast_roi_head(det.roi_head, net.cfg),
+            ),
+            motion=FastFlowNet(net.motion),
+            warp=FastFlowWarp(),
+        )
+    fast = fast.to(dtype=dtype).eval().requires_grad_(False)
     share_stage_hooks(net, fast)
     return fast
 
@@ -128,13 +82,15 @@ def share_stage_hooks(src: nn.Module, dst: nn.Module) -> None:
     src_modules, dst_modules = dict(src.named_modules()), dict(dst.named_modules())
     for name in STAGES:
         s, d = src_modules[name], dst_modules[name]
+        if s is d:
+            continue
         for attr in _HOOK_DICTS + (_PRE_HOOK_DICTS if name in _PRE_HOOK_STAGES else ()):
             if hasattr(s, attr):
                 setattr(d, attr, getattr(s, attr))
 
 
 def unshared_hooks(net: nn.Module) -> list[str]:
-    """Names of modules of `net` with hooks that the fast copy would not run (so the reference path must)."""
+    """Names of modules of `net` with hooks that the fast network would not run (so the reference path must)."""
     found = []
     for name, m in net.named_modules():
         post = name in STAGES

@@ -12,6 +12,8 @@ from torch import nn
 
 from dff.config import RoIConfig
 from dff.models import box_coder
+from dff.models.nms import batched_nms
+from dff.models.precision import to_exact
 
 
 @dataclass
@@ -48,56 +50,59 @@ class BBoxHead(nn.Module):
         return self.fc_cls(x), self.fc_reg(x)
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
-    """mmcv class-aware NMS: one NMS over boxes offset by label * (max_coord + 1); kept indices by score."""
-    offsets = labels.to(boxes) * (boxes.max() + 1)
-    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou)
-
-
 class RoIHead(nn.Module):
-    """Box head on RoIAlign features plus mmdet's test-time post-processing (rescale, then NMS)."""
+    """RoIAlign features -> box head, plus mmdet's test-time post-processing (rescale, then class-aware NMS).
 
-    def __init__(self, in_channels: int, num_classes: int, stride: int, cfg: RoIConfig) -> None:
+    `roi_align` and `bbox_head` may be injected (the fast path's kernels, models/optimize.py); the post-processing
+    in `detect` is the one both paths run.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        stride: int,
+        cfg: RoIConfig,
+        roi_align: nn.Module | None = None,
+        bbox_head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
         self.spatial_scale = 1.0 / stride
-        self.bbox_head = BBoxHead(in_channels, num_classes, cfg)
-
-    def roi_features(self, feats: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """rois (R, 5) [batch_idx, x1, y1, x2, y2] in resized-image pixels -> (R, C, 7, 7)."""
-        return torchvision.ops.roi_align(
-            feats,
-            rois,
-            output_size=self.cfg.output_size,
-            spatial_scale=self.spatial_scale,
-            sampling_ratio=self.cfg.sampling_ratio,
-            aligned=True,
+        self.roi_align = roi_align or torchvision.ops.RoIAlign(
+            cfg.output_size, self.spatial_scale, cfg.sampling_ratio, aligned=True
         )
+        self.bbox_head = bbox_head or BBoxHead(in_channels, num_classes, cfg)
 
     def forward(self, feats: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, C, H, W) and rois (R, 5) -> class logits (R, C+1), deltas (R, 4C)."""
-        return self.bbox_head(self.roi_features(feats, rois))
+        """Features (N, C, H, W) and rois (R, 5) [batch_idx, x1, y1, x2, y2] in resized-image pixels -> class
+        logits (R, C+1), deltas (R, 4C)."""
+        return self.bbox_head(self.roi_align(feats, rois))
 
     def detect(
         self, feats: torch.Tensor, proposals: torch.Tensor, img_shape: tuple[int, int], scale_factor: np.ndarray
     ) -> Detections:
-        """One image: proposals (n, 5) -> detections in original pixels (spec 3.4 RCNN post-processing)."""
-        boxes_all = proposals[:, :4]
-        if boxes_all.shape[0] == 0:
+        """One image: proposals (n, 5) -> detections in original pixels (spec 3.4 RCNN post-processing).
+
+        Softmax, keep (RoI, class) pairs scoring > score_thr, decode only those, rescale to the original image,
+        class-aware NMS, first max_per_img (float32 at any precision: models/precision.py).
+        """
+        rois_xyxy = to_exact(proposals[:, :4])
+        if rois_xyxy.shape[0] == 0:
             return _empty(feats.device)
-        rois = torch.cat([boxes_all.new_zeros((boxes_all.shape[0], 1)), boxes_all], dim=1)
+        rois = torch.cat([rois_xyxy.new_zeros((rois_xyxy.shape[0], 1)), rois_xyxy], dim=1)
         cls_score, bbox_pred = self(feats, rois)
-        scores = F.softmax(cls_score, dim=-1)
-        boxes = box_coder.decode(boxes_all, bbox_pred, self.cfg.target_stds, max_shape=img_shape)
-        boxes = (boxes.view(boxes.size(0), -1, 4) / boxes.new_tensor(scale_factor)).view(-1, 4)
-        scores = scores[:, :-1].reshape(-1)
-        labels = torch.arange(self.num_classes, device=feats.device).repeat(proposals.shape[0])
-        keep = (scores > self.cfg.score_thr).nonzero(as_tuple=False).squeeze(1)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        if boxes.numel() == 0:
+        scores = F.softmax(to_exact(cls_score), dim=-1)[:, :-1]
+        pairs = (scores > self.cfg.score_thr).nonzero(as_tuple=False)
+        if pairs.shape[0] == 0:
             return _empty(feats.device)
-        keep = batched_nms(boxes, scores, labels, self.cfg.nms_iou)[: self.cfg.max_per_img]
+        roi_idx, labels = pairs[:, 0], pairs[:, 1]
+        scores = scores[roi_idx, labels]
+        deltas = to_exact(bbox_pred).view(bbox_pred.shape[0], -1, 4)[roi_idx, labels]
+        boxes = box_coder.decode(rois_xyxy[roi_idx], deltas, self.cfg.target_stds, max_shape=img_shape)
+        boxes = boxes / boxes.new_tensor(scale_factor)
+        keep = batched_nms(boxes, scores, labels, self.cfg.nms_iou, self.cfg.max_per_img)
         return Detections(boxes[keep], scores[keep], labels[keep])
 
 

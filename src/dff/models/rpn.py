@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from dff.config import RPNConfig
 from dff.models import anchors as anchor_ops
 from dff.models import box_coder
+from dff.models.nms import nms_top_k
+from dff.models.precision import to_exact
 
 RPN_STDS = (1.0, 1.0, 1.0, 1.0)
 
@@ -51,20 +52,23 @@ class ProposalGenerator(nn.Module):
     def forward(
         self, logits: torch.Tensor, deltas: torch.Tensor, img_shape: tuple[int, int], training: bool = False
     ) -> torch.Tensor:
-        """One image's logits (A, H, W) and deltas (4A, H, W) -> proposals (n, 5): x1, y1, x2, y2, score."""
+        """One image's logits (A, H, W) and deltas (4A, H, W) -> proposals (n, 5): x1, y1, x2, y2, score.
+
+        Top `nms_pre` scores, decode, clip, drop empty boxes, NMS, first `max_per_img` (in float32 at any
+        precision: models/precision.py).
+        """
         nms_pre = self.cfg.train_nms_pre if training else self.cfg.test_nms_pre
         max_per_img = self.cfg.train_max_per_img if training else self.cfg.test_max_per_img
-        scores = logits.permute(1, 2, 0).reshape(-1).sigmoid()
-        deltas = deltas.permute(1, 2, 0).reshape(-1, 4)
+        scores = to_exact(logits).permute(1, 2, 0).reshape(-1).sigmoid()
+        deltas = to_exact(deltas).permute(1, 2, 0).reshape(-1, 4)
         anchors = self.anchors(logits.shape[1], logits.shape[2], logits.device)
         if 0 < nms_pre < scores.shape[0]:
-            scores, order = scores.sort(descending=True)
-            scores, order = scores[:nms_pre], order[:nms_pre]
+            scores, order = scores.topk(nms_pre)
             deltas, anchors = deltas[order], anchors[order]
         boxes, scores = decode_nonempty(anchors, deltas, scores, img_shape)
         if boxes.numel() == 0:
             return boxes.new_zeros((0, 5))
-        keep = torchvision.ops.nms(boxes, scores, self.cfg.nms_iou)[:max_per_img]
+        keep = nms_top_k(boxes, scores, self.cfg.nms_iou, max_per_img)
         return torch.cat([boxes[keep], scores[keep, None]], dim=1)
 
 

@@ -62,19 +62,17 @@ def dff_features(
     is_video: torch.Tensor,
     flow: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Features for the key images (N, C, h, w): the reference's features warped by flow(key, ref).
+    """Features for the key images (N, C, h, w): the DFF stages with the reference image as the key frame.
 
-    `is_video` (N,) bool: for False (DET) rows the features are `0 * warped + ref_feats`, as mmtracking does.
-    `flow` (N, 2, Hp, Wp): warp by this instead of the FlowNet's flow (it must keep the FlowNet in the graph
-    when the FlowNet trains, as `0 * flow` does).
+    `is_video` (N,) bool: for False (DET) rows the features are `0 * warped + ref_feats`, as mmtracking does (the
+    FlowNet stays in the graph). `flow` (N, 2, Hp, Wp): warp by this instead of the FlowNet's flow (it must keep the
+    FlowNet in the graph when the FlowNet trains, as `0 * flow` does).
     """
-    if flow is None:
-        flow = net.motion(torch.cat([img, ref_img], dim=1), img_shape)
-    ref_feats = net.detector.extract_feat(ref_img)
-    warped = net.warp(ref_feats, flow)
+    ref = net.key_features(ref_img, img_shape)
+    warped = net.propagate(img, ref, img_shape)[0] if flow is None else net.warp(ref.feats, flow)
     if bool(is_video.all()):
         return warped
-    return torch.where(is_video.view(-1, 1, 1, 1), warped, warped * 0 + ref_feats)
+    return torch.where(is_video.view(-1, 1, 1, 1), warped, warped * 0 + ref.feats)
 
 
 class _Sums:
