@@ -24,12 +24,12 @@ def _frames(n: int) -> list[np.ndarray]:
 def report():
     torch.manual_seed(0)
     model = dff.build("tiny_synthetic")
-    settings = parse_settings(["reference", "optimized"], [1, 3])
+    settings = parse_settings(["reference", "fast"], [1, 3])
     return run_benchmark(model.net, model.device, _frames(6), settings, warmup=2, matmul_size=256)
 
 
 def test_report_has_every_setting_and_frame(report):
-    assert list(report.settings) == ["reference@1", "reference@3", "optimized@1", "optimized@3"]
+    assert list(report.settings) == ["reference@1", "reference@3", "fast@1", "fast@3"]
     assert report.frames == 6 and report.frame_size == [480, 270] and report.input_size == [320, 192]
     for _label, s in report.settings.items():
         interval = s["setting"]["key_interval"]
@@ -60,15 +60,15 @@ def test_stage_times_add_up_to_the_frame_time(report):
 def test_flops_and_peak(report):
     assert report.gflops["key"] > report.gflops["non_key"] > 0
     assert report.matmul_peak_gflops["fp32"] > 0
-    s = report.settings["optimized@3"]
+    s = report.settings["fast@3"]
     assert s["gflops_per_frame"] == pytest.approx((report.gflops["key"] + 2 * report.gflops["non_key"]) / 3)
-    assert report.settings["optimized@1"]["gflops_per_frame"] == pytest.approx(report.gflops["key"])
+    assert report.settings["fast@1"]["gflops_per_frame"] == pytest.approx(report.gflops["key"])
 
 
-def test_optimized_results_agree_with_reference(report):
-    for label in ("optimized@1", "optimized@3"):
+def test_fast_results_agree_with_reference(report):
+    for label in ("fast@1", "fast@3"):
         a = report.settings[label]["agreement"]
-        assert a["baseline"] == label.replace("optimized", "reference")
+        assert a["baseline"] == label.replace("fast", "reference")
         assert a["within_golden_tolerance"] and a["max_box_px"] <= 0.05 and a["max_score"] <= 1e-4
     assert report.settings["reference@1"]["agreement"] is None
 
@@ -76,10 +76,10 @@ def test_optimized_results_agree_with_reference(report):
 def test_ratios_pair_the_right_settings(report):
     pairs = {(r["setting"], r["baseline"]) for r in report.ratios}
     assert pairs == {
-        ("optimized@1", "reference@1"),
-        ("optimized@3", "reference@3"),
+        ("fast@1", "reference@1"),
+        ("fast@3", "reference@3"),
         ("reference@3", "reference@1"),
-        ("optimized@3", "optimized@1"),
+        ("fast@3", "fast@1"),
     }
     for r in report.ratios:
         fps = report.settings[r["setting"]]["fps"] / report.settings[r["baseline"]]["fps"]
@@ -96,10 +96,10 @@ def test_summarize_arithmetic():
 
 
 def test_parse_settings():
-    s = parse_settings(["optimized", "optimized:bf16", "reference"], [10], dtype="fp32")
-    assert [x.label for x in s] == ["optimized@10", "optimized-bf16@10", "reference@10"]
-    assert parse_settings(["optimized"], [1], dtype="bf16")[0].label == "optimized-bf16@1"
-    for bad in (["reference:bf16"], ["fastest"], ["optimized:int8"], ["optimized", "optimized"]):
+    s = parse_settings(["fast", "fast:bf16", "reference"], [10], dtype="fp32")
+    assert [x.label for x in s] == ["fast@10", "fast-bf16@10", "reference@10"]
+    assert parse_settings(["fast"], [1], dtype="bf16")[0].label == "fast-bf16@1"
+    for bad in (["reference:bf16"], ["quickest"], ["fast:int8"], ["fast", "fast"]):
         with pytest.raises(ValueError):
             parse_settings(bad, [1])
 
@@ -124,7 +124,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
             "--key-interval",
             "2",
             "--compare",
-            "reference,optimized",
+            "reference,fast",
             "--matmul-size",
             "256",
             "--json",
@@ -133,9 +133,9 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "optimized@2" in printed and "stage medians" in printed and "matmul peak" in printed
+    assert "fast@2" in printed and "stage medians" in printed and "matmul peak" in printed
     data = json.loads(out.read_text())
-    assert set(data["settings"]) == {"reference@2", "optimized@2"}
+    assert set(data["settings"]) == {"reference@2", "fast@2"}
     assert data["command"].startswith("dff benchmark --preset tiny_synthetic") and "--key-interval 2" in data["command"]
     assert data["machine"]["torch_threads"] >= 1
 

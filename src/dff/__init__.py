@@ -1,7 +1,21 @@
 """deep-feature-flow: video object detection with Deep Feature Flow, mmtracking-compatible, on PyTorch 2."""
 
-from dff.api import DFFModel, FrameResult, build, load
+from dff.api import DFFModel, FrameResult, InferenceOptions, build, load, zero_flow
 from dff.config import PRESETS, DFFConfig, preset
+from dff.keyframes import FixedInterval, KeyFramePolicy
 
 __version__ = "0.1.0"
-__all__ = ["DFFModel", "FrameResult", "build", "load", "DFFConfig", "PRESETS", "preset", "__version__"]
+__all__ = [
+    "DFFModel",
+    "FrameResult",
+    "InferenceOptions",
+    "build",
+    "load",
+    "zero_flow",
+    "FixedInterval",
+    "KeyFramePolicy",
+    "DFFConfig",
+    "PRESETS",
+    "preset",
+    "__version__",
+]

@@ -20,7 +20,7 @@ from dff.data.transforms import ImageMeta, check_frame, preprocess
 from dff.errors import CheckpointError, DFFError
 from dff.keyframes import FIRST, FixedInterval, KeyFramePolicy, Propagated
 from dff.models.detector import DFF, Detections, KeyState
-from dff.models.optimize import optimize, unshared_hooks, weights_version
+from dff.models.fast import fast_network, unshared_hooks, weights_version
 from dff.models.precision import DTYPES, to_compute
 
 log = logging.getLogger(__name__)
@@ -53,24 +53,24 @@ def zero_flow(
 class InferenceOptions:
     """How `DFFModel.predict` runs; the defaults are the fast path with fp32 results equal to the reference's.
 
-    optimize: run the fast inference copy of `net` (models/optimize.py); False runs `net` itself op for op as
+    fast: run the fast network derived from `net` (models/fast.py); False runs `net` itself op for op as
         mmtracking does (the reference path).
-    dtype: "fp32", or "bf16" / "fp16" for the fast copy in reduced precision (opt-in: it changes the numbers).
+    dtype: "fp32", or "bf16" / "fp16" for the fast network in reduced precision (opt-in: it changes the numbers).
     prefetch: decode and preprocess the next frames in a background thread while the model runs.
     """
 
-    optimize: bool = True
+    fast: bool = True
     dtype: str = "fp32"
     prefetch: bool = True
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise DFFError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        if self.dtype != "fp32" and not self.optimize:
+        if self.dtype != "fp32" and not self.fast:
             raise DFFError(f"the reference path runs in fp32 only, not {self.dtype}")
 
 
-REFERENCE = InferenceOptions(optimize=False, prefetch=False)
+REFERENCE = InferenceOptions(fast=False, prefetch=False)
 
 
 @dataclass
@@ -138,7 +138,7 @@ class DFFModel:
         """The fast path preprocesses with numpy/OpenCV only into a channels_last buffer (the same values); the
         reference path runs transforms.preprocess as mmtracking's pipeline does."""
         segment_shape, frame_id = None, 0
-        fused = self.inference.optimize
+        fused = self.inference.fast
         for index, frame in enumerate(frames):
             start = time.perf_counter()
             check_frame(frame, f"frame {index}")
@@ -162,7 +162,7 @@ class DFFModel:
         """The network `predict` runs: the fast network derived from `net` (rebuilt when net's weights change), or
         `net` itself for the reference path or when `net` has hooks on modules the fast one does not have."""
         opts = self.inference
-        if not opts.optimize:
+        if not opts.fast:
             return self.net
         hooked = unshared_hooks(self.net)
         if hooked:
@@ -171,7 +171,7 @@ class DFFModel:
         key = (opts.dtype, self.device, weights_version(self.net))
         if self._fast is None or self._fast_key != key:
             self._fast, self._fast_key = None, None
-            self._fast, self._fast_key = optimize(self.net, DTYPES[opts.dtype]), key
+            self._fast, self._fast_key = fast_network(self.net, DTYPES[opts.dtype]), key
         return self._fast
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
@@ -206,7 +206,7 @@ class VideoSession:
                 policy.reset()
                 reason = FIRST
             else:
-                reason = policy.before(fid)
+                reason = policy.before(fid, img)
             flow = None
             if reason is None:
                 feats, flow = self.model.propagation(net, img, self.key, shape, half)
@@ -214,6 +214,7 @@ class VideoSession:
             if reason is not None:
                 self.key, self.key_frame_id = net.key_features(img, shape, half), fid
                 feats, flow = self.key.feats, None
+                policy.key_frame(fid, img, reason)
             detections = net.detect(feats, inp.meta)
             stride = self.model.config.rpn.stride if return_flow else None
             return _result(detections, inp.index, reason, flow, stride)

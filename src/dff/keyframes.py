@@ -1,10 +1,11 @@
 """Key-frame policies: which frames of a video run the backbone. The video loop (dff.api.VideoSession) owns one.
 
 A policy is asked twice per frame after a segment's first frame (which is always a key frame, reason "first"):
-`before(frame_id)` may make the frame a key frame up front (no other work done); otherwise the frame is propagated
-from the last key frame and `after(frame)` sees what that computed (flow, warped features, the key state) and may
-still make it a key frame, giving its reason. `reset()` starts a new video or segment. One policy instance serves
-one video at a time: the loop works on its own copy.
+`before(frame_id, img)` may make the frame a key frame up front (no other work done); otherwise the frame is
+propagated from the last key frame and `after(frame)` sees what that computed (flow, warped features, the key state)
+and may still make it a key frame, giving its reason. `reset()` starts a new video or segment; `key_frame(...)`
+tells the policy of every key frame made, whatever the reason. One policy instance serves one video at a time: the
+loop works on its own copy.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ class KeyFramePolicy(Protocol):
     def reset(self) -> None:
         """A new video or segment starts (its frame 0 is a key frame)."""
 
-    def before(self, frame_id: int) -> str | None:
-        """Frame `frame_id` (>= 1) of the segment: a reason to make it a key frame without propagating, or None."""
+    def before(self, frame_id: int, img: torch.Tensor) -> str | None:
+        """Frame `frame_id` (>= 1) of the segment, (1, 3, Hp, Wp): a reason to make it a key frame without
+        propagating, or None."""
 
     def after(self, frame: Propagated) -> str | None:
         """The frame has been propagated: a reason to run it as a key frame after all, or None to keep it."""
+
+    def key_frame(self, frame_id: int, img: torch.Tensor, reason: str) -> None:
+        """Frame `frame_id` became a key frame for `reason`."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,11 @@ class FixedInterval:
     def reset(self) -> None:
         """Nothing to reset: the rule depends on the frame id alone."""
 
-    def before(self, frame_id: int) -> str | None:
+    def before(self, frame_id: int, img: torch.Tensor) -> str | None:
         return INTERVAL if frame_id % self.interval == 0 else None
 
     def after(self, frame: Propagated) -> str | None:
         return None
+
+    def key_frame(self, frame_id: int, img: torch.Tensor, reason: str) -> None:
+        """Nothing to remember."""

@@ -40,15 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key-interval", default="1,10", help="comma-separated key-frame intervals (default 1,10)")
     p.add_argument(
         "--compare",
-        default="optimized",
+        default="fast",
         help="comma-separated settings: reference (mmtracking's ops, fp32, NCHW, no fusion, serial "
-        "preprocessing), optimized, optimized:bf16, optimized:fp16 (default: optimized)",
+        "preprocessing), fast (the default path), fast:bf16, fast:fp16 (default: fast)",
     )
     p.add_argument(
         "--dtype",
         default="fp32",
         choices=("fp32", "bf16", "fp16"),
-        help="dtype of a bare 'optimized' setting (default fp32)",
+        help="dtype of a bare 'fast' setting (default fp32)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")

@@ -73,7 +73,7 @@ class DFF(nn.Module):
     """Deep Feature Flow as three stateless stages; the video loop (dff.api) decides which frames are key frames.
 
     key_features: backbone features of a key frame.   propagate: flow to the key frame, key features warped by it.
-    detect: RPN and RoI heads on either.   Modules are injected (`optimize` swaps in fast kernels) or built from
+    detect: RPN and RoI heads on either.   Modules are injected (`fast_network` swaps in fast kernels) or built from
     `cfg`.
     """
 

@@ -53,7 +53,7 @@ class BBoxHead(nn.Module):
 class RoIHead(nn.Module):
     """RoIAlign features -> box head, plus mmdet's test-time post-processing (rescale, then class-aware NMS).
 
-    `roi_align` and `bbox_head` may be injected (the fast path's kernels, models/optimize.py); the post-processing
+    `roi_align` and `bbox_head` may be injected (the fast path's kernels, models/fast.py); the post-processing
     in `detect` is the one both paths run.
     """
 

@@ -1,4 +1,4 @@
-"""The fast path, derived from the reference: `optimize(net)` is the same DFF with fast kernels swapped in.
+"""The fast path, derived from the reference: `fast_network(net)` is the same DFF with fast kernels swapped in.
 
 A module-replacement pass over the reference network (as YOLOX's `fuse_model`): the result is a `DFF` with the same
 three stages and the same `KeyState`, whose modules are inference-only equivalents of the reference's:
@@ -12,7 +12,7 @@ three stages and the same `KeyState`, whose modules are inference-only equivalen
 - warp: FlowWarp (grid_sample) -> FastFlowWarp (a multi-threaded embedding bag).
 
 Proposal generation and the RoI post-processing (one NMS, models/nms.py) are shared, not replaced. In fp32 the
-fast network's detections equal the reference's within the golden tolerances (tests/test_benchmark_optimize.py);
+fast network's detections equal the reference's within the golden tolerances (tests/test_fast_path.py);
 `dtype` bf16 / fp16 follows the policy of models/precision.py. The source network is not modified: training keeps
 its BatchNorm modules, and `model.net` stays the mmtracking-equivalent reference.
 """
@@ -56,7 +56,7 @@ def _fast_roi_head(head: RoIHead, net_cfg: DFFConfig) -> RoIHead:
     )
 
 
-def optimize(net: DFF, dtype: torch.dtype = torch.float32) -> DFF:
+def fast_network(net: DFF, dtype: torch.dtype = torch.float32) -> DFF:
     """The fast inference network of `net` (eval mode, net's device, weights in `dtype`); `net` is unchanged."""
     det = net.detector
     with torch.no_grad():

@@ -16,10 +16,10 @@ from dff.api import REFERENCE, InferenceOptions, zero_flow
 from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
 from dff.data.transforms import preprocess
 from dff.models.detector import DFF
+from dff.models.fast import fast_network
 from dff.models.fast_heads import ChannelsLastRoIAlign, FastBBoxHead, roi_align_channels_last
 from dff.models.fast_trunks import FastFlowWarp, fold_conv_bn
 from dff.models.nms import nms_top_k
-from dff.models.optimize import optimize
 from dff.models.packed import PackedConv, PackedLinear
 from dff.models.roi_head import BBoxHead
 from dff.models.warp import FlowWarp
@@ -41,12 +41,12 @@ def golden_model(tmp_path_factory):
     return load_golden(tmp_path_factory.mktemp("golden_fast"))
 
 
-@pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["optimized", "reference"])
+@pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["fast", "reference"])
 def test_path_matches_golden(golden_model, options):
     z, frames, model = golden_model
     model.inference = options
     rec = Recorder(model.net)
-    assert (model.inference_net() is not model.net) == options.optimize
+    assert (model.inference_net() is not model.net) == options.fast
     results = {}
     for start, stop in GOLDEN_SEGMENTS:
         for r in model.predict(frames[start:stop]):
@@ -64,7 +64,7 @@ def test_path_matches_golden(golden_model, options):
         assert len(props) == int(z[f"f{i}/num_proposals"])
         np.testing.assert_allclose(props[:20], z[f"f{i}/proposals"][:20], atol=0.05, rtol=0, err_msg=f"f{i}")
         np.testing.assert_allclose(props[:20, 4], z[f"f{i}/proposals"][:20, 4], atol=1e-4, rtol=0)
-        detections_match(r, z[f"f{i}/detections"], f"{'optimized' if options.optimize else 'reference'} frame {i}")
+        detections_match(r, z[f"f{i}/detections"], f"{'fast' if options.fast else 'reference'} frame {i}")
 
 
 def _real_frames(n: int, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
@@ -104,7 +104,7 @@ def _tiny_at_stride(stride: int) -> dff.DFFConfig:
 
 
 @pytest.mark.parametrize("use_flow,stride", [(True, 16), (False, 16), (True, 8)])
-def test_tiny_optimized_equals_reference(use_flow, stride):
+def test_tiny_fast_equals_reference(use_flow, stride):
     torch.manual_seed(0)
     model = dff.build(_tiny_at_stride(stride))
     model.key_interval, model.propagation = 3, DFF.propagate if use_flow else zero_flow
@@ -134,7 +134,7 @@ def test_fast_copy_follows_weights_and_hooks():
     assert model.inference_net() is not first
     after = list(model.predict(frames))
     assert (after[0].labels[:5] == 0).all() and not (before[0].labels[:5] == 0).all()
-    # A hook on a module the fast copy does not have sends predict to the reference network, which runs it.
+    # A hook on a module the fast network does not have sends predict to the reference network, which runs it.
     seen = []
     handle = model.net.detector.backbone.layer1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     assert model.inference_net() is model.net
@@ -148,7 +148,7 @@ def test_optimize_leaves_the_training_network_alone():
     net = DFF(dff.preset("tiny_synthetic"))
     keys = list(net.state_dict())
     bns = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    fast = optimize(net)
+    fast = fast_network(net)
     assert list(net.state_dict()) == keys
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == bns > 0
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
@@ -159,7 +159,7 @@ def test_low_precision_is_opt_in():
     model = dff.build("tiny_synthetic")
     assert model.inference.dtype == "fp32"
     with pytest.raises(dff.errors.DFFError):
-        InferenceOptions(optimize=False, dtype="bf16")
+        InferenceOptions(fast=False, dtype="bf16")
     model.inference = InferenceOptions(dtype="bf16")
     results = list(model.predict(_real_frames(2)))
     assert results[0].boxes.dtype == np.float32 and results[0].scores.dtype == np.float32
