@@ -305,15 +305,15 @@ def run_with_oracle_flow(
                 img, meta = preprocess(read_image(val / "Data" / "VID" / im["file_name"]), model.config.preprocess)
                 t = im["frame_id"]
                 if t % model.key_interval == 0:
-                    key, key_img, key_feats = t, img[None], net.detector.extract_feat(img[None])
-                    feats = key_feats
-                else:
+                    key, state = t, net.key_features(img[None], meta.img_shape)
+                    feats = state.feats
+                else:  # the DFF step with the oracle's flow in place of the FlowNet's
                     oracle = oracle_flow(synthetic[video["name"]], t, key, meta, stride)
-                    feats = net.warp(key_feats, oracle)
+                    feats = net.warp(state.feats, oracle)
                     if im["id"] in fast:
-                        error = net.motion(img[None], key_img, meta.img_shape) - oracle
+                        error = net.motion(img[None], state.motion, meta.img_shape) - oracle
                         along += [_along_motion(error[0], a, k, meta) for a, k in fast[im["id"]]]
-                d = net.detector.detect(feats, meta)
+                d = net.detect(feats, meta)
                 records.append(
                     FrameRecord(
                         video["id"],
