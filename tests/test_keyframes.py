@@ -12,7 +12,7 @@ import torch
 import dff
 from dff.api import REFERENCE, InferenceOptions
 from dff.errors import DFFError
-from dff.keyframes import FIRST, INTERVAL, FixedInterval, Propagated
+from dff.keyframes import CUT, FIRST, INTERVAL, Adaptive, FixedInterval, Incoming, Propagated
 
 
 def _frames(n: int, size=(96, 160)) -> list[np.ndarray]:
@@ -47,7 +47,8 @@ class FlowLimit:
     def reset(self) -> None:
         self.seen.clear()
 
-    def before(self, frame_id: int, img: torch.Tensor) -> str | None:
+    def before(self, frame: Incoming) -> str | None:
+        assert frame.img.shape[-2:] == frame.img_shape == (192, 320)  # the tiny preset resizes to 320x192
         return None
 
     def after(self, frame: Propagated) -> str | None:
@@ -57,8 +58,8 @@ class FlowLimit:
         self.seen.append((frame.frame_id, frame.since_key, peak))
         return "motion" if peak > self.limit else None
 
-    def key_frame(self, frame_id: int, img: torch.Tensor, reason: str) -> None:
-        self.keys.append((frame_id, reason))
+    def key_frame(self, frame: Incoming, reason: str) -> None:
+        self.keys.append((frame.frame_id, reason))
 
 
 @pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["fast", "reference"])
@@ -85,3 +86,71 @@ def test_a_policy_decides_from_the_propagated_flow(options):
     for a, b in zip(per_frame, keyed):
         np.testing.assert_array_equal(a.boxes, b.boxes)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def _moving_scene(n: int, seed: int, speed: float, size=(96, 160)) -> list[np.ndarray]:
+    """A textured background of its own palette panning at `speed` pixels per frame, a square crossing it."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    low = rng.integers(0, 128, 3)
+    base = (low + rng.integers(0, 128, (h, w * 4, 3))).astype(np.uint8)
+    base = np.ascontiguousarray(np.repeat(np.repeat(base[::4, ::4], 4, 0), 4, 1)[:h, : w * 4])
+    colour = rng.integers(0, 255, 3)
+    frames = []
+    for t in range(n):
+        x0 = int(t * speed) % (w * 3)
+        frame = base[:, x0 : x0 + w].copy()
+        s = int(t * 2 * speed) % w
+        frame[30:60, s : s + 30] = colour
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(budget=0.5), dict(budget=10, min_interval=5, max_interval=3), dict(min_interval=0), dict(cut_threshold=0)],
+)
+def test_adaptive_refuses_bad_settings(bad):
+    with pytest.raises(DFFError):
+        Adaptive(**bad)
+
+
+def test_adaptive_keeps_the_budget_and_keys_every_cut():
+    """Calm, fast and static stretches and two cuts: the key frames number frames / budget (within 5 %), every
+    cut's first frame is a key frame, and no gap exceeds max_interval. (Where the key frames fall within the
+    budget is measured on the synthetic val sets: BENCHMARKS.md.)"""
+    torch.manual_seed(0)
+    model = dff.build("tiny_synthetic")
+    calm = _moving_scene(200, seed=1, speed=0.5)
+    fast = _moving_scene(200, seed=2, speed=6.0)
+    still = [calm[0]] * 200
+    frames = calm + fast + still
+    model.key_policy = Adaptive(budget=10)
+    out = list(model.predict(frames))
+    keys = [r.frame_index for r in out if r.is_key_frame]
+    assert abs(len(keys) - len(frames) / 10) <= 0.05 * len(frames) / 10, len(keys)
+    assert out[200].key_reason == CUT and out[400].key_reason == CUT
+    assert sum(1 for r in out if r.key_reason == CUT) == 2
+    gaps = np.diff(keys)
+    assert gaps.max() <= model.key_policy.max_interval
+
+
+def test_signals_measure_the_flow_error_and_new_content():
+    from dff.keyframes.signals import colour_histogram, histogram_distance, thumbnail, warp_residual_and_outside
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(1, 3, 192, 320, generator=g)
+    small, valid = thumbnail(img, (180, 320))  # the bottom 12 rows are padding
+    assert small.shape == (1, 3, 24, 40) and int(valid.sum()) == 23 * 40
+    key = torch.roll(img, shifts=16, dims=3)  # the key frame sees the scene 16 px further right
+    key_small, _ = thumbnail(key, (180, 320))
+    flow = torch.zeros(1, 2, 192, 320)
+    flow[:, 0] = 16.0
+    right, outside = warp_residual_and_outside(small, key_small, flow, valid)
+    wrong, none_out = warp_residual_and_outside(small, key_small, torch.zeros_like(flow), valid)
+    assert right < 1e-6 < 0.1 < wrong and none_out == 0.0
+    assert outside == pytest.approx(2 / 40)  # the last two thumbnail columns map past the key image's edge
+    hist = colour_histogram(small, valid)
+    assert float(hist.sum()) == pytest.approx(1.0)
+    assert histogram_distance(hist, colour_histogram(key_small, valid)) < 0.2
+    assert histogram_distance(hist, colour_histogram(small + 3.0, valid)) > 0.9

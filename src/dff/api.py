@@ -18,7 +18,7 @@ from dff.config import preset as get_preset
 from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
 from dff.data.transforms import ImageMeta, check_frame, preprocess
 from dff.errors import CheckpointError, DFFError
-from dff.keyframes import FIRST, FixedInterval, KeyFramePolicy, Propagated
+from dff.keyframes import FIRST, FixedInterval, Incoming, KeyFramePolicy, Propagated
 from dff.models.detector import DFF, Detections, KeyState
 from dff.models.fast import fast_network, unshared_hooks, weights_version
 from dff.models.precision import DTYPES, to_compute
@@ -202,19 +202,21 @@ class VideoSession:
             img = self._tensor(inp.img)
             half = None if inp.img_half is None else self._tensor(inp.img_half)
             shape = inp.meta.img_shape
+            frame = Incoming(fid, img, shape)
             if fid == 0 or self.key is None:
                 policy.reset()
                 reason = FIRST
             else:
-                reason = policy.before(fid, img)
+                reason = policy.before(frame)
             flow = None
             if reason is None:
                 feats, flow = self.model.propagation(net, img, self.key, shape, half)
-                reason = policy.after(Propagated(fid, fid - self.key_frame_id, img, flow, feats, self.key))
+                since = fid - self.key_frame_id
+                reason = policy.after(Propagated(fid, img, shape, since, flow, feats, self.key))
             if reason is not None:
                 self.key, self.key_frame_id = net.key_features(img, shape, half), fid
                 feats, flow = self.key.feats, None
-                policy.key_frame(fid, img, reason)
+                policy.key_frame(frame, reason)
             detections = net.detect(feats, inp.meta)
             stride = self.model.config.rpn.stride if return_flow else None
             return _result(detections, inp.index, reason, flow, stride)

@@ -1,0 +1,79 @@
+"""Cheap signals a key-frame policy can read off a frame, none depending on the network's weights.
+
+All work on thumbnails: the preprocessed image (normalised, zero-padded) averaged over `THUMB` x `THUMB` cells, so
+one 1008x576 input is a 126x72 map (the FlowNet's output resolution). Cost per frame: one average pooling of the
+input image, and for a propagated frame one pooling of the flow and a bilinear warp of the key thumbnail.
+
+- `colour_histogram` / `histogram_distance`: a joint RGB histogram (8 bins a channel) of the valid thumbnail and
+  the L1/2 distance of two of them, in [0, 1]. Motion and pans move pixels without changing the histogram much;
+  a shot cut changes it at once. The shot-cut test compares consecutive frames.
+- `warp_residual`: the photometric residual of the flow: mean |current - key warped by the flow| over the valid
+  thumbnail pixels whose flow lands inside the key image, in units of the normalised image (about 1 = one standard
+  deviation of the colour). It grows where the flow is wrong or the key frame's content no longer explains the
+  current one (occlusions, objects that changed).
+- `outside_share`: the share of valid thumbnail pixels whose flow points outside the key image: content the key frame
+  did not see (a pan or an object entering at the border).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+THUMB = 8  # input pixels per thumbnail cell (a side)
+BINS = 8  # histogram bins per colour channel
+_RANGE = (-2.2, 2.7)  # the normalised colour range of an ImageNet-normalised uint8 image
+
+
+def thumbnail(img: torch.Tensor, img_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, Hp, Wp) image -> float32 thumbnail (1, 3, Hp/8, Wp/8) and the mask (Hp/8, Wp/8) of cells inside
+    img_shape."""
+    small = F.avg_pool2d(img.float(), THUMB, ceil_mode=True)
+    h, w = small.shape[-2:]
+    ys = torch.arange(h, device=img.device) * THUMB < img_shape[0]
+    xs = torch.arange(w, device=img.device) * THUMB < img_shape[1]
+    return small, ys[:, None] & xs[None, :]
+
+
+def colour_histogram(thumb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Normalised joint RGB histogram (BINS**3,) of the valid cells of a thumbnail."""
+    lo, hi = _RANGE
+    q = ((thumb[0] - lo) / (hi - lo) * BINS).long().clamp_(0, BINS - 1)  # (3, h, w)
+    index = (q[0] * BINS + q[1]) * BINS + q[2]
+    hist = torch.bincount(index[valid], minlength=BINS**3).float()
+    return hist / hist.sum().clamp(min=1)
+
+
+def histogram_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Half the L1 distance of two normalised histograms: 0 (same colours) to 1 (no colour in common)."""
+    return 0.5 * float((a - b).abs().sum())
+
+
+def _thumb_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Image-resolution flow (1, 2, Hp, Wp) in pixels -> the mean flow of each thumbnail cell, in cells."""
+    small = F.avg_pool2d(flow.float(), THUMB, ceil_mode=True) / THUMB
+    return small[..., : size[0], : size[1]]
+
+
+def warp_residual_and_outside(
+    current: torch.Tensor, key: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor
+) -> tuple[float, float]:
+    """(warp_residual, outside_share) of a propagated frame: thumbnails (1, 3, h, w) of the current and key frames,
+    the image-resolution flow from current to key, the valid-cell mask (h, w)."""
+    h, w = current.shape[-2:]
+    f = _thumb_flow(flow, (h, w))
+    ys, xs = torch.meshgrid(torch.arange(h, device=f.device), torch.arange(w, device=f.device), indexing="ij")
+    x = xs + f[0, 0]
+    y = ys + f[0, 1]
+    inside_h = int(valid[:, 0].sum())
+    inside_w = int(valid[0].sum())
+    inside = (x >= 0) & (x <= inside_w - 1) & (y >= 0) & (y <= inside_h - 1)
+    grid = torch.stack([x / max(w - 1, 1) * 2 - 1, y / max(h - 1, 1) * 2 - 1], dim=-1)[None]
+    warped = F.grid_sample(key, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    use = valid & inside
+    n_valid = int(valid.sum())
+    outside = 1.0 - float(use.sum()) / max(n_valid, 1)
+    if not bool(use.any()):
+        return 0.0, outside
+    residual = (current - warped).abs().mean(dim=1)[0][use].mean()
+    return float(residual), outside
