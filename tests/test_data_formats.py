@@ -289,3 +289,53 @@ def test_check_dataset_reports_what_training_refuses(synthetic, tmp_path, capsys
     )
     assert any(line.startswith("  warning: boxes the trainer skips: 1 (first: annotation 1 ") for line in lines)
     assert lines[-1] == "training would fail: 3 kind(s) of error"  # the reader refuses the duplicate id too
+
+
+def test_mot_defaults_and_inactive_lines(tmp_path):
+    seq = tmp_path / "MOT17-02"
+    (seq / "gt").mkdir(parents=True)
+    (seq / "seqinfo.ini").write_text(
+        "[Sequence]\nname=MOT17-02-FRCNN\nimDir=img1\nseqLength=3\nimWidth=64\nimHeight=48\nimExt=.jpg\n"
+    )
+    (seq / "gt" / "gt.txt").write_text(
+        "2,7,-5,4,20,10,1,1,0.6\n1,7,4,4,10,10,1,1,1.0\n1,3,30,20,40,40,1,3,1.0\n3,9,1,1,5,5,0,8,1.0\n"
+    )
+    data = convert_annotations("mot", [seq], tmp_path / "ann.json")
+    assert data["categories"] == [{"id": 1, "name": "pedestrian"}, {"id": 2, "name": "car"}]  # class 8 inactive
+    assert data["videos"] == [{"id": 1, "name": "MOT17-02-FRCNN"}]
+    got = [(a["image_id"], a["category_id"], a["instance_id"], a["bbox"], a["occluded"]) for a in data["annotations"]]
+    assert got == [
+        (1, 2, 1, [30.0, 20.0, 34.0, 28.0], False),  # id 3 before id 7 on frame 1; clipped to 64x48
+        (1, 1, 2, [4.0, 4.0, 10.0, 10.0], False),
+        (2, 1, 2, [0.0, 4.0, 15.0, 10.0], True),  # clipped at the left border; visibility 0.6
+    ]
+
+
+def test_yolo_bad_line_and_check_against_a_preset(synthetic, tmp_path, capsys):
+    made, _ = synthetic
+    img_dir = made.root / "Data" / "VID" / made.videos[1].name
+    frames = tmp_path / "clip"
+    shutil.copytree(img_dir, frames)
+    (frames / "000000.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    names = tmp_path / "obj.names"
+    names.write_text("widget\n")
+    out = tmp_path / "ann.json"
+    code, _, _ = _run_cli(
+        ["convert-annotations", "--from", "yolo", str(frames), "--names", str(names), "--out", str(out)], capsys
+    )
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["annotations"][0]["bbox"] == [60.0, 36.0, 40.0, 24.0]
+    code, report, _ = _run_cli(["check-dataset", str(out), "--img-root", str(tmp_path)], capsys)
+    assert code == 0 and "1 usable key frames" in report
+    code, report, _ = _run_cli(
+        ["check-dataset", str(out), "--img-root", str(tmp_path), "--preset", "tiny_synthetic"], capsys
+    )
+    assert code == 2 and "  error:   no category is a model class: 1 (first: categories widget)" in report
+    (frames / "000001.txt").write_text("0 0.5 0.5 0.25\n")
+    code, _, err = _run_cli(
+        ["convert-annotations", "--from", "yolo", str(frames), "--names", str(names), "--out", str(out)], capsys
+    )
+    assert code == 2
+    assert err == f"dff: error: {frames / '000001.txt'}: line 1 has 4 columns, want 5 (class cx cy w h)\n"
+    assert json.loads(out.read_text()) == data  # the earlier file is untouched

@@ -96,13 +96,14 @@ def _track_boxes(
         except (KeyError, ValueError):
             raise DatasetError(f"{path}: track {track_id}: a <box> has no valid 'frame'") from None
         rel, off = divmod(frame - start, step)
-        if off or not 0 <= rel < size:
+        outside = _flag(box, "outside")
+        if off or not 0 <= rel < size + outside:  # an outside box may close a track just after the last frame
             raise DatasetError(
                 f"{path}: track {track_id}: frame {frame} is not a frame of the task "
                 f"(start {start}, step {step}, {size} frames)"
             )
         corners = tuple(_float(path, box, k, track_id) for k in ("xtl", "ytl", "xbr", "ybr"))
-        shapes.append((rel, corners, _flag(box, "outside"), _flag(box, "occluded"), _flag(box, "keyframe")))
+        shapes.append((rel, corners, outside, _flag(box, "occluded"), _flag(box, "keyframe")))
     shapes.sort(key=lambda s: s[0])
     out: list[SourceBox] = []
     for i, (frame, corners, outside, occluded, keyframe) in enumerate(shapes):
