@@ -35,6 +35,7 @@ class Finding:
     examples: list[str] = field(default_factory=list)
 
     def add(self, example: str) -> None:
+        """Count one more offender; keep its description if it is among the first few."""
         self.count += 1
         if len(self.examples) < EXAMPLES:
             self.examples.append(example)
@@ -55,6 +56,7 @@ class DatasetReport:
         return any(f.error and f.count for f in self.findings)
 
     def format(self) -> str:
+        """The report: a summary line, one line per finding present, the verdict."""
         c = self.counts
         lines = [
             f"{self.path} (images under {self.img_root}): {c['videos']} videos, {c['images']} images, "
