@@ -8,6 +8,8 @@ import sys
 
 from dff.cli import (
     benchmark,
+    check_dataset,
+    convert_annotations,
     convert_checkpoint,
     convert_dataset,
     demo,
@@ -19,6 +21,7 @@ from dff.cli import (
 from dff.errors import DFFError
 
 COMMANDS = (demo, detect, test, train, benchmark, convert_checkpoint, convert_dataset, make_synthetic)
+COMMANDS += (convert_annotations, check_dataset)
 
 
 def build_parser() -> argparse.ArgumentParser:

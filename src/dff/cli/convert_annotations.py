@@ -1,0 +1,44 @@
+"""`dff convert-annotations --from cvat-video|mot|yolo INPUT... --out ann.json`: other tools' labels -> COCO-VID."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dff.data.formats import FILE_PATTERN, FORMATS, convert_annotations
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `convert-annotations` subcommand."""
+    p = sub.add_parser(
+        "convert-annotations",
+        help="convert CVAT video XML, MOTChallenge or YOLO labels to a COCO-VID JSON",
+        description="Each INPUT is one video: a CVAT for video 1.1 XML file, a MOTChallenge sequence folder "
+        "(seqinfo.ini + gt/gt.txt) or a folder of YOLO per-frame .txt files. The JSON is what `dff train` and "
+        "`dff test` read (docs/own_data.md maps every field).",
+    )
+    p.add_argument("--from", dest="fmt", required=True, choices=FORMATS, help="input format")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="one per video")
+    p.add_argument("--out", type=Path, required=True, help="COCO-VID JSON to write")
+    p.add_argument(
+        "--names", type=Path, help="class names file, one per line (YOLO: required; MOT: default MOT17's classes)"
+    )
+    p.add_argument(
+        "--file-pattern",
+        default=FILE_PATTERN,
+        help=f"CVAT: frame file name under the image root (default {FILE_PATTERN!r}; "
+        "{video} is the XML file's stem, or its folder's name for annotations.xml)",
+    )
+    p.add_argument("--img-root", type=Path, help="YOLO: folder the file names are relative to (default: above each)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, print a one-line summary."""
+    data = convert_annotations(args.fmt, args.inputs, args.out, args.names, args.file_pattern, args.img_root)
+    print(
+        f"{args.out}: {len(data['videos'])} videos, {len(data['images'])} frames, {len(data['annotations'])} boxes, "
+        f"classes {', '.join(c['name'] for c in data['categories'])}",
+        flush=True,
+    )
+    return 0
