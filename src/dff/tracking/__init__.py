@@ -1,0 +1,24 @@
+"""Objects over time: offline Seq-NMS rescoring, online track ids, tracking metrics (see docs/tracking.md).
+
+Online tracking and the metrics need the optional ``track`` extra (``trackers``, ``supervision``, ``trackeval``);
+they import it when used and raise a one-line DFFError naming the extra when it is missing.
+"""
+
+from dff.tracking.metrics import PROTOCOLS, FrameTracks, TrackingMetrics, TrackingScores, evaluate_tracking
+from dff.tracking.online import TRACKERS, UNTRACKED, OnlineTracker, TrackerConfig
+from dff.tracking.seq_nms import SeqNMSConfig, SeqNMSFrame, seq_nms
+
+__all__ = [
+    "PROTOCOLS",
+    "TRACKERS",
+    "UNTRACKED",
+    "FrameTracks",
+    "OnlineTracker",
+    "SeqNMSConfig",
+    "SeqNMSFrame",
+    "TrackerConfig",
+    "TrackingMetrics",
+    "TrackingScores",
+    "evaluate_tracking",
+    "seq_nms",
+]
