@@ -40,6 +40,7 @@ def test_report_has_every_setting_and_frame(report):
         assert 0 < s["key_fraction_of_peak"] and s["peak_memory_bytes"] > 0
         assert set(s["stages_median"]["key"]) == set(STAGES)
         assert s["stages_median"]["key"]["backbone"] > 0 and s["stages_median"]["key"]["flow"] == 0
+        assert s["key_share"] == pytest.approx(1 / interval)
         if interval > 1:
             non_key = s["stages_median"]["non_key"]
             assert non_key["flow"] > 0 and non_key["warp"] > 0 and non_key["backbone"] == 0
@@ -102,6 +103,26 @@ def test_parse_settings():
     for bad in (["reference:bf16"], ["quickest"], ["fast:int8"], ["fast", "fast"]):
         with pytest.raises(ValueError):
             parse_settings(bad, [1])
+    s = parse_settings(["fast"], [1, 10], policies=["fixed", "adaptive"])
+    assert [x.label for x in s] == ["fast@1", "fast@10", "fast@adaptive10"]  # no adaptive per-frame setting
+    with pytest.raises(ValueError, match="key policy"):
+        parse_settings(["fast"], [10], policies=["smart"])
+
+
+def test_adaptive_setting_times_its_policy():
+    """The adaptive policy's signals are timed as their own stage; fps(med) weighs by the key share measured."""
+    torch.manual_seed(0)
+    model = dff.build("tiny_synthetic")
+    settings = parse_settings(["fast"], [3], policies=["fixed", "adaptive"])
+    report = run_benchmark(model.net, model.device, _frames(9), settings, warmup=1, matmul_size=128)
+    fixed, adaptive = report.settings["fast@3"], report.settings["fast@adaptive3"]
+    fixed_cost, adaptive_cost = (x["stages_median"]["non_key"]["policy"] for x in (fixed, adaptive))
+    assert 0 < fixed_cost < 1e-3 and adaptive_cost > 3 * fixed_cost  # a modulo against thumbnails and a warp
+    assert adaptive["key_share"] == pytest.approx(adaptive["key_frames"] / 9)
+    k, n, share = adaptive["key"]["median"], adaptive["non_key"]["median"], adaptive["key_share"]
+    assert adaptive["fps_median"] == pytest.approx(1 / (share * k + (1 - share) * n))
+    assert adaptive["agreement"] is None  # other key frames than fast@3: detections are not comparable
+    assert any(r["setting"] == "fast@adaptive3" and r["baseline"] == "fast@3" for r in report.ratios)
 
 
 def test_cli_writes_table_and_json(tmp_path, capsys):

@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dff.api import DTYPES, REFERENCE, DFFModel, FrameResult, InferenceOptions, ModelInput, VideoSession
 from dff.benchmark.report import STAGES, BenchmarkReport, agreement, machine_info
 from dff.data.transforms import padded_size, rescale_size
+from dff.keyframes import Adaptive, FixedInterval, Incoming, KeyFramePolicy, Propagated
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +53,41 @@ _STAGE_OF_MODULE = {
 
 
 PATHS = ("reference", "fast")
+POLICIES = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One configuration to time: 'reference' or 'fast' (with a dtype) at a key-frame interval."""
+    """One configuration to time: 'reference' or 'fast' (with a dtype) at a key-frame interval, or with the
+    adaptive policy at that budget."""
 
     path: str
     dtype: str
     key_interval: int
+    policy: str = "fixed"
 
     @property
     def label(self) -> str:
         dtype = "" if self.dtype == "fp32" else f"-{self.dtype}"
-        return f"{self.path}{dtype}@{self.key_interval}"
+        policy = "adaptive" if self.policy == "adaptive" else ""
+        return f"{self.path}{dtype}@{policy}{self.key_interval}"
 
     def options(self) -> InferenceOptions:
         return REFERENCE if self.path == "reference" else InferenceOptions(dtype=self.dtype)
 
+    def key_policy(self) -> KeyFramePolicy:
+        k = self.key_interval
+        return Adaptive(budget=k) if self.policy == "adaptive" else FixedInterval(k)
 
-def parse_settings(compare: Sequence[str], intervals: Sequence[int], dtype: str = "fp32") -> list[Setting]:
-    """['reference', 'fast:bf16'] x [1, 10] -> settings, path-major; a bare 'fast' takes `dtype`."""
+
+def parse_settings(
+    compare: Sequence[str], intervals: Sequence[int], dtype: str = "fp32", policies: Sequence[str] = ("fixed",)
+) -> list[Setting]:
+    """['reference', 'fast:bf16'] x policies x [1, 10] -> settings, path-major; a bare 'fast' takes `dtype`; the
+    adaptive policy takes each interval > 1 as its budget."""
+    for policy in policies:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown key policy {policy!r}; choose from {', '.join(POLICIES)}")
     settings = []
     for spec in compare:
         path, _, dt = spec.strip().partition(":")
@@ -83,7 +98,8 @@ def parse_settings(compare: Sequence[str], intervals: Sequence[int], dtype: str 
             raise ValueError(f"unknown dtype {dt!r} in {spec!r}; choose from {', '.join(DTYPES)}")
         if path == "reference" and dt != "fp32":
             raise ValueError("the reference path runs in fp32 only")
-        settings += [Setting(path, dt, int(k)) for k in intervals]
+        for policy in policies:
+            settings += [Setting(path, dt, int(k), policy) for k in intervals if policy == "fixed" or int(k) > 1]
     if len(set(settings)) != len(settings):
         raise ValueError("a setting is listed twice")
     return settings
@@ -163,13 +179,39 @@ class StageTimer:
         self._hooked.clear()
 
 
+class TimedPolicy:
+    """A key-frame policy whose calls add their wall time to the timer's "policy" stage."""
+
+    def __init__(self, policy: KeyFramePolicy, timer: StageTimer) -> None:
+        self.policy, self.timer = policy, timer
+
+    def _timed(self, name: str, *args: object) -> object:
+        start = self.timer._now()
+        out = getattr(self.policy, name)(*args)
+        if self.timer.current is not None:
+            self.timer.current["policy"] = self.timer.current.get("policy", 0.0) + self.timer._now() - start
+        return out
+
+    def reset(self) -> None:
+        self._timed("reset")
+
+    def before(self, frame: Incoming) -> str | None:
+        return self._timed("before", frame)
+
+    def after(self, frame: Propagated) -> str | None:
+        return self._timed("after", frame)
+
+    def key_frame(self, frame: Incoming, reason: str) -> None:
+        self._timed("key_frame", frame, reason)
+
+
 class _Run:
     """One setting's model, input stream, video session and records."""
 
     def __init__(self, net: nn.Module, device: torch.device, setting: Setting, frames: Sequence[np.ndarray]) -> None:
         self.setting = setting
         self.model = DFFModel(net, device, setting.options())
-        self.model.key_interval = setting.key_interval
+        self.model.key_policy = setting.key_policy()
         self.net = self.model.inference_net()  # chosen before the timer's hooks exist, kept for the whole run
         self.frames = frames
         self.records: list[FrameTiming] = []
@@ -258,8 +300,9 @@ def time_summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def summarize(records: Sequence[FrameTiming], key_interval: int) -> dict:
-    """Timing summary of one setting: frame times (all / key / non-key), stage medians, fps."""
+def summarize(records: Sequence[FrameTiming], key_interval: int, fixed: bool = True) -> dict:
+    """Timing summary of one setting: frame times (all / key / non-key), stage medians, fps. fps(med) weighs the
+    key and non-key medians by the schedule: 1 / key_interval key frames, or the share measured (`fixed` False)."""
     key = [r for r in records if r.is_key]
     nonkey = [r for r in records if not r.is_key]
     total = sum(r.seconds for r in records)
@@ -280,7 +323,9 @@ def summarize(records: Sequence[FrameTiming], key_interval: int) -> dict:
     k_med = out["key"].get("median")
     n_med = out["non_key"].get("median", 0.0) if key_interval > 1 else 0.0
     if k_med is not None and (key_interval == 1 or out["non_key"]["count"]):
-        out["fps_median"] = key_interval / (k_med + (key_interval - 1) * n_med)
+        share = 1 / key_interval if fixed else len(key) / len(records)
+        out["key_share"] = share
+        out["fps_median"] = 1 / (share * k_med + (1 - share) * n_med)
         if key_interval > 1:
             out["non_key_over_key"] = n_med / k_med
     return out
@@ -321,6 +366,7 @@ def run_benchmark(
                 run.step(timer, record=False)
             run.restart()
             timer.attach(run.net)
+            run.session.policy = TimedPolicy(run.session.policy, timer)
         chunk = math.lcm(*(s.key_interval for s in settings))
         say(f"timing {len(frames)} frames x {len(runs)} settings, interleaved in chunks of {chunk}")
         for start in range(0, len(frames), chunk):
@@ -355,8 +401,9 @@ def run_benchmark(
     )
     for run in runs:
         s = run.setting
-        summary = summarize(run.records, s.key_interval)
-        gf = key_gf if s.key_interval == 1 else (key_gf + (s.key_interval - 1) * nonkey_gf) / s.key_interval
+        summary = summarize(run.records, s.key_interval, fixed=s.policy == "fixed")
+        share = summary.get("key_share", 1 / s.key_interval)
+        gf = key_gf if s.key_interval == 1 else share * key_gf + (1 - share) * nonkey_gf
         summary["gflops_per_frame"] = gf
         k_med = summary["key"].get("median")
         if k_med:
@@ -369,8 +416,9 @@ def run_benchmark(
             else "process RSS, highest sampled during this setting's frames"
         )
         base = _baseline(runs, s)
+        same = base is run or base.setting.policy != s.policy  # other key frames: detections not comparable
         summary["agreement"] = (
-            None if base is run else {"baseline": base.setting.label, **agreement(base.results, run.results)}
+            None if same else {"baseline": base.setting.label, **agreement(base.results, run.results)}
         )
         summary["setting"] = asdict(s)
         summary["records"] = [asdict(r) for r in run.records]

@@ -14,7 +14,7 @@ import torch
 from dff.api import FrameResult
 
 # The stages a frame's time is split into (engine.StageTimer), in the order of the tables.
-STAGES = ("preprocess", "backbone", "flow", "warp", "rpn", "roi_head", "postprocess", "other")
+STAGES = ("preprocess", "backbone", "flow", "warp", "policy", "rpn", "roi_head", "postprocess", "other")
 
 
 def agreement(a: Sequence[FrameResult], b: Sequence[FrameResult], top: int = 20) -> dict:

@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("fp32", "bf16", "fp16"),
         help="dtype of a bare 'fast' setting (default fp32)",
     )
+    p.add_argument(
+        "--key-policy",
+        default="fixed",
+        help="comma-separated key-frame policies: fixed (every --key-interval frames), adaptive (each interval > 1 "
+        "as the budget: one key frame per that many frames in the long run) (default fixed)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument(
@@ -93,6 +99,7 @@ def _command(args: argparse.Namespace) -> str:
         f"--frames {args.frames}",
         f"--warmup {args.warmup}",
         f"--key-interval {args.key_interval}",
+        f"--key-policy {args.key_policy}",
         f"--compare {args.compare}",
         f"--dtype {args.dtype}",
         f"--device {args.device}",
@@ -115,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
             raise DFFError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     try:
-        settings = parse_settings(args.compare.split(","), _intervals(args.key_interval), args.dtype)
+        settings = parse_settings(
+            args.compare.split(","), _intervals(args.key_interval), args.dtype, args.key_policy.split(",")
+        )
     except ValueError as e:
         raise DFFError(f"--compare: {e}") from None
     from dff.io.sources import open_source
