@@ -48,7 +48,7 @@ class Adaptive:
     budget: float = 10.0
     min_interval: int = 2
     max_interval: int | None = None
-    cut_threshold: float = 0.5
+    cut_threshold: float = 0.3
     capacity: float = 2.0
     debt: float = 1.0
     _credit: float = field(default=1.0, init=False, repr=False)
