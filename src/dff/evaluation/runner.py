@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dff.api import DFFModel
 from dff.data.cocovid import CocoVID, read_image
+from dff.distributed import current
 from dff.evaluation.results import FrameRecord, ResultsWriter, consolidate, part_path
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,6 @@ def split_videos(video_ids: Sequence, world_size: int, rank: int) -> list:
     """This rank's contiguous share of whole videos (the first ranks get one more when they do not divide)."""
     chunks = np.array_split(np.arange(len(video_ids)), world_size)
     return [video_ids[i] for i in chunks[rank]]
-
-
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def run_video(model: DFFModel, video: dict, images: list[dict], img_root: Path) -> Iterator[tuple[FrameRecord, float]]:
@@ -81,7 +76,7 @@ def run_dataset(
     Call on every rank of an initialised process group (or without one). On return the results file holds every
     video of the dataset in order, each complete.
     """
-    rank, world = _distributed()
+    rank, world = current()
     frames_per_video = {v["id"]: len(ims) for v, ims in dataset.iter_videos()}
     done = [consolidate(results_path, header, frames_per_video) if rank == 0 else None]
     if world > 1:
