@@ -26,8 +26,6 @@ from pathlib import Path
 import torch
 
 import dff
-from dff.cli.main import build_parser
-from dff.cli.train import options
 from dff.data.cocovid import CocoVID
 from dff.data.synthetic import load_ground_truth
 from dff.data.train_dataset import TrainPair
@@ -38,6 +36,7 @@ from dff.models.detector import DFF
 from dff.training.loop import train
 from dff.training.losses import DFFLoss, dff_features
 from train_tiny import (
+    FLOWNET,
     OFFSETS,
     PRESET,
     Recipe,
@@ -45,7 +44,7 @@ from train_tiny import (
     cached,
     oracle_flow,
     run_with_oracle_flow,
-    train_args,
+    train_options,
 )
 
 log = logging.getLogger("exact_flow_bound")
@@ -74,11 +73,10 @@ class ExactFlowLoss(DFFLoss):
 
 
 def train_worker(work: Path, out: Path, r: Recipe, procs: int) -> None:
-    """One process of the training run (under torchrun when procs > 1): train_tiny.py's `dff train` arguments,
-    with ExactFlowLoss."""
+    """One process of the training run (under torchrun when procs > 1): train_tiny.py's training options, with
+    ExactFlowLoss."""
     data = work / "data"
-    args = build_parser().parse_args(train_args(data, work / "flownet_pretrained.pth", out, r, procs))
-    train(options(args), loss=functools.partial(ExactFlowLoss, data=data))
+    train(train_options(data, work / FLOWNET, out, r, procs), loss=functools.partial(ExactFlowLoss, data=data))
 
 
 def stage_train(work: Path, out: Path, procs: int) -> Path:
