@@ -18,9 +18,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dff.api import DFFModel
-from dff.data.cocovid import CocoVID, read_image
+from dff.data.cocovid import CocoVID
 from dff.distributed import current
+from dff.errors import DatasetError
 from dff.evaluation.results import FrameRecord, ResultsWriter, consolidate, part_path
+from dff.io.image import read_image
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def run_video(model: DFFModel, video: dict, images: list[dict], img_root: Path) 
     Decoding and preprocessing run ahead in a background thread (`DFFModel.predict`), so the wait is the model's
     time unless reading images is the slower side.
     """
-    results = iter(model.predict(read_image(img_root / im["file_name"]) for im in images))
+    results = iter(model.predict(read_image(img_root / im["file_name"], DatasetError) for im in images))
     for im in images:
         t = time.perf_counter()
         r = next(results)
