@@ -21,7 +21,7 @@ from dff.evaluation.evaluate import METRICS, PROTOCOLS, category_ids, coco_resul
 from dff.evaluation.evaluate import evaluate as evaluate_records
 from dff.evaluation.results import make_header, read_records, remove_results
 from dff.evaluation.runner import RunStats, run_dataset
-from dff.evaluation.sweep import SweepPoint, plot_sweep, sweep_table
+from dff.evaluation.sweep import SweepPoint, check_intervals, plot_sweep, sweep_table
 from dff.io.atomic import write_json_atomic
 
 
@@ -89,9 +89,10 @@ def evaluate(
         metrics = parse_metrics(",".join(metrics))
     except ValueError as e:
         raise InputError(str(e)) from None
-    intervals = list(key_intervals) if key_intervals is not None else [model.key_interval]
-    if not intervals or min(intervals) < 1 or len(set(intervals)) != len(intervals):
-        raise InputError(f"key intervals must be distinct integers >= 1, got {intervals}")
+    try:
+        intervals = check_intervals(key_intervals if key_intervals is not None else [model.key_interval])
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if not img_root.is_dir():
         raise InputError(f"{img_root}: the image root is not a folder")
     dataset = ann if isinstance(ann, CocoVID) else CocoVID.load(ann)
