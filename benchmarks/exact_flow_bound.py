@@ -18,8 +18,6 @@ import argparse
 import functools
 import json
 import logging
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +42,7 @@ from train_tiny import (
     cached,
     oracle_flow,
     run_with_oracle_flow,
+    run_workers,
     train_options,
 )
 
@@ -82,10 +81,7 @@ def train_worker(work: Path, out: Path, r: Recipe, procs: int) -> None:
 def stage_train(work: Path, out: Path, procs: int) -> Path:
     model = out / "model.safetensors"
     if not model.is_file():
-        cmd = [sys.executable, __file__, "--work", str(work), "--procs", str(procs), "--worker"]
-        if procs > 1:
-            cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), __file__]
-        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        run_workers(Path(__file__), work, procs)
     return model
 
 

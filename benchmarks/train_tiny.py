@@ -185,14 +185,17 @@ def stage_train(work: Path, data: Path, flow: Path, r: Recipe, procs: int) -> Pa
     operator, which costs far more than gloo's gradient all-reduce.
     """
     model = work / "train" / "model.safetensors"
-    if model.is_file():
-        return model
-    cmd = [sys.executable, __file__, "--work", str(work), "--procs", str(procs), "--worker"]
-    if procs > 1:
-        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), __file__]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run(cmd, check=True, env=env)
+    if not model.is_file():
+        run_workers(Path(__file__), work, procs)
     return model
+
+
+def run_workers(script: Path, work: Path, procs: int) -> None:
+    """`script --work WORK --procs N --worker` in `procs` single-threaded processes (torchrun when more than one)."""
+    cmd = [sys.executable, str(script), "--work", str(work), "--procs", str(procs), "--worker"]
+    if procs > 1:
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), str(script)]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
 
 
 def train_worker(work: Path, r: Recipe, procs: int) -> None:
