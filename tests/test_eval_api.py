@@ -67,7 +67,7 @@ def test_evaluate_matches_the_cli_files(val_set, tmp_path, capsys):
     with pytest.raises(DFFError, match="different settings \\(weights\\)"):  # resuming with other weights is refused
         dff.evaluate(model, val_set.ann, val_set.img_root, api_out, key_intervals=[3])
     again = dff.evaluate(
-        model, val_set.ann, val_set.img_root, api_out, key_intervals=[3], metrics=["coco"], weights=val_set.weights
+        model, val_set.ann, val_set.img_root, api_out, key_intervals=[3], metrics="coco", weights=val_set.weights
     )
     (resumed,) = again.intervals
     assert resumed.stats.frames == 0 and resumed.fps is None  # every video was already in the results file

@@ -78,18 +78,15 @@ def evaluate(
     score it, into `out`.
 
     `key_intervals` defaults to the model's own; each is run (or resumed from `out`) in turn and the model's key
-    interval is restored afterwards. `metrics` are names from `METRICS`. `weights` (a path or zoo name) is recorded
-    in every results header, so resuming with other weights is refused, and in each summary. `sweep` (default: more
-    than one interval) also writes `sweep.json` and `sweep.png`. `overwrite` starts again instead of resuming.
-    `on_interval` is called on rank 0 with each interval's result as soon as it is written. Returns None on ranks
-    other than 0. Raises DFFError subclasses on bad input.
+    interval is restored afterwards. `metrics` are names from `METRICS` (or one comma-separated string).
+    `weights` (a path or zoo name) is recorded in every results header, so resuming with other weights is refused,
+    and in each summary. `sweep` (default: more than one interval) also writes `sweep.json` and `sweep.png`.
+    `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each interval's result as
+    soon as it is written. Returns None on ranks other than 0. Raises DFFError subclasses on bad input.
     """
     img_root, out = Path(img_root), Path(out)
     try:
-        metrics = parse_metrics(",".join(metrics))
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    try:
+        metrics = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
         intervals = check_intervals(key_intervals if key_intervals is not None else [model.key_interval])
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -114,15 +111,14 @@ def evaluate(
         model.key_interval = given
     if rank != 0:
         return None
-    result = EvaluationResult(dataset, tuple(model.class_names), results)
-    if sweep if sweep is not None else len(intervals) > 1:
-        points = [r.sweep_point() for r in results]
-        result = EvaluationResult(dataset, result.class_names, results, out / "sweep.json", out / "sweep.png")
-        write_json_atomic(
-            [{"key_interval": p.key_interval, "fps": p.fps, "ap50": p.ap50} for p in points], result.sweep_json
-        )
-        plot_sweep(points, result.sweep_png)
-    return result
+    if not (sweep if sweep is not None else len(intervals) > 1):
+        return EvaluationResult(dataset, tuple(model.class_names), results)
+    points = [r.sweep_point() for r in results]
+    write_json_atomic(
+        [{"key_interval": p.key_interval, "fps": p.fps, "ap50": p.ap50} for p in points], out / "sweep.json"
+    )
+    plot_sweep(points, out / "sweep.png")
+    return EvaluationResult(dataset, tuple(model.class_names), results, out / "sweep.json", out / "sweep.png")
 
 
 def _evaluate_one(
