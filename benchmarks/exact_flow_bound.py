@@ -18,16 +18,12 @@ import argparse
 import functools
 import json
 import logging
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 import dff
-from dff.cli.main import build_parser
-from dff.cli.train import options
 from dff.data.cocovid import CocoVID
 from dff.data.synthetic import load_ground_truth
 from dff.data.train_dataset import TrainPair
@@ -38,6 +34,7 @@ from dff.models.detector import DFF
 from dff.training.loop import train
 from dff.training.losses import DFFLoss, dff_features
 from train_tiny import (
+    FLOWNET,
     OFFSETS,
     PRESET,
     Recipe,
@@ -45,7 +42,8 @@ from train_tiny import (
     cached,
     oracle_flow,
     run_with_oracle_flow,
-    train_args,
+    run_workers,
+    train_options,
 )
 
 log = logging.getLogger("exact_flow_bound")
@@ -74,20 +72,16 @@ class ExactFlowLoss(DFFLoss):
 
 
 def train_worker(work: Path, out: Path, r: Recipe, procs: int) -> None:
-    """One process of the training run (under torchrun when procs > 1): train_tiny.py's `dff train` arguments,
-    with ExactFlowLoss."""
+    """One process of the training run (under torchrun when procs > 1): train_tiny.py's training options, with
+    ExactFlowLoss."""
     data = work / "data"
-    args = build_parser().parse_args(train_args(data, work / "flownet_pretrained.pth", out, r, procs))
-    train(options(args), loss=functools.partial(ExactFlowLoss, data=data))
+    train(train_options(data, work / FLOWNET, out, r, procs), loss=functools.partial(ExactFlowLoss, data=data))
 
 
 def stage_train(work: Path, out: Path, procs: int) -> Path:
     model = out / "model.safetensors"
     if not model.is_file():
-        cmd = [sys.executable, __file__, "--work", str(work), "--procs", str(procs), "--worker"]
-        if procs > 1:
-            cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), __file__]
-        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        run_workers(Path(__file__), work, procs)
     return model
 
 

@@ -44,7 +44,7 @@ from torchvision.ops import box_iou
 import dff
 from dff.api import zero_flow
 from dff.config import preset
-from dff.data.cocovid import CocoVID, read_image
+from dff.data.cocovid import CocoVID
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import SyntheticVideo, ground_truth_flow, load_ground_truth, make_synthetic
 from dff.data.transforms import ImageMeta, preprocess
@@ -54,14 +54,18 @@ from dff.evaluation.ilsvrc import MOTION_RANGES
 from dff.evaluation.motion import gt_motion_iou
 from dff.evaluation.results import FrameRecord
 from dff.evaluation.runner import run_video
+from dff.io.image import read_image
 from dff.models.detector import DFF
 from dff.training.flow_pretrain import FlowPretrainConfig, FlyingPatches, pretrain_flownet, save_flownet, warp_target
+from dff.training.loop import train
+from dff.training.options import LATEST, TrainOptions
 
 log = logging.getLogger("train_tiny")
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "dff" / "assets"
 PRESET = "tiny_synthetic"
+FLOWNET = "flownet_pretrained.pth"  # the pre-trained FlowNet in the work folder
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def stage_data(work: Path, r: Recipe) -> Path:
 
 
 def stage_flow(work: Path, data: Path, r: Recipe) -> Path:
-    path = work / "flownet_pretrained.pth"
+    path = work / FLOWNET
     if not path.is_file():
         cfg = preset(PRESET)
         torch.manual_seed(r.train_seed)
@@ -154,49 +158,50 @@ def stage_flow(work: Path, data: Path, r: Recipe) -> Path:
     return path
 
 
-def train_args(data: Path, flow: Path, out: Path, r: Recipe, procs: int) -> list[str]:
-    """The recipe's `dff train` arguments for `procs` processes (with --resume when `out` holds a checkpoint)."""
-    args = [
-        "train",
-        "--preset",
-        PRESET,
-        "--data-root",
-        str(data),
-        "--ann",
-        str(data / "annotations" / "imagenet_vid_train.json"),
-        "--det-ann",
-        str(data / "annotations" / "imagenet_det_30plus1cls.json"),
-        "--out",
-        str(out),
-        "--batch-size",
-        str(r.batch_size // procs),
-        "--workers",
-        "0",
-        "--seed",
-        str(r.train_seed),
-        "--flownet-weights",
-        str(flow),
-        "--no-progress",
-    ]
-    return args + ["--resume"] if (out / "latest.pth").is_file() else args
+def train_options(data: Path, flow: Path, out: Path, r: Recipe, procs: int) -> TrainOptions:
+    """The recipe's training options for `procs` processes (resuming when `out` holds a checkpoint); what
+    `dff train --preset tiny_synthetic --data-root DATA --ann ... --det-ann ... --out OUT --batch-size B/procs
+    --workers 0 --seed S --flownet-weights FLOW --no-progress [--resume]` builds."""
+    latest = out / LATEST
+    return TrainOptions(
+        preset=PRESET,
+        data_root=data,
+        ann=data / "annotations" / "imagenet_vid_train.json",
+        det_ann=data / "annotations" / "imagenet_det_30plus1cls.json",
+        out=out,
+        batch_size=r.batch_size // procs,
+        workers=0,
+        seed=r.train_seed,
+        flownet_weights=flow,
+        progress_bar=False,
+        resume=latest if latest.is_file() else None,
+    )
 
 
 def stage_train(work: Path, data: Path, flow: Path, r: Recipe, procs: int) -> Path:
-    """`dff train` with `procs` single-threaded processes (torchrun, gloo) of batch_size / procs pairs each.
+    """`dff.training.loop.train` (the code under `dff train`) in `procs` single-threaded processes (torchrun, gloo)
+    of batch_size / procs pairs each: this script again with --worker.
 
     Processes rather than threads: on a shared machine OpenMP threads of one process wait for each other at every
     operator, which costs far more than gloo's gradient all-reduce.
     """
-    out = work / "train"
-    model = out / "model.safetensors"
-    if model.is_file():
-        return model
-    cmd = [sys.executable, "-m", "dff", *train_args(data, flow, out, r, procs)]
-    if procs > 1:
-        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m", "dff"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run(cmd, check=True, env=env)
+    model = work / "train" / "model.safetensors"
+    if not model.is_file():
+        run_workers(Path(__file__), work, procs)
     return model
+
+
+def run_workers(script: Path, work: Path, procs: int) -> None:
+    """`script --work WORK --procs N --worker` in `procs` single-threaded processes (torchrun when more than one)."""
+    cmd = [sys.executable, str(script), "--work", str(work), "--procs", str(procs), "--worker"]
+    if procs > 1:
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), str(script)]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+
+
+def train_worker(work: Path, r: Recipe, procs: int) -> None:
+    """One process of the training run (under torchrun when procs > 1)."""
+    train(train_options(work / "data", work / FLOWNET, work / "train", r, procs))
 
 
 def stage_ship(work: Path, model: Path) -> Path:
@@ -686,8 +691,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure AP by distance to the key frame, with the generator's exact flow as an oracle, "
         "and how well fast objects far from the key frame are localised (not timed)",
     )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.worker:
+        train_worker(args.work, Recipe(), args.procs)
+        return 0
     torch.set_num_threads(args.threads)
     random.seed(0)
     np.random.seed(0)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from dff.config import preset
-from dff.data.cocovid import CocoVID, read_image
+from dff.data.cocovid import CocoVID
 from dff.data.convert import convert_dataset
 from dff.data.train_dataset import PairDataset
 from dff.errors import DatasetError
+from dff.io.image import read_image
 
 CAR, ZEBRA, PERSON = "n02958343", "n02391049", "n00007846"
 
@@ -176,9 +177,9 @@ def test_unreadable_json_and_images(tmp_path):
         CocoVID.load(tmp_path / "bad.json")
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"bad\.jpg: not a decodable image"):
-        read_image(tmp_path / "bad.jpg")
+        read_image(tmp_path / "bad.jpg", DatasetError)
     with pytest.raises(DatasetError, match=r"gone\.jpg: image file is missing"):
-        read_image(tmp_path / "gone.jpg")
+        read_image(tmp_path / "gone.jpg", DatasetError)
 
 
 def test_training_sample_with_missing_image_names_it(tmp_path):

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from dff.classes import VID_WNIDS
-from dff.data.cocovid import CocoVID, motion_iou, read_image
+from dff.data.cocovid import CocoVID, motion_iou
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import load_ground_truth, make_synthetic
+from dff.io.image import read_image
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def test_missing_empty_and_unreadable_inputs(tmp_path):
     with pytest.raises(InputError, match="pattern matches no images"):
         open_source(str(tmp_path / "*.jpg"))
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(InputError, match=r"bad\.jpg: not a readable image"):
+    with pytest.raises(InputError, match=r"bad\.jpg: not a decodable image"):
         list(open_source(tmp_path))
     (tmp_path / "text.mp4").write_text("hello")
     with pytest.raises(InputError, match="cannot open video"):

@@ -2,7 +2,8 @@
 
 from dff.api import DFFModel, FrameResult, InferenceOptions, build, load, zero_flow
 from dff.config import PRESETS, DFFConfig, preset
-from dff.keyframes import FixedInterval, KeyFramePolicy
+from dff.evaluation.model_eval import EvaluationResult, IntervalResult, evaluate
+from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
 
 __version__ = "0.1.0"
 __all__ = [
@@ -12,8 +13,12 @@ __all__ = [
     "build",
     "load",
     "zero_flow",
+    "Adaptive",
     "FixedInterval",
     "KeyFramePolicy",
+    "evaluate",
+    "EvaluationResult",
+    "IntervalResult",
     "DFFConfig",
     "PRESETS",
     "preset",

@@ -12,7 +12,6 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from dff.errors import CheckpointError
+from dff.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +99,14 @@ def download(url: str, cache: Path | None = None, progress: bool = True) -> Path
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot create the cache folder ({e.strerror}); set DFF_CACHE") from None
     log.info("downloading %s to %s", url, folder)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(target, suffix=".part") as tmp:
+        with open(tmp, "wb") as out:
             digest = _fetch(url, out, progress, folder)
         if not digest.startswith(expected):
             raise CheckpointError(
                 f"{url}: downloaded file is corrupted (SHA-256 {digest[: len(expected)]}…, expected {expected}…); "
                 "not cached, try again"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -15,6 +15,7 @@ import dff
 from dff.benchmark import format_report, parse_settings, run_benchmark
 from dff.config import PRESETS
 from dff.errors import DFFError, InputError
+from dff.evaluation.sweep import parse_intervals
 from dff.golden import deterministic_state_dict
 from dff.io.atomic import write_text_atomic
 
@@ -70,12 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _intervals(text: str) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise DFFError(f"--key-interval: expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise DFFError(f"--key-interval: intervals must be >= 1, got {text!r}")
-    return sorted(set(values))
+        return sorted(parse_intervals(text))
+    except ValueError as e:
+        raise DFFError(f"--key-interval: {e}") from None
 
 
 def _model(args: argparse.Namespace) -> tuple[dff.DFFModel, str]:

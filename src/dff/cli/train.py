@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from dff.config import PRESETS
-from dff.training.loop import AMP_DTYPES, TrainOptions, train
+from dff.training.loop import train
+from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
 
 
 def _count(minimum: int):
@@ -74,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def options(args: argparse.Namespace) -> TrainOptions:
     """The TrainOptions of parsed `dff train` arguments."""
-    resume = args.out / "latest.pth" if args.resume is True else args.resume
+    resume = args.out / LATEST if args.resume is True else None if args.resume is None else Path(args.resume)
     return TrainOptions(
         preset=args.preset,
         ann=args.ann,

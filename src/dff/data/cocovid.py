@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dff.errors import DatasetError
@@ -179,19 +178,6 @@ class CocoVID:
             raise DatasetError(f"{self.path}: has no videos (a still-image COCO file)")
         for video in self.videos:
             yield video, self._frames[video["id"]]
-
-
-def read_image(path: Path | str) -> np.ndarray:
-    """Decode an image as BGR uint8 (H, W, 3) like mmcv.imfrombytes; DatasetError if missing or unreadable."""
-    path = Path(path)
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        raise DatasetError(f"{path}: image file is missing or unreadable") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise DatasetError(f"{path}: not a decodable image")
-    return img
 
 
 def _iou_xywh(box: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ raises :class:`~dff.errors.DatasetError` naming the file, and every JSON is writ
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 from pathlib import Path
@@ -29,7 +28,7 @@ from dff.data.ilsvrc import (
     parse_xml,
 )
 from dff.errors import DatasetError
-from dff.io.atomic import atomic_path
+from dff.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +181,6 @@ def convert_det(root: Path, check_images: bool = True, progress: bool = True) ->
             ann_id += 1
     log.info("DET: %d images (%d listed), %d objects", len(work), len(listed), ann_id - 1)
     return out
-
-
-def write_json_atomic(obj: object, path: Path) -> None:
-    """``json.dump`` with default settings (as mmcv.dump) to a temp file in the same folder, then os.replace."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f)
 
 
 def convert_dataset(

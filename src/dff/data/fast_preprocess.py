@@ -15,23 +15,19 @@ import numpy as np
 import torch
 
 from dff.config import PreprocessConfig
-from dff.data.transforms import ImageMeta, padded_size, rescale_size, scale_factor_for
+from dff.data.transforms import ImageMeta, image_meta
 
 
 def preprocess_hwc(frame: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, ImageMeta]:
     """uint8 BGR (H, W, 3) -> normalised, zero-padded float32 (Hp, Wp, 3) RGB array and its ImageMeta."""
-    h, w = frame.shape[:2]
-    (nw, nh), _ = rescale_size(w, h, cfg.scale)
-    ph, pw = padded_size(nh, nw, cfg.size_divisor)
+    meta = image_meta(*frame.shape[:2], cfg)
+    (nh, nw), (ph, pw) = meta.img_shape, meta.pad_shape
     resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
     cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, resized)
     out = np.zeros((ph, pw, 3), np.float32)
     view = out[:nh, :nw]
     cv2.subtract(resized, np.float64(np.asarray(cfg.mean).reshape(1, -1)), dst=view, dtype=cv2.CV_32F)
     cv2.multiply(view, 1.0 / np.float64(np.asarray(cfg.std).reshape(1, -1)), view)
-    meta = ImageMeta(
-        ori_shape=(h, w), img_shape=(nh, nw), pad_shape=(ph, pw), scale_factor=scale_factor_for(w, h, nw, nh)
-    )
     return out, meta
 
 

@@ -29,10 +29,11 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from dff.config import DFFConfig
-from dff.data.cocovid import CocoVID, read_image
+from dff.data.cocovid import CocoVID
 from dff.data.sampling import SampleRNG, sample_reference
 from dff.data.transforms import ImageMeta, normalize, pad_chw, resize, scale_factor_for
 from dff.errors import DatasetError
+from dff.io.image import read_image
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,8 @@ class PairDataset(Dataset):
         ref = sample_reference(key, frames, self.frame_range, self.rng)
         flip = self.rng.random() < self.cfg.train.flip_ratio
         key_path, ref_path = self.img_prefix / key["file_name"], self.img_prefix / ref["file_name"]
-        key_img = read_image(key_path)
-        ref_img = key_img if ref["id"] == key["id"] else read_image(ref_path)
+        key_img = read_image(key_path, DatasetError)
+        ref_img = key_img if ref["id"] == key["id"] else read_image(ref_path, DatasetError)
         boxes, labels, ids = parse_annotations(
             self.coco.annotations(key["id"]), key, self.cat2label, self.load_as_video
         )

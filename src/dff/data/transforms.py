@@ -59,6 +59,18 @@ def padded_size(h: int, w: int, divisor: int = 16) -> tuple[int, int]:
     return int(math.ceil(h / divisor)) * divisor, int(math.ceil(w / divisor)) * divisor
 
 
+def image_meta(h: int, w: int, cfg: PreprocessConfig) -> ImageMeta:
+    """The geometry test-time preprocessing gives an (h, w) frame: keep-ratio resized into `cfg.scale`, padded to
+    `cfg.size_divisor`, and the scale factors (the one place it is derived)."""
+    (nw, nh), _ = rescale_size(w, h, cfg.scale)
+    return ImageMeta(
+        ori_shape=(h, w),
+        img_shape=(nh, nw),
+        pad_shape=padded_size(nh, nw, cfg.size_divisor),
+        scale_factor=scale_factor_for(w, h, nw, nh),
+    )
+
+
 def pad_chw(t: torch.Tensor, divisor: int = 16) -> torch.Tensor:
     """Zero-pad a (C, H, W) tensor at the bottom/right to a multiple of `divisor`."""
     c, h, w = t.shape
@@ -83,15 +95,7 @@ def check_frame(frame: object, where: str = "frame") -> np.ndarray:
 
 def preprocess(frame: np.ndarray, cfg: PreprocessConfig) -> tuple[torch.Tensor, ImageMeta]:
     """uint8 BGR (H, W, 3) -> normalised, padded float32 (3, Hp, Wp) tensor and its ImageMeta."""
-    h, w = frame.shape[:2]
+    meta = image_meta(*frame.shape[:2], cfg)
     resized = resize(frame, cfg.scale)
-    nh, nw = resized.shape[:2]
     chw = torch.from_numpy(normalize(resized, cfg.mean, cfg.std)).permute(2, 0, 1)
-    padded = pad_chw(chw, cfg.size_divisor)
-    meta = ImageMeta(
-        ori_shape=(h, w),
-        img_shape=(nh, nw),
-        pad_shape=(int(padded.shape[1]), int(padded.shape[2])),
-        scale_factor=scale_factor_for(w, h, nw, nh),
-    )
-    return padded.contiguous(), meta
+    return pad_chw(chw, cfg.size_divisor).contiguous(), meta

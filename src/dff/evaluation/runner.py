@@ -18,8 +18,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dff.api import DFFModel
-from dff.data.cocovid import CocoVID, read_image
+from dff.data.cocovid import CocoVID
+from dff.distributed import current
+from dff.errors import DatasetError
 from dff.evaluation.results import FrameRecord, ResultsWriter, consolidate, part_path
+from dff.io.image import read_image
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +45,13 @@ def split_videos(video_ids: Sequence, world_size: int, rank: int) -> list:
     return [video_ids[i] for i in chunks[rank]]
 
 
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def run_video(model: DFFModel, video: dict, images: list[dict], img_root: Path) -> Iterator[tuple[FrameRecord, float]]:
     """Detect in one video's frames in order; yields (record, seconds the caller waited for that frame).
 
     Decoding and preprocessing run ahead in a background thread (`DFFModel.predict`), so the wait is the model's
     time unless reading images is the slower side.
     """
-    results = iter(model.predict(read_image(img_root / im["file_name"]) for im in images))
+    results = iter(model.predict(read_image(img_root / im["file_name"], DatasetError) for im in images))
     for im in images:
         t = time.perf_counter()
         r = next(results)
@@ -81,7 +78,7 @@ def run_dataset(
     Call on every rank of an initialised process group (or without one). On return the results file holds every
     video of the dataset in order, each complete.
     """
-    rank, world = _distributed()
+    rank, world = current()
     frames_per_video = {v["id"]: len(ims) for v, ims in dataset.iter_videos()}
     done = [consolidate(results_path, header, frames_per_video) if rank == 0 else None]
     if world > 1:

@@ -26,8 +26,15 @@ def parse_intervals(text: str) -> list[int]:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ValueError(f"key intervals must be comma-separated integers, got {text!r}") from None
+    return check_intervals(values, text)
+
+
+def check_intervals(values: Sequence[int], given: object = None) -> list[int]:
+    """`values` as a list, in order; raises ValueError (showing `given`, default the values) unless they are
+    distinct integers >= 1."""
+    values = list(values)
     if not values or min(values) < 1 or len(set(values)) != len(values):
-        raise ValueError(f"key intervals must be distinct integers >= 1, got {text!r}")
+        raise ValueError(f"key intervals must be distinct integers >= 1, got {values if given is None else given!r}")
     return values
 
 

@@ -5,6 +5,7 @@ A reader never sees a half-written file, and a failed or interrupted write leave
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -36,3 +37,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``json.dump`` with default settings (as mmcv.dump) to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f)

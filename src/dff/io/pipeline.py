@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dff.api import DFFModel
-from dff.data.transforms import padded_size, rescale_size
+from dff.data.transforms import image_meta
 from dff.errors import InputError
 from dff.io.draw import draw_detections, draw_frame_marker, flow_picture
 from dff.io.sources import FrameSource
@@ -104,11 +104,8 @@ def class_ids_for(names: str | Sequence[str], class_names: Sequence[str]) -> lis
 
 def flow_coverage(frame_shape: tuple[int, ...], model: DFFModel) -> tuple[float, float]:
     """(h, w) fraction of the padded network input (hence of the feature map) that the frame covers."""
-    h, w = frame_shape[:2]
-    cfg = model.config.preprocess
-    (nw, nh), _ = rescale_size(w, h, cfg.scale)
-    ph, pw = padded_size(nh, nw, cfg.size_divisor)
-    return nh / ph, nw / pw
+    meta = image_meta(*frame_shape[:2], model.config.preprocess)
+    return meta.img_shape[0] / meta.pad_shape[0], meta.img_shape[1] / meta.pad_shape[1]
 
 
 def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> DetectSummary:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import av
-import cv2
 import numpy as np
 
 from dff.errors import InputError
+from dff.io.image import read_image
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,18 +107,6 @@ def open_source(source: str | os.PathLike, fps: float | None = None) -> FrameSou
 def natural_key(path: Path) -> list[object]:
     """Sort key that orders 'img2' before 'img10' (digit runs compare as numbers, the rest case-insensitively)."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", path.name) if t]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Read an image as uint8 BGR (H, W, 3); grayscale, alpha and 16-bit images are converted."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise InputError(f"{path}: not a readable image")
-    return image
 
 
 def _is_url(text: str) -> bool:

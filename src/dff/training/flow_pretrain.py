@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dff.config import DFFConfig
-from dff.data.cocovid import CocoVID, read_image
+from dff.data.cocovid import CocoVID
 from dff.data.transforms import preprocess
+from dff.errors import DatasetError
+from dff.io.image import read_image
 from dff.models.flownet import FlowNetSimple
 from dff.training.state import atomic_torch_save
 
@@ -123,7 +125,7 @@ class FlyingPatches:
         picked = rng.sample(images, min(num_frames, len(images)))
         frames = []
         for im in picked:
-            t, meta = preprocess(read_image(Path(img_prefix) / im["file_name"]), cfg.preprocess)
+            t, meta = preprocess(read_image(Path(img_prefix) / im["file_name"], DatasetError), cfg.preprocess)
             boxes = [[x, y, x + bw, y + bh] for x, y, bw, bh in (a["bbox"] for a in coco.annotations(im["id"]))]
             boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * meta.scale_factor
             frames.append(PatchSource(t, meta.img_shape, boxes))

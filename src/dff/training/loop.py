@@ -5,13 +5,16 @@ Effective batch = world_size * batch_size pairs per step; the learning rate scal
 grad-norm clipping, warm-up + step schedule, optional bf16/fp16 autocast. Rank 0 writes `latest.pth` every
 `checkpoint_every` iterations and at each epoch end (plus `epoch_{k}.pth`), `log.jsonl` (always), TensorBoard
 events under `tb/` (if the `tensorboard` package is installed) and, when done, `model.safetensors`.
+
+The pieces: `_settings` (config and run settings, fresh or resumed), `_build_loader`, `_setup` (network, loss
+module, optimiser, schedule, resumed state), `_Step` (one optimisation step), `_Checkpoints` and `_LossLog`;
+`_train` is the loop over them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -32,11 +35,13 @@ from dff import checkpoint
 from dff.config import DFFConfig
 from dff.config import preset as get_preset
 from dff.data.train_dataset import build_train_dataset
+from dff.distributed import DistContext, distributed, launch_world_size
 from dff.errors import CheckpointError, DatasetError, DFFError
 from dff.io.atomic import atomic_path
 from dff.models.detector import DFF
 from dff.training import pretrained
 from dff.training.losses import LOSS_NAMES, DFFLoss
+from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
 from dff.training.sampler import SeededPairs, ShardSampler
 from dff.training.schedule import StepWarmupSchedule
 from dff.training.state import (
@@ -49,33 +54,6 @@ from dff.training.state import (
 
 log = logging.getLogger(__name__)
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class TrainOptions:
-    """Everything `dff train` takes; see docs/training.md."""
-
-    preset: str
-    ann: Path
-    out: Path
-    data_root: Path = Path(".")
-    det_ann: Path | None = None
-    epochs: int | None = None
-    resume: Path | None = None
-    batch_size: int = 1
-    workers: int = 2
-    seed: int = 0
-    amp: str | None = None
-    checkpoint_every: int = 0
-    log_every: int = 50
-    device: str | None = None
-    lr: float | None = None
-    backbone_weights: Path | None = None
-    flownet_weights: Path | None = None
-    max_iters: int | None = None
-    progress_bar: bool = True
-
 
 @dataclass
 class TrainResult:
@@ -85,32 +63,6 @@ class TrainResult:
     losses: dict[str, float]
     model_path: Path | None
     checkpoint_path: Path
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owned: bool = False  # this call initialised the process group (and so destroys it)
-
-
-def _init_distributed(device: str | None) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    if world <= 1:
-        return _Dist(), dev
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owned), dev
 
 
 def seed_everything(seed: int) -> None:
@@ -160,7 +112,7 @@ def _collate(batch: list) -> list:
     return list(batch)
 
 
-def _build_loader(opts: TrainOptions, cfg: DFFConfig, d: _Dist, seed: int) -> tuple[DataLoader, ShardSampler]:
+def _build_loader(opts: TrainOptions, cfg: DFFConfig, d: DistContext, seed: int) -> tuple[DataLoader, ShardSampler]:
     vid_prefix, det_prefix = _image_prefixes(Path(opts.data_root))
     dataset = build_train_dataset(cfg, opts.ann, vid_prefix, opts.det_ann, det_prefix if opts.det_ann else None)
     _check_classes(dataset, cfg)
@@ -176,7 +128,7 @@ def _build_loader(opts: TrainOptions, cfg: DFFConfig, d: _Dist, seed: int) -> tu
     return loader, sampler
 
 
-def _gather_rng(d: _Dist) -> list[dict[str, Any]]:
+def _gather_rng(d: DistContext) -> list[dict[str, Any]]:
     mine = rng_state()
     if d.world_size == 1:
         return [mine]
@@ -185,7 +137,7 @@ def _gather_rng(d: _Dist) -> list[dict[str, Any]]:
     return out
 
 
-def _reduce_mean(values: dict[str, float], d: _Dist, device: torch.device) -> dict[str, float]:
+def _reduce_mean(values: dict[str, float], d: DistContext, device: torch.device) -> dict[str, float]:
     if d.world_size == 1:
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
@@ -281,10 +233,10 @@ def _resume_state(opts: TrainOptions) -> dict[str, Any] | None:
         return None
     state = load_state(Path(opts.resume), opts.preset)
     run = state["run"]
-    if (run["world_size"], run["batch_size"]) != (int(os.environ.get("WORLD_SIZE", "1")), opts.batch_size):
+    if (run["world_size"], run["batch_size"]) != (launch_world_size(), opts.batch_size):
         raise CheckpointError(
             f"{opts.resume}: saved by {run['world_size']} process(es) x batch {run['batch_size']}; resume with the "
-            f"same layout (now {os.environ.get('WORLD_SIZE', '1')} x {opts.batch_size})"
+            f"same layout (now {launch_world_size()} x {opts.batch_size})"
         )
     return state
 
@@ -295,18 +247,30 @@ def train(opts: TrainOptions, loss: Callable[[DFF], DFFLoss] = DFFLoss) -> Train
     `loss` builds the loss module around the model (a DFFLoss subclass may form the features otherwise).
     """
     resumed = _resume_state(opts)  # before anything is written, so a bad --resume touches nothing
-    d, device = _init_distributed(opts.device)
-    try:
-        return _train(opts, d, device, resumed, loss)
-    finally:
-        if d.owned:
-            dist.destroy_process_group()
+    with distributed(opts.device) as d:
+        if d.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        return _train(opts, d, resumed, loss)
 
 
-def _train(
-    opts: TrainOptions, d: _Dist, device: torch.device, resumed: dict[str, Any] | None, loss: Callable[[DFF], DFFLoss]
-) -> TrainResult:
-    out = Path(opts.out)
+@dataclass
+class _Run:
+    """A run set up to train: the model, its optimiser and schedule, where it stands, and what it saves."""
+
+    cfg: DFFConfig
+    settings: dict[str, Any]  # the run settings saved in every checkpoint (seed, layout, amp, lr, epochs)
+    net: DFF
+    model: torch.nn.Module  # the loss module, wrapped in DDP over several processes
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    schedule: StepWarmupSchedule
+    scaler: torch.amp.GradScaler | None
+    progress: Progress
+
+
+def _settings(opts: TrainOptions, d: DistContext, resumed: dict[str, Any] | None) -> tuple[DFFConfig, dict[str, Any]]:
+    """The preset's config and the run settings: the checkpoint's when resuming (epochs may be raised)."""
     cfg = resumed["config"] if resumed else get_preset(opts.preset)
     run = (
         dict(resumed["run"])
@@ -320,10 +284,18 @@ def _train(
         }
     )
     run["epochs"] = opts.epochs or (run.get("epochs") if resumed else None) or cfg.train.epochs
-    seed = run["seed"]
-    seed_everything(seed + d.rank)
-    loader, sampler = _build_loader(opts, cfg, d, seed)
+    return cfg, run
 
+
+def _setup(
+    opts: TrainOptions,
+    d: DistContext,
+    cfg: DFFConfig,
+    run: dict[str, Any],
+    resumed: dict[str, Any] | None,
+    loss: Callable[[DFF], DFFLoss],
+) -> _Run:
+    """The network (initialised or resumed), the loss module, SGD with the flow's lr multiplier, the schedule."""
     net = DFF(cfg)
     if resumed:
         net.load_state_dict(resumed["model"])
@@ -332,8 +304,8 @@ def _train(
             pretrained.load_backbone(net, Path(opts.backbone_weights))
         if opts.flownet_weights:
             pretrained.load_flownet(net, Path(opts.flownet_weights))
-    net.to(device).train()
-    module = loss(net).to(device)
+    net.to(d.device).train()
+    module = loss(net).to(d.device)
     model = DistributedDataParallel(module) if d.world_size > 1 else module
     params = [p for p in net.parameters() if p.requires_grad]
     base_lr = run["lr_per_8_images"] * d.world_size * opts.batch_size / 8
@@ -345,8 +317,7 @@ def _train(
     ]
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
     schedule = StepWarmupSchedule(base_lr, t.lr_steps, t.lr_gamma, t.warmup_iters, t.warmup_ratio)
-    amp = run["amp"]
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    scaler = torch.amp.GradScaler(d.device.type) if run["amp"] == "fp16" else None
     progress = Progress()
     if resumed:
         optimizer.load_state_dict(resumed["optimizer"])
@@ -355,33 +326,117 @@ def _train(
         progress = resumed["progress"]
         set_rng_state(resumed["rng"][d.rank])
         log.info("resumed from %s at epoch %d, iteration %d", opts.resume, progress.epoch + 1, progress.iter_in_epoch)
+    return _Run(cfg, run, net, model, params, optimizer, schedule, scaler, progress)
 
-    rank0 = d.rank == 0
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-    logger = _Logger(out, rank0)
-    latest = out / "latest.pth"
 
-    def save(path: Path) -> None:
-        rng = _gather_rng(d)
-        if rank0:
+class _Checkpoints:
+    """Rank 0 writes the run's state (every rank's RNG gathered) to `latest.pth`, `epoch_{k}.pth` and, when the
+    last epoch is done, the model to `model.safetensors`."""
+
+    def __init__(self, r: _Run, d: DistContext, out: Path) -> None:
+        self.r, self.d, self.out = r, d, out
+        self.latest = out / LATEST
+
+    def save(self, path: Path) -> None:
+        rng = _gather_rng(self.d)
+        if self.d.is_main:
+            r = self.r
             save_state(
-                path, model=net, optimizer=optimizer, scaler=scaler, progress=progress, cfg=cfg, run=run, rng=rng
+                path,
+                model=r.net,
+                optimizer=r.optimizer,
+                scaler=r.scaler,
+                progress=r.progress,
+                cfg=r.cfg,
+                run=r.settings,
+                rng=rng,
             )
 
-    epochs, per_epoch = run["epochs"], sampler.batches_per_epoch
+    def epoch_end(self) -> None:
+        """`epoch_{k}.pth` for the epoch just finished, copied to `latest.pth`."""
+        epoch_file = self.out / f"epoch_{self.r.progress.epoch}.pth"
+        self.save(epoch_file)
+        if self.d.is_main:
+            _copy_atomic(epoch_file, self.latest)
+
+    def final_model(self) -> Path | None:
+        """Write `model.safetensors` on rank 0; its path there, None on the other ranks."""
+        if not self.d.is_main:
+            return None
+        from dff import __version__
+
+        model_path = self.out / "model.safetensors"
+        checkpoint.save(self.r.net, self.r.cfg, model_path, __version__)
+        log.info("trained model written to %s", model_path)
+        return model_path
+
+
+class _LossLog:
+    """Losses averaged over each logging window, written as one log record per window (rank 0)."""
+
+    def __init__(self, logger: _Logger, total: int, progress: Progress) -> None:
+        self.logger, self.total, self.progress = logger, total, progress
+        self.window: dict[str, list[float]] = {}
+        self.last: dict[str, float] = {}
+        self.start_time, self.start_iter = time.time(), progress.global_iter
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.window.setdefault(k, []).append(v)
+
+    def flush(self, lr: float, grad_norm: float) -> None:
+        p = self.progress
+        self.last = {k: float(np.mean(v)) for k, v in self.window.items()}
+        self.window = {}
+        rate = (time.time() - self.start_time) / max(p.global_iter - self.start_iter, 1)
+        self.logger.write(
+            {
+                "epoch": p.epoch + 1,
+                "iter": p.iter_in_epoch,
+                "global_iter": p.global_iter,
+                "lr": lr,
+                **self.last,
+                "grad_norm": grad_norm,
+                "time": rate,
+                "eta_s": rate * (self.total - p.global_iter),
+            }
+        )
+
+
+def _train(
+    opts: TrainOptions, d: DistContext, resumed: dict[str, Any] | None, loss: Callable[[DFF], DFFLoss]
+) -> TrainResult:
+    out = Path(opts.out)
+    cfg, settings = _settings(opts, d, resumed)
+    seed = settings["seed"]
+    seed_everything(seed + d.rank)
+    loader, sampler = _build_loader(opts, cfg, d, seed)
+    r = _setup(opts, d, cfg, settings, resumed, loss)
+    progress = r.progress
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    logger = _Logger(out, d.is_main)
+    saver = _Checkpoints(r, d, out)
+    epochs, per_epoch = settings["epochs"], sampler.batches_per_epoch
     total = epochs * per_epoch if opts.max_iters is None else min(epochs * per_epoch, opts.max_iters)
     bar = tqdm(
         total=total,
         initial=min(progress.global_iter, total),
-        disable=not (rank0 and opts.progress_bar),
+        disable=not (d.is_main and opts.progress_bar),
         dynamic_ncols=True,
         desc="train",
     )
-    step = _Step(params, optimizer, scaler, t.grad_clip_norm, device.type, amp, latest, progress)
-    window: dict[str, list[float]] = {}
-    last: dict[str, float] = {}
-    start_time, start_iter = time.time(), progress.global_iter
+    step = _Step(
+        r.params,
+        r.optimizer,
+        r.scaler,
+        cfg.train.grad_clip_norm,
+        d.device.type,
+        settings["amp"],
+        saver.latest,
+        progress,
+    )
+    losses_log = _LossLog(logger, total, progress)
     try:
         while progress.epoch < epochs and progress.global_iter < total:
             sampler.set_epoch(progress.epoch, progress.iter_in_epoch)
@@ -389,52 +444,28 @@ def _train(
                 for item in batch:
                     if isinstance(item, _Failure):
                         raise DatasetError(item.message)
-                lr = schedule.apply(optimizer, progress.epoch, progress.global_iter)
-                losses, grad_norm = step(model, batch)
+                lr = r.schedule.apply(r.optimizer, progress.epoch, progress.global_iter)
+                losses, grad_norm = step(r.model, batch)
                 progress.iter_in_epoch += 1
                 progress.global_iter += 1
-                values = _reduce_mean(losses, d, device)
-                for k, v in values.items():
-                    window.setdefault(k, []).append(v)
+                values = _reduce_mean(losses, d, d.device)
+                losses_log.add(values)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
                 end_of_epoch = progress.iter_in_epoch == per_epoch
                 if progress.global_iter % opts.log_every == 0 or end_of_epoch or progress.global_iter == total:
-                    last = {k: float(np.mean(v)) for k, v in window.items()}
-                    window = {}
-                    rate = (time.time() - start_time) / max(progress.global_iter - start_iter, 1)
-                    logger.write(
-                        {
-                            "epoch": progress.epoch + 1,
-                            "iter": progress.iter_in_epoch,
-                            "global_iter": progress.global_iter,
-                            "lr": lr,
-                            **last,
-                            "grad_norm": grad_norm,
-                            "time": rate,
-                            "eta_s": rate * (total - progress.global_iter),
-                        }
-                    )
+                    losses_log.flush(lr, grad_norm)
                 if opts.checkpoint_every and progress.global_iter % opts.checkpoint_every == 0:
-                    save(latest)
+                    saver.save(saver.latest)
                 if progress.global_iter >= total:
                     break
             if progress.iter_in_epoch >= per_epoch:
                 progress.epoch, progress.iter_in_epoch = progress.epoch + 1, 0
-                epoch_file = out / f"epoch_{progress.epoch}.pth"
-                save(epoch_file)
-                if rank0:
-                    _copy_atomic(epoch_file, latest)
+                saver.epoch_end()
             elif progress.global_iter >= total:
-                save(latest)
+                saver.save(saver.latest)
     finally:
         bar.close()
         logger.close()
-    model_path = None
-    if progress.epoch >= epochs and rank0:
-        from dff import __version__
-
-        model_path = out / "model.safetensors"
-        checkpoint.save(net, cfg, model_path, __version__)
-        log.info("trained model written to %s", model_path)
-    return TrainResult(progress, last, model_path, latest)
+    model_path = saver.final_model() if progress.epoch >= epochs else None
+    return TrainResult(progress, losses_log.last, model_path, saver.latest)

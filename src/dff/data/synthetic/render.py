@@ -1,40 +1,17 @@
-"""A synthetic ImageNet VID/DET set in the exact ILSVRC2015 layout, learnable and with motion that matters.
+"""The synthetic renderer: class sprites, textured backgrounds, moving objects behind a panning camera.
 
-``make_synthetic(out)`` writes::
-
-    Data/VID/{train,val}/<video>/<%06d>.JPEG        Annotations/VID/{train,val}/<video>/<%06d>.xml
-    Data/DET/train/<subset>/<image>.JPEG            Annotations/DET/train/<subset>/<image>.xml
-    Lists/VID_train_15frames.txt  Lists/VID_val_videos.txt  Lists/DET_train_30classes.txt
-    synthetic_gt.json                               (what was drawn: every box, track id and speed)
-
-Content: eight VID classes, each a distinct shape and texture (:data:`SYNTHETIC_CLASSES`), over a textured
-background seen through a panning camera. Every object gets a speed class -- slow, medium or fast, a
-per-frame displacement of a fixed fraction of its size -- so that FGFA's motion-IoU buckets (fast < 0.7,
-medium 0.7-0.9, slow > 0.9) are all populated; objects also change scale, bounce or leave the frame, enter
-mid-video, and pass behind an unannotated pole (``occluded`` is set when more than 20% is hidden). Boxes are
-integer ``xmin, ymin, xmax, ymax`` with ``w = xmax - xmin`` (mmtracking's reading) of the visible part.
-
-Deterministic per seed: video ``i`` of a split depends only on ``(seed, split, i)`` and the frame size.
+Pure drawing from a NumPy generator: no files. `render_video` yields each frame with what is visible in it;
+`render_det_image` draws one DET still. See `dff.data.synthetic` for the content and its guarantees.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
-from dff.classes import VID_CLASSES, VID_WNIDS
-from dff.errors import DatasetError, InputError
-from dff.io.atomic import write_text_atomic
-
-log = logging.getLogger(__name__)
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
     "airplane",
@@ -48,9 +25,6 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
 )
 """The VID classes drawn; each has its own silhouette and texture."""
 
-OTHER_WNID = "n00007846"
-"""A non-VID WNID (person) used for DET distractors; the DET converter maps it to category 31."""
-
 SPEED_FRACTIONS: dict[str, tuple[float, float]] = {
     "slow": (0.0, 0.003),
     "medium": (0.011, 0.018),
@@ -61,7 +35,6 @@ SPEED_FRACTIONS: dict[str, tuple[float, float]] = {
 SCALE_RATES: dict[str, float] = {"slow": 0.0005, "medium": 0.002, "fast": 0.005}
 """Largest per-frame relative size change per speed class."""
 
-GT_FILE = "synthetic_gt.json"
 MIN_VISIBLE_PIXELS = 6
 MIN_VISIBLE_FRACTION = 0.15
 OCCLUDED_FRACTION = 0.2
@@ -77,81 +50,6 @@ _ASPECT = {  # width / height of each class's silhouette
     "giant_panda": 0.9,
     "other": 0.8,
 }
-_SPLIT_CODE = {"train": 0, "val": 1, "det": 2}
-
-
-@dataclass
-class Track:
-    """One object of a video: its WNID, speed class and the boxes it was annotated with, per frame."""
-
-    trackid: int
-    wnid: str
-    speed: str
-    frames: list[int] = field(default_factory=list)
-    boxes: list[list[int]] = field(default_factory=list)  # [xmin, ymin, xmax, ymax), w = xmax - xmin, per frame
-    occluded: list[bool] = field(default_factory=list)
-    generated: list[bool] = field(default_factory=list)
-    full_boxes: list[list[int]] = field(default_factory=list)  # the whole sprite's box, also outside the frame
-
-
-@dataclass
-class SyntheticVideo:
-    """A generated video: ``name`` is its directory relative to ``Data/VID`` (e.g. ``val/ILSVRC2015_val_00000000``)."""
-
-    split: str
-    name: str
-    width: int
-    height: int
-    num_frames: int
-    train_frames: list[int]  # 0-based, the 15 listed in VID_train_15frames.txt (empty for val)
-    tracks: list[Track]
-    camera: list[list[int]] = field(default_factory=list)  # per frame: (x, y) of the frame in the panned canvas
-
-
-@dataclass
-class SyntheticImage:
-    """A generated DET image; ``name`` is relative to ``Data/DET`` without ``.JPEG``."""
-
-    name: str
-    width: int
-    height: int
-    listed: bool  # in DET_train_30classes.txt (has an object of a VID class)
-    objects: list[dict]  # {"wnid", "box": [xmin, ymin, xmax, ymax]}
-
-
-@dataclass
-class SyntheticSet:
-    """Everything a generator run drew; written as ``synthetic_gt.json`` at the root."""
-
-    root: Path
-    seed: int
-    videos: list[SyntheticVideo]
-    det_images: list[SyntheticImage]
-
-    def to_dict(self) -> dict:
-        return {
-            "seed": self.seed,
-            "videos": [asdict(v) for v in self.videos],
-            "det_images": [asdict(d) for d in self.det_images],
-        }
-
-    @classmethod
-    def from_dict(cls, root: Path, d: dict) -> SyntheticSet:
-        videos = [SyntheticVideo(**{**v, "tracks": [Track(**t) for t in v["tracks"]]}) for v in d["videos"]]
-        return cls(Path(root), d["seed"], videos, [SyntheticImage(**i) for i in d["det_images"]])
-
-
-def load_ground_truth(root: Path | str) -> SyntheticSet:
-    """Read ``synthetic_gt.json`` of a generated tree."""
-    path = Path(root) / GT_FILE
-    try:
-        return SyntheticSet.from_dict(Path(root), json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no synthetic ground truth (not made by make_synthetic?)") from None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Drawing: sprites (texture + alpha) per class, textured backgrounds.
 
 
 def _pts(norm: list[tuple[float, float]], w: int, h: int) -> np.ndarray:
@@ -436,7 +334,7 @@ def _visible(box: tuple[int, int, int, int], width: int, height: int) -> tuple[i
     return vx1, vy1, vx2, vy2
 
 
-def _render_video(rng: np.random.Generator, width: int, height: int, num_frames: int):
+def render_video(rng: np.random.Generator, width: int, height: int, num_frames: int):
     """Draw a video; yield (frame BGR uint8, [(trackid, kind, speed, visible box, occluded, full box)], camera
     (x, y)) per frame; objects in drawing order (later ones on top)."""
     mx, my = width // 5, height // 5
@@ -502,127 +400,8 @@ def _paste_mask(dst: np.ndarray, mask: np.ndarray, x1: int, y1: int) -> None:
         dst[fy1:fy2, fx1:fx2] = mask[fy1 - y1 : fy2 - y1, fx1 - x1 : fx2 - x1]
 
 
-def ground_truth_flow(video: SyntheticVideo, t: int, k: int) -> np.ndarray:
-    """Flow (2, H, W) float32 from frame ``t`` to frame ``k`` of a generated video: where each pixel of frame t is
-    in frame k, in pixels (x, y).
-
-    The background moves with the camera. An object annotated in both frames maps its box in t onto its box in k
-    (its sprite is drawn scaled into that box), pixel centres to pixel centres. The background the object has
-    uncovered since frame k takes the object's mapping too: its true flow would point at the object in frame k,
-    and warping features along it would copy the object to where it no longer is; along the object's motion it
-    reads the background behind it instead (where objects overlapped in frame k, along the top one's motion).
-    Later-drawn objects are on top. Needs a set made with camera records.
-    """
-    if not video.camera:
-        raise DatasetError(f"{video.name}: no camera record (made by an older make_synthetic); generate it again")
-    h, w = video.height, video.width
-    bg = np.subtract(video.camera[t], video.camera[k]).astype(np.float32)
-    flow = np.empty((2, h, w), np.float32)
-    flow[0], flow[1] = bg[0], bg[1]
-    xs, ys = np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32) + 0.5
-    pairs = []
-    for tr in sorted(video.tracks, key=lambda tr: tr.trackid):
-        at = dict(zip(tr.frames, tr.full_boxes))
-        if t in at and k in at:
-            pairs.append((np.asarray(at[t], np.float32), np.asarray(at[k], np.float32)))
-
-    def paint(bt: np.ndarray, bk: np.ndarray, region: np.ndarray) -> None:
-        x1, y1, x2, y2 = np.clip(np.round(region), 0, [w, h, w, h]).astype(int)
-        if x2 <= x1 or y2 <= y1:
-            return
-        sx, sy = (bk[2] - bk[0]) / (bt[2] - bt[0]), (bk[3] - bk[1]) / (bt[3] - bt[1])
-        flow[0, y1:y2, x1:x2] = (bk[0] + (xs[x1:x2] - bt[0]) * sx - xs[x1:x2])[None, :]
-        flow[1, y1:y2, x1:x2] = (bk[1] + (ys[y1:y2] - bt[1]) * sy - ys[y1:y2])[:, None]
-
-    for bt, bk in pairs:  # uncovered background: frame-t pixels whose background in frame k lies under the object
-        paint(bt, bk, bk - np.tile(bg, 2))
-    for bt, bk in pairs:
-        paint(bt, bk, bt)
-    return flow
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# ILSVRC files.
-
-_WNID = dict(zip(VID_CLASSES, VID_WNIDS)) | {"other": OTHER_WNID}
-
-
-def _xml_object(wnid: str, box, extra: str = "", track: str = "") -> str:
-    x1, y1, x2, y2 = box
-    return (
-        f"\t<object>\n{track}\t\t<name>{wnid}</name>\n\t\t<bndbox>\n\t\t\t<xmax>{x2}</xmax>\n"
-        f"\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymax>{y2}</ymax>\n\t\t\t<ymin>{y1}</ymin>\n\t\t</bndbox>\n"
-        f"{extra}\t</object>\n"
-    )
-
-
-def _xml(folder: str, filename: str, database: str, width: int, height: int, objects: list[str]) -> str:
-    return (
-        f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{filename}</filename>\n"
-        f"\t<source>\n\t\t<database>{database}</database>\n\t</source>\n"
-        f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n\t</size>\n"
-        + "".join(objects)
-        + "</annotation>\n"
-    )
-
-
-def _write_image(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 92]):
-        raise DatasetError(f"{path}: cannot write image")
-
-
-def train_frame_numbers(num_frames: int) -> list[int]:
-    """The 1-based frames FGFA lists for a training video: the centres of 15 equal segments (all if shorter)."""
-    if num_frames <= 15:
-        return list(range(1, num_frames + 1))
-    return [max(1, (2 * k + 1) * num_frames // 30) for k in range(15)]
-
-
-def _video_name(split: str, index: int) -> str:
-    if split == "train":
-        return f"train/ILSVRC2015_VID_train_{index // 1000:04d}/ILSVRC2015_train_{index:08d}"
-    return f"val/ILSVRC2015_val_{index:08d}"
-
-
-def _make_video(
-    root: Path, split: str, index: int, seed: int, width: int, height: int, num_frames: int
-) -> SyntheticVideo:
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-    name = _video_name(split, index)
-    tracks: dict[int, Track] = {}
-    camera = []
-    for t, (frame, objects, cam) in enumerate(_render_video(rng, width, height, num_frames)):
-        _write_image(root / "Data" / "VID" / name / f"{t:06d}.JPEG", frame)
-        camera.append(list(cam))
-        parts = []
-        for trackid, kind, speed, box, occluded, full_box in objects:
-            generated = bool(rng.random() < 0.3)
-            tr = tracks.setdefault(trackid, Track(trackid, _WNID[kind], speed))
-            tr.frames.append(t)
-            tr.boxes.append(list(box))
-            tr.occluded.append(occluded)
-            tr.generated.append(generated)
-            tr.full_boxes.append(list(full_box))
-            parts.append(
-                _xml_object(
-                    _WNID[kind],
-                    box,
-                    track=f"\t\t<trackid>{trackid}</trackid>\n",
-                    extra=f"\t\t<occluded>{int(occluded)}</occluded>\n\t\t<generated>{int(generated)}</generated>\n",
-                )
-            )
-        xml_path = root / "Annotations" / "VID" / name / f"{t:06d}.xml"
-        xml_path.parent.mkdir(parents=True, exist_ok=True)
-        xml_path.write_text(_xml(name.split("/", 1)[1], f"{t:06d}", "ILSVRC_2015", width, height, parts))
-    train_frames = [n - 1 for n in train_frame_numbers(num_frames)] if split == "train" else []
-    return SyntheticVideo(
-        split, name, width, height, num_frames, train_frames, [tracks[k] for k in sorted(tracks)], camera
-    )
-
-
-def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) -> SyntheticImage:
-    rng = np.random.default_rng([seed, _SPLIT_CODE["det"], index])
+def render_det_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[tuple[str, tuple]]]:
+    """A DET still about ``width`` wide: (BGR uint8 image, [(kind, (xmin, ymin, xmax, ymax))]); kind may be 'other'."""
     w = int(round(width * rng.uniform(0.8, 1.2)))
     h = int(round(w * rng.uniform(0.6, 0.8)))
     img = make_background(h, w, rng)
@@ -635,83 +414,5 @@ def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) 
         box = (x1, y1, min(w, x1 + max(4, round(ow))), min(h, y1 + max(4, round(oh))))
         tex, alpha = make_sprite(kind, box[2] - box[0], box[3] - box[1], rng)
         _paste(img, tex, alpha, box[0], box[1])
-        objects.append({"wnid": _WNID[kind], "box": list(box)})
-    listed = any(o["wnid"] != OTHER_WNID for o in objects)
-    if index % 2 == 0:
-        name = f"train/ILSVRC2014_train_0000/ILSVRC2014_train_{index:08d}"
-        folder, database = "ILSVRC2014_train_0000", "ILSVRC_2014"
-    else:
-        wnid = objects[0]["wnid"] if objects else OTHER_WNID
-        name = f"train/ILSVRC2013_train/{wnid}/{wnid}_{index}"
-        folder, database = wnid, "ILSVRC_2013"
-    _write_image(root / "Data" / "DET" / f"{name}.JPEG", img)
-    xml_path = root / "Annotations" / "DET" / f"{name}.xml"
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    xml_path.write_text(
-        _xml(folder, name.rsplit("/", 1)[1], database, w, h, [_xml_object(o["wnid"], o["box"]) for o in objects])
-    )
-    return SyntheticImage(name, w, h, listed, objects)
-
-
-def _write_lists(root: Path, videos: list[SyntheticVideo], det: list[SyntheticImage]) -> None:
-    train = [v for v in videos if v.split == "train"]
-    lines = [f"{v.name} 1 {n} {v.num_frames}\n" for v in train for n in train_frame_numbers(v.num_frames)]
-    write_text_atomic(root / "Lists" / "VID_train_15frames.txt", "".join(lines))
-    lines, start = [], 1
-    for v in (v for v in videos if v.split == "val"):
-        lines.append(f"{v.name} {start} 0 {v.num_frames}\n")
-        start += v.num_frames
-    write_text_atomic(root / "Lists" / "VID_val_videos.txt", "".join(lines))
-    listed = [d.name for d in det if d.listed]
-    ordered = [n for n in listed if "ILSVRC2014" in n] + sorted(n for n in listed if "ILSVRC2013" in n)
-    write_text_atomic(root / "Lists" / "DET_train_30classes.txt", "".join(f"{n} 1\n" for n in ordered))
-
-
-def make_synthetic(
-    out_dir: Path | str,
-    videos: int = 20,
-    frames: int = 60,
-    seed: int = 0,
-    width: int = 480,
-    height: int = 272,
-    det_images: int = 40,
-    val_videos: int = 5,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> SyntheticSet:
-    """Write a synthetic ILSVRC2015 tree to ``out_dir`` and return (and save) what was drawn.
-
-    ``videos`` training videos and ``val_videos`` validation videos of ``frames`` frames of ``width`` x
-    ``height`` pixels, and ``det_images`` DET still images (about the same size). Refuses a non-empty
-    ``out_dir`` unless ``overwrite``.
-    """
-    root = Path(out_dir)
-    if min(videos, val_videos, det_images) < 0 or frames < 1 or min(width, height) < 32:
-        raise InputError(
-            f"{root}: need videos/val_videos/det_images >= 0, frames >= 1 and a frame "
-            f"of at least 32x32 (got {width}x{height})"
-        )
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise InputError(f"{root}: folder is not empty (use overwrite / --force to write into it)")
-    root.mkdir(parents=True, exist_ok=True)
-    jobs = [("train", i) for i in range(videos)] + [("val", i) for i in range(val_videos)]
-    made = [
-        _make_video(root, split, i, seed, width, height, frames)
-        for split, i in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress)
-    ]
-    det = [
-        _make_det_image(root, i, seed, width, height)
-        for i in tqdm(range(det_images), desc="synthetic DET", unit="image", disable=not progress)
-    ]
-    _write_lists(root, made, det)
-    result = SyntheticSet(root, seed, made, det)
-    write_text_atomic(root / GT_FILE, json.dumps(result.to_dict()))
-    log.info(
-        "synthetic set: %d train + %d val videos of %d frames, %d DET images in %s",
-        videos,
-        val_videos,
-        frames,
-        det_images,
-        root,
-    )
-    return result
+        objects.append((kind, box))
+    return img, objects

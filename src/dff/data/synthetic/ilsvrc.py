@@ -1,0 +1,189 @@
+"""The ILSVRC2015 writer of the synthetic set: JPEG frames, VOC XML annotations, the list files and the ground truth.
+
+See `dff.data.synthetic` for the layout it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from dff.classes import VID_CLASSES, VID_WNIDS
+from dff.data.synthetic.records import GT_FILE, SyntheticImage, SyntheticSet, SyntheticVideo, Track
+from dff.data.synthetic.render import render_det_image, render_video
+from dff.errors import DatasetError, InputError
+from dff.io.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+OTHER_WNID = "n00007846"
+"""A non-VID WNID (person) used for DET distractors; the DET converter maps it to category 31."""
+
+_SPLIT_CODE = {"train": 0, "val": 1, "det": 2}
+
+_WNID = dict(zip(VID_CLASSES, VID_WNIDS)) | {"other": OTHER_WNID}
+
+
+def _xml_object(wnid: str, box, extra: str = "", track: str = "") -> str:
+    x1, y1, x2, y2 = box
+    return (
+        f"\t<object>\n{track}\t\t<name>{wnid}</name>\n\t\t<bndbox>\n\t\t\t<xmax>{x2}</xmax>\n"
+        f"\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymax>{y2}</ymax>\n\t\t\t<ymin>{y1}</ymin>\n\t\t</bndbox>\n"
+        f"{extra}\t</object>\n"
+    )
+
+
+def _xml(folder: str, filename: str, database: str, width: int, height: int, objects: list[str]) -> str:
+    return (
+        f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{filename}</filename>\n"
+        f"\t<source>\n\t\t<database>{database}</database>\n\t</source>\n"
+        f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n\t</size>\n"
+        + "".join(objects)
+        + "</annotation>\n"
+    )
+
+
+def _write_image(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        raise DatasetError(f"{path}: cannot write image")
+
+
+def train_frame_numbers(num_frames: int) -> list[int]:
+    """The 1-based frames FGFA lists for a training video: the centres of 15 equal segments (all if shorter)."""
+    if num_frames <= 15:
+        return list(range(1, num_frames + 1))
+    return [max(1, (2 * k + 1) * num_frames // 30) for k in range(15)]
+
+
+def _video_name(split: str, index: int) -> str:
+    if split == "train":
+        return f"train/ILSVRC2015_VID_train_{index // 1000:04d}/ILSVRC2015_train_{index:08d}"
+    return f"val/ILSVRC2015_val_{index:08d}"
+
+
+def _make_video(
+    root: Path, split: str, index: int, seed: int, width: int, height: int, num_frames: int
+) -> SyntheticVideo:
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+    name = _video_name(split, index)
+    tracks: dict[int, Track] = {}
+    camera = []
+    for t, (frame, objects, cam) in enumerate(render_video(rng, width, height, num_frames)):
+        _write_image(root / "Data" / "VID" / name / f"{t:06d}.JPEG", frame)
+        camera.append(list(cam))
+        parts = []
+        for trackid, kind, speed, box, occluded, full_box in objects:
+            generated = bool(rng.random() < 0.3)
+            tr = tracks.setdefault(trackid, Track(trackid, _WNID[kind], speed))
+            tr.frames.append(t)
+            tr.boxes.append(list(box))
+            tr.occluded.append(occluded)
+            tr.generated.append(generated)
+            tr.full_boxes.append(list(full_box))
+            parts.append(
+                _xml_object(
+                    _WNID[kind],
+                    box,
+                    track=f"\t\t<trackid>{trackid}</trackid>\n",
+                    extra=f"\t\t<occluded>{int(occluded)}</occluded>\n\t\t<generated>{int(generated)}</generated>\n",
+                )
+            )
+        xml_path = root / "Annotations" / "VID" / name / f"{t:06d}.xml"
+        xml_path.parent.mkdir(parents=True, exist_ok=True)
+        xml_path.write_text(_xml(name.split("/", 1)[1], f"{t:06d}", "ILSVRC_2015", width, height, parts))
+    train_frames = [n - 1 for n in train_frame_numbers(num_frames)] if split == "train" else []
+    return SyntheticVideo(
+        split, name, width, height, num_frames, train_frames, [tracks[k] for k in sorted(tracks)], camera
+    )
+
+
+def _make_det_image(root: Path, index: int, seed: int, width: int, height: int) -> SyntheticImage:
+    rng = np.random.default_rng([seed, _SPLIT_CODE["det"], index])
+    img, drawn = render_det_image(rng, width, height)
+    h, w = img.shape[:2]
+    objects = [{"wnid": _WNID[kind], "box": list(box)} for kind, box in drawn]
+    listed = any(o["wnid"] != OTHER_WNID for o in objects)
+    if index % 2 == 0:
+        name = f"train/ILSVRC2014_train_0000/ILSVRC2014_train_{index:08d}"
+        folder, database = "ILSVRC2014_train_0000", "ILSVRC_2014"
+    else:
+        wnid = objects[0]["wnid"] if objects else OTHER_WNID
+        name = f"train/ILSVRC2013_train/{wnid}/{wnid}_{index}"
+        folder, database = wnid, "ILSVRC_2013"
+    _write_image(root / "Data" / "DET" / f"{name}.JPEG", img)
+    xml_path = root / "Annotations" / "DET" / f"{name}.xml"
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    xml_path.write_text(
+        _xml(folder, name.rsplit("/", 1)[1], database, w, h, [_xml_object(o["wnid"], o["box"]) for o in objects])
+    )
+    return SyntheticImage(name, w, h, listed, objects)
+
+
+def _write_lists(root: Path, videos: list[SyntheticVideo], det: list[SyntheticImage]) -> None:
+    train = [v for v in videos if v.split == "train"]
+    lines = [f"{v.name} 1 {n} {v.num_frames}\n" for v in train for n in train_frame_numbers(v.num_frames)]
+    write_text_atomic(root / "Lists" / "VID_train_15frames.txt", "".join(lines))
+    lines, start = [], 1
+    for v in (v for v in videos if v.split == "val"):
+        lines.append(f"{v.name} {start} 0 {v.num_frames}\n")
+        start += v.num_frames
+    write_text_atomic(root / "Lists" / "VID_val_videos.txt", "".join(lines))
+    listed = [d.name for d in det if d.listed]
+    ordered = [n for n in listed if "ILSVRC2014" in n] + sorted(n for n in listed if "ILSVRC2013" in n)
+    write_text_atomic(root / "Lists" / "DET_train_30classes.txt", "".join(f"{n} 1\n" for n in ordered))
+
+
+def make_synthetic(
+    out_dir: Path | str,
+    videos: int = 20,
+    frames: int = 60,
+    seed: int = 0,
+    width: int = 480,
+    height: int = 272,
+    det_images: int = 40,
+    val_videos: int = 5,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SyntheticSet:
+    """Write a synthetic ILSVRC2015 tree to ``out_dir`` and return (and save) what was drawn.
+
+    ``videos`` training videos and ``val_videos`` validation videos of ``frames`` frames of ``width`` x
+    ``height`` pixels, and ``det_images`` DET still images (about the same size). Refuses a non-empty
+    ``out_dir`` unless ``overwrite``.
+    """
+    root = Path(out_dir)
+    if min(videos, val_videos, det_images) < 0 or frames < 1 or min(width, height) < 32:
+        raise InputError(
+            f"{root}: need videos/val_videos/det_images >= 0, frames >= 1 and a frame "
+            f"of at least 32x32 (got {width}x{height})"
+        )
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise InputError(f"{root}: folder is not empty (use overwrite / --force to write into it)")
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [("train", i) for i in range(videos)] + [("val", i) for i in range(val_videos)]
+    made = [
+        _make_video(root, split, i, seed, width, height, frames)
+        for split, i in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress)
+    ]
+    det = [
+        _make_det_image(root, i, seed, width, height)
+        for i in tqdm(range(det_images), desc="synthetic DET", unit="image", disable=not progress)
+    ]
+    _write_lists(root, made, det)
+    result = SyntheticSet(root, seed, made, det)
+    write_text_atomic(root / GT_FILE, json.dumps(result.to_dict()))
+    log.info(
+        "synthetic set: %d train + %d val videos of %d frames, %d DET images in %s",
+        videos,
+        val_videos,
+        frames,
+        det_images,
+        root,
+    )
+    return result

@@ -1,0 +1,172 @@
+"""`dff.evaluate`: run a model over a COCO-VID val set at one or more key intervals, resumably, and score it.
+
+What `dff test` does, as a Python API: per key interval K it streams `results_k{K}.jsonl` (resumable), then writes
+`coco_results_k{K}.json` (COCO results format) and `summary_k{K}.json`; a sweep also writes `sweep.json` and
+`sweep.png`. Call it on every rank of a torchrun launch (inside `dff.distributed.distributed`): whole videos are
+split across the ranks and rank 0 merges, evaluates and writes; the other ranks get None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dff.api import DFFModel
+from dff.data.cocovid import CocoVID
+from dff.distributed import current
+from dff.errors import InputError
+from dff.evaluation.ap import APResult
+from dff.evaluation.evaluate import METRICS, PROTOCOLS, category_ids, coco_results, parse_metrics
+from dff.evaluation.evaluate import evaluate as evaluate_records
+from dff.evaluation.results import make_header, read_records, remove_results
+from dff.evaluation.runner import RunStats, run_dataset
+from dff.evaluation.sweep import SweepPoint, check_intervals, plot_sweep, sweep_table
+from dff.io.atomic import write_json_atomic
+
+
+@dataclass(frozen=True)
+class IntervalResult:
+    """One key interval's run: AP50 per protocol (keys of `PROTOCOLS`), this session's timing and the files."""
+
+    key_interval: int
+    ap50: dict[str, APResult]
+    stats: RunStats
+    results_path: Path
+    coco_results_path: Path
+    summary_path: Path
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second of this session (model time per process); None if every video was already done."""
+        return self.stats.fps if self.stats.frames else None
+
+    def sweep_point(self) -> SweepPoint:
+        """This interval as a point of the speed / accuracy sweep (mean AP50 per protocol)."""
+        return SweepPoint(self.key_interval, self.fps, {k: v.mean for k, v in self.ap50.items()})
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Every key interval evaluated, in the order asked, and the sweep files when a sweep was written."""
+
+    dataset: CocoVID
+    class_names: tuple[str, ...]
+    intervals: list[IntervalResult]
+    sweep_json: Path | None = None
+    sweep_png: Path | None = None
+
+    def sweep_table(self) -> str:
+        """The speed / accuracy table: key interval, fps and mean AP50 (%) per protocol."""
+        return sweep_table([r.sweep_point() for r in self.intervals])
+
+
+def evaluate(
+    model: DFFModel,
+    ann: Path | str | CocoVID,
+    img_root: Path | str,
+    out: Path | str,
+    key_intervals: Sequence[int] | None = None,
+    metrics: Sequence[str] = METRICS,
+    weights: str | Path | None = None,
+    sweep: bool | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_interval: Callable[[IntervalResult], None] | None = None,
+) -> EvaluationResult | None:
+    """Run `model` over every video of the COCO-VID file `ann` (or a loaded CocoVID; images under `img_root`) and
+    score it, into `out`.
+
+    `key_intervals` defaults to the model's own; each is run (or resumed from `out`) in turn and the model's key
+    interval is restored afterwards. `metrics` are names from `METRICS` (or one comma-separated string).
+    `weights` (a path or zoo name) is recorded in every results header, so resuming with other weights is refused,
+    and in each summary. `sweep` (default: more than one interval) also writes `sweep.json` and `sweep.png`.
+    `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each interval's result as
+    soon as it is written. Returns None on ranks other than 0. Raises DFFError subclasses on bad input.
+    """
+    img_root, out = Path(img_root), Path(out)
+    try:
+        metrics = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
+        intervals = check_intervals(key_intervals if key_intervals is not None else [model.key_interval])
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if not img_root.is_dir():
+        raise InputError(f"{img_root}: the image root is not a folder")
+    dataset = ann if isinstance(ann, CocoVID) else CocoVID.load(ann)
+    category_ids(dataset, model.class_names)  # fail early on a class / category mismatch
+    rank, _ = current()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    given = model.key_interval
+    results = []
+    try:
+        for k in intervals:
+            model.key_interval = k
+            r = _evaluate_one(model, dataset, img_root, out, k, metrics, weights, overwrite, progress)
+            if r is not None:
+                results.append(r)
+                if on_interval is not None:
+                    on_interval(r)
+    finally:
+        model.key_interval = given
+    if rank != 0:
+        return None
+    if not (sweep if sweep is not None else len(intervals) > 1):
+        return EvaluationResult(dataset, tuple(model.class_names), results)
+    points = [r.sweep_point() for r in results]
+    write_json_atomic(
+        [{"key_interval": p.key_interval, "fps": p.fps, "ap50": p.ap50} for p in points], out / "sweep.json"
+    )
+    plot_sweep(points, out / "sweep.png")
+    return EvaluationResult(dataset, tuple(model.class_names), results, out / "sweep.json", out / "sweep.png")
+
+
+def _evaluate_one(
+    model: DFFModel,
+    dataset: CocoVID,
+    img_root: Path,
+    out: Path,
+    key_interval: int,
+    metrics: tuple[str, ...],
+    weights: str | Path | None,
+    overwrite: bool,
+    progress: bool,
+) -> IntervalResult | None:
+    """Run (or resume) one key interval; rank 0 evaluates and writes the files, the other ranks return None."""
+    results_path = out / f"results_k{key_interval}.jsonl"
+    resolved = None if weights is None else str(Path(weights).resolve() if Path(weights).exists() else weights)
+    header = make_header(
+        key_interval=key_interval, weights=resolved, ann=str(dataset.path.resolve()), preset=model.config.name
+    )
+    rank, _ = current()
+    if rank == 0 and overwrite:
+        remove_results(results_path)
+    stats = run_dataset(model, dataset, img_root, results_path, header, progress=progress)
+    if rank != 0:
+        return None
+    records = read_records(results_path)
+    ap = evaluate_records(dataset, records, model.class_names, metrics)
+    result = IntervalResult(
+        key_interval,
+        ap,
+        stats,
+        results_path,
+        out / f"coco_results_k{key_interval}.json",
+        out / f"summary_k{key_interval}.json",
+    )
+    write_json_atomic(coco_results(records, category_ids(dataset, model.class_names)), result.coco_results_path)
+    summary = {
+        "weights": None if weights is None else str(weights),
+        "ann": str(dataset.path),
+        "preset": model.config.name,
+        "key_interval": key_interval,
+        "videos": len(dataset.videos),
+        "frames": len(dataset.images),
+        "fps": result.fps,
+        "frames_run_this_session": stats.frames,
+        "model_seconds_this_session": stats.seconds,
+        "protocols": {k: PROTOCOLS[k] for k in ap},
+        "ap50": {k: v.to_dict(model.class_names) for k, v in ap.items()},
+    }
+    write_json_atomic(summary, result.summary_path)
+    return result

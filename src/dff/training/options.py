@@ -1,0 +1,61 @@
+"""The options of a training run, built in Python or by `dff train` (the same defaults either way).
+
+from dff.training.loop import train
+from dff.training.options import TrainOptions
+
+train(TrainOptions(preset="tiny_synthetic", ann=Path("annotations/imagenet_vid_train.json"), out=Path("runs/t")))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dff.errors import InputError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+LATEST = "latest.pth"
+"""The file name of the last checkpoint in the run folder."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything `dff train` takes, with its defaults; see docs/training.md. None means: the preset's value."""
+
+    preset: str
+    ann: Path  # COCO-VID training JSON
+    out: Path  # run folder: checkpoints, log.jsonl, model.safetensors
+    data_root: Path = Path(".")  # ILSVRC root: images under Data/VID and Data/DET (else directly under it)
+    det_ann: Path | None = None  # COCO DET JSON
+    epochs: int | None = None
+    resume: Path | None = None  # a checkpoint to continue exactly from (`latest` is the run folder's last one)
+    batch_size: int = 1  # pairs per process and step
+    workers: int = 2  # data loader processes per training process
+    seed: int = 0
+    amp: str | None = None  # a key of AMP_DTYPES
+    checkpoint_every: int = 0  # also write latest.pth every N iterations (0: epoch ends only)
+    log_every: int = 50
+    device: str | None = None  # None: cuda (the rank's GPU) if available, else cpu
+    lr: float | None = None  # learning rate per 8 pairs
+    backbone_weights: Path | None = None  # local ImageNet ResNet/ResNeXt .pth
+    flownet_weights: Path | None = None  # local FlowNetSimple .pth
+    max_iters: int | None = None  # stop (with a checkpoint) after this many iterations in total
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("batch_size", 1), ("workers", 0), ("checkpoint_every", 0), ("log_every", 1)):
+            if getattr(self, name) < minimum:
+                raise InputError(f"training option {name} must be >= {minimum}, got {getattr(self, name)}")
+        for name in ("epochs", "max_iters"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"training option {name} must be >= 1, got {getattr(self, name)}")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise InputError(f"training option amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+
+    @property
+    def latest(self) -> Path:
+        """The run folder's last checkpoint, `out/latest.pth` (written whether or not it exists yet)."""
+        return Path(self.out) / LATEST
