@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dff.api import DTYPES, REFERENCE, DFFModel, FrameResult, InferenceOptions, ModelInput, VideoSession
 from dff.benchmark.report import STAGES, BenchmarkReport, agreement, machine_info
-from dff.data.transforms import padded_size, rescale_size
+from dff.data.transforms import image_meta
 from dff.keyframes import Adaptive, FixedInterval, Incoming, KeyFramePolicy, Propagated
 
 log = logging.getLogger(__name__)
@@ -384,7 +384,7 @@ def run_benchmark(
             run.close()
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     h, w = frames[0].shape[:2]
-    (nw, nh), _ = rescale_size(w, h, net.cfg.preprocess.scale)
+    pad_h, pad_w = image_meta(h, w, net.cfg.preprocess).pad_shape
     report = BenchmarkReport(
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         machine=machine_info(device),
@@ -392,7 +392,7 @@ def run_benchmark(
         weights=weights,
         source=source,
         frame_size=[w, h],
-        input_size=list(reversed(padded_size(nh, nw, net.cfg.preprocess.size_divisor))),
+        input_size=[pad_w, pad_h],
         frames=len(frames),
         warmup=warmup,
         gflops={"key": key_gf, "non_key": nonkey_gf},

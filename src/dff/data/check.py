@@ -18,8 +18,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from dff.data.cocovid import BOX_TOLERANCE, CocoVID, read_image
+from dff.data.cocovid import BOX_TOLERANCE, CocoVID
 from dff.errors import DatasetError
+from dff.io.image import read_image
 
 EXAMPLES = 3
 """Offenders named per finding."""
@@ -115,7 +116,7 @@ def _box_problem(ann: dict, img: dict) -> tuple[bool, str] | None:
 def _image_problem(path: Path, img: dict, decode: bool) -> tuple[bool, str] | None:
     if decode:
         try:
-            h, w = read_image(path).shape[:2]
+            h, w = read_image(path, DatasetError).shape[:2]
         except DatasetError:
             return True, "unreadable"
     else:
