@@ -1,8 +1,10 @@
 """The synthetic ILSVRC generator: layout, determinism, speed, motion buckets and the CLI commands."""
 
+import hashlib
 import json
 import math
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +16,8 @@ from dff.data.cocovid import CocoVID, motion_iou
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import SYNTHETIC_CLASSES, ground_truth_flow, load_ground_truth, make_synthetic
 from dff.errors import DatasetError, InputError
+
+STANDARD_DIGEST = "1c49649d62b0a73d8d2ddb0de400ba34adf52ea044169988b275cf3798efc442"
 
 
 def _files(root):
@@ -190,3 +194,44 @@ def test_ground_truth_flow_moves_frame_k_onto_frame_t_and_reads_background_where
     v.camera = []
     with pytest.raises(DatasetError, match="no camera record"):
         ground_truth_flow(v, 1, 0)
+
+
+def _tree_digest(root: Path) -> str:
+    """SHA-256 over every file's relative path and bytes, in path order."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def test_standard_split_unchanged_by_the_varied_style(tmp_path):
+    """The digest of a small standard set (frames, XML, lists, ground truth), taken from the generator before the
+    varied style existed: the standard split stays byte for byte what the bundled model was measured on."""
+    make_synthetic(tmp_path, videos=2, val_videos=2, frames=20, det_images=2, seed=5, progress=False)
+    assert _tree_digest(tmp_path) == STANDARD_DIGEST
+
+
+def test_varied_split_has_cuts_stop_and_go_zoom_and_entering_objects(tmp_path):
+    made = make_synthetic(
+        tmp_path, videos=0, val_videos=6, frames=60, det_images=0, seed=2, style="varied", progress=False
+    )
+    cuts = [c for v in made.videos for c in v.cuts]
+    assert len(cuts) >= 3 and all(12 <= c <= 48 for c in cuts)
+    assert all(max(v.zoom) > 1.05 for v in made.videos)
+    assert sum(tr.frames[0] > 0 for v in made.videos for tr in v.tracks) >= 6  # objects entering mid-shot
+    v = next(v for v in made.videos if v.cuts)
+    c = v.cuts[0]
+    before = {tr.trackid for tr in v.tracks if c - 1 in tr.frames}
+    after = {tr.trackid for tr in v.tracks if c in tr.frames}
+    assert before and after and not before & after  # a cut: no object continues across it
+    read = [
+        cv2.imread(str(tmp_path / "Data" / "VID" / v.name / f"{t:06d}.JPEG")).astype(np.float32)
+        for t in (c - 2, c - 1, c)
+    ]
+    assert np.abs(read[2] - read[1]).mean() > 3 * np.abs(read[1] - read[0]).mean()
+    with pytest.raises(DatasetError, match="varied"):
+        ground_truth_flow(v, 1, 0)
+    again = load_ground_truth(tmp_path)
+    assert [x.cuts for x in again.videos] == [x.cuts for x in made.videos]
+    with pytest.raises(InputError, match="style"):
+        make_synthetic(tmp_path / "x", videos=0, val_videos=1, frames=20, det_images=0, style="wild", progress=False)

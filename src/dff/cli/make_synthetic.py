@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dff.data.convert import convert_dataset
-from dff.data.synthetic import make_synthetic
+from dff.data.synthetic import STYLES, make_synthetic
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=480, help="frame width (default 480)")
     p.add_argument("--height", type=int, default=272, help="frame height (default 272)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--style",
+        choices=STYLES,
+        default="standard",
+        help="standard (one shot per video, the set the bundled model knows) or varied (shot cuts, stop-and-go, "
+        "pans, zoom, objects entering at the borders)",
+    )
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
     p.add_argument("--convert", action="store_true", help="also write the COCO-VID JSON files to OUT/annotations")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -44,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         val_videos=args.val_videos,
         overwrite=args.force,
         progress=not args.no_progress,
+        style=args.style,
     )
     print(made.root, flush=True)
     if args.convert:

@@ -21,7 +21,7 @@ Modules: `render` (sprites, backgrounds, motion; no files), `flow` (the exact fl
 """
 
 from dff.data.synthetic.flow import ground_truth_flow
-from dff.data.synthetic.ilsvrc import OTHER_WNID, make_synthetic, train_frame_numbers
+from dff.data.synthetic.ilsvrc import OTHER_WNID, STYLES, make_synthetic, train_frame_numbers
 from dff.data.synthetic.records import GT_FILE, SyntheticImage, SyntheticSet, SyntheticVideo, Track, load_ground_truth
 from dff.data.synthetic.render import SCALE_RATES, SPEED_FRACTIONS, SYNTHETIC_CLASSES, make_background, make_sprite
 
@@ -29,6 +29,7 @@ __all__ = [
     "GT_FILE",
     "OTHER_WNID",
     "SCALE_RATES",
+    "STYLES",
     "SPEED_FRACTIONS",
     "SYNTHETIC_CLASSES",
     "SyntheticImage",

@@ -19,6 +19,8 @@ def ground_truth_flow(video: SyntheticVideo, t: int, k: int) -> np.ndarray:
     reads the background behind it instead (where objects overlapped in frame k, along the top one's motion).
     Later-drawn objects are on top. Needs a set made with camera records.
     """
+    if video.cuts or any(z != 1.0 for z in video.zoom):
+        raise DatasetError(f"{video.name}: a varied video (shot cuts, zoom) has no exact flow here")
     if not video.camera:
         raise DatasetError(f"{video.name}: no camera record (made by an older make_synthetic); generate it again")
     h, w = video.height, video.width

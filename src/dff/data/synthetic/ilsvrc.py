@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from dff.classes import VID_CLASSES, VID_WNIDS
 from dff.data.synthetic.records import GT_FILE, SyntheticImage, SyntheticSet, SyntheticVideo, Track
-from dff.data.synthetic.render import render_det_image, render_video
+from dff.data.synthetic.render import VARIED, render_det_image, render_video
 from dff.errors import DatasetError, InputError
 from dff.io.atomic import write_text_atomic
 
@@ -67,16 +67,49 @@ def _video_name(split: str, index: int) -> str:
     return f"val/ILSVRC2015_val_{index:08d}"
 
 
+STYLES = ("standard", "varied")
+"""`standard`: one shot per video (the set the bundled model was trained and measured on). `varied`: closer to
+real footage: 1 to 3 shots per video (shot cuts), stop-and-go motion, faster pans, camera zoom, more objects
+entering at the borders (render.VARIED)."""
+
+
+def _shots(rng: np.random.Generator, num_frames: int) -> list[int]:
+    """Lengths of the shots of a varied video: 1 to 3 shots of at least 12 frames each."""
+    n = min(int(rng.integers(1, 4)), max(1, num_frames // 12))
+    if n == 1:
+        return [num_frames]
+    cuts = sorted(int(c) for c in rng.choice(np.arange(12, num_frames - 11), size=n - 1, replace=False))
+    while any(b - a < 12 for a, b in zip([0, *cuts], [*cuts, num_frames])):
+        cuts = sorted(int(c) for c in rng.choice(np.arange(12, num_frames - 11), size=n - 1, replace=False))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, num_frames])]
+
+
+def _render(rng: np.random.Generator, width: int, height: int, num_frames: int, style: str):
+    """The frames of one video: one standard shot, or a varied video's shots one after another (track ids made
+    unique per shot). Yields (shot index, then what render_video yields)."""
+    if style == "standard":
+        for out in render_video(rng, width, height, num_frames):
+            yield 0, *out
+        return
+    for shot, length in enumerate(_shots(rng, num_frames)):
+        for frame, objects, cam, zoom in render_video(rng, width, height, length, VARIED):
+            yield shot, frame, [(100 * shot + o[0], *o[1:]) for o in objects], cam, zoom
+
+
 def _make_video(
-    root: Path, split: str, index: int, seed: int, width: int, height: int, num_frames: int
+    root: Path, split: str, index: int, seed: int, width: int, height: int, num_frames: int, style: str = "standard"
 ) -> SyntheticVideo:
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+    key = [seed, _SPLIT_CODE[split], index] + ([] if style == "standard" else [STYLES.index(style)])
+    rng = np.random.default_rng(key)
     name = _video_name(split, index)
     tracks: dict[int, Track] = {}
-    camera = []
-    for t, (frame, objects, cam) in enumerate(render_video(rng, width, height, num_frames)):
+    camera, zooms, cuts = [], [], []
+    for t, (shot, frame, objects, cam, zoom) in enumerate(_render(rng, width, height, num_frames, style)):
         _write_image(root / "Data" / "VID" / name / f"{t:06d}.JPEG", frame)
         camera.append(list(cam))
+        zooms.append(zoom)
+        if t and shot != len(cuts):
+            cuts.append(t)
         parts = []
         for trackid, kind, speed, box, occluded, full_box in objects:
             generated = bool(rng.random() < 0.3)
@@ -98,8 +131,9 @@ def _make_video(
         xml_path.parent.mkdir(parents=True, exist_ok=True)
         xml_path.write_text(_xml(name.split("/", 1)[1], f"{t:06d}", "ILSVRC_2015", width, height, parts))
     train_frames = [n - 1 for n in train_frame_numbers(num_frames)] if split == "train" else []
+    varied = {"cuts": cuts, "zoom": zooms} if style != "standard" else {}
     return SyntheticVideo(
-        split, name, width, height, num_frames, train_frames, [tracks[k] for k in sorted(tracks)], camera
+        split, name, width, height, num_frames, train_frames, [tracks[k] for k in sorted(tracks)], camera, **varied
     )
 
 
@@ -150,12 +184,13 @@ def make_synthetic(
     val_videos: int = 5,
     overwrite: bool = False,
     progress: bool = True,
+    style: str = "standard",
 ) -> SyntheticSet:
     """Write a synthetic ILSVRC2015 tree to ``out_dir`` and return (and save) what was drawn.
 
     ``videos`` training videos and ``val_videos`` validation videos of ``frames`` frames of ``width`` x
     ``height`` pixels, and ``det_images`` DET still images (about the same size). Refuses a non-empty
-    ``out_dir`` unless ``overwrite``.
+    ``out_dir`` unless ``overwrite``. ``style``: "standard" or "varied" videos (`STYLES`).
     """
     root = Path(out_dir)
     if min(videos, val_videos, det_images) < 0 or frames < 1 or min(width, height) < 32:
@@ -163,12 +198,14 @@ def make_synthetic(
             f"{root}: need videos/val_videos/det_images >= 0, frames >= 1 and a frame "
             f"of at least 32x32 (got {width}x{height})"
         )
+    if style not in STYLES:
+        raise InputError(f"{root}: unknown synthetic style {style!r}; choose from {', '.join(STYLES)}")
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise InputError(f"{root}: folder is not empty (use overwrite / --force to write into it)")
     root.mkdir(parents=True, exist_ok=True)
     jobs = [("train", i) for i in range(videos)] + [("val", i) for i in range(val_videos)]
     made = [
-        _make_video(root, split, i, seed, width, height, frames)
+        _make_video(root, split, i, seed, width, height, frames, style)
         for split, i in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress)
     ]
     det = [

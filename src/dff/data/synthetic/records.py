@@ -37,6 +37,8 @@ class SyntheticVideo:
     train_frames: list[int]  # 0-based, the 15 listed in VID_train_15frames.txt (empty for val)
     tracks: list[Track]
     camera: list[list[int]] = field(default_factory=list)  # per frame: (x, y) of the frame in the panned canvas
+    cuts: list[int] = field(default_factory=list)  # varied style: the first frame of every shot after the first
+    zoom: list[float] = field(default_factory=list)  # varied style: the camera zoom of each frame (1: none)
 
 
 @dataclass
@@ -62,7 +64,7 @@ class SyntheticSet:
     def to_dict(self) -> dict:
         return {
             "seed": self.seed,
-            "videos": [asdict(v) for v in self.videos],
+            "videos": [_video_dict(v) for v in self.videos],
             "det_images": [asdict(d) for d in self.det_images],
         }
 
@@ -70,6 +72,15 @@ class SyntheticSet:
     def from_dict(cls, root: Path, d: dict) -> SyntheticSet:
         videos = [SyntheticVideo(**{**v, "tracks": [Track(**t) for t in v["tracks"]]}) for v in d["videos"]]
         return cls(Path(root), d["seed"], videos, [SyntheticImage(**i) for i in d["det_images"]])
+
+
+def _video_dict(v: SyntheticVideo) -> dict:
+    """A video's record; the varied style's fields only where they were drawn (standard records unchanged)."""
+    d = asdict(v)
+    for k in ("cuts", "zoom"):
+        if not d[k]:
+            del d[k]
+    return d
 
 
 def load_ground_truth(root: Path | str) -> SyntheticSet:

@@ -35,6 +35,27 @@ SPEED_FRACTIONS: dict[str, tuple[float, float]] = {
 SCALE_RATES: dict[str, float] = {"slow": 0.0005, "medium": 0.002, "fast": 0.005}
 """Largest per-frame relative size change per speed class."""
 
+
+@dataclass(frozen=True)
+class Motion:
+    """How the camera and objects of one shot move.
+
+    pan: the camera's largest pan speed, pixels per frame at 480 pixels wide.
+    entering: how many objects enter from the left or right border mid-shot, drawn from [low, high).
+    stop_and_go: the camera and each object switch between standing still, moving and moving twice as fast
+        (a switch every 12 frames on average).
+    zoom: the camera zooms in and out, by up to this factor (1: no zoom), over a 30 to 80 frame period.
+    """
+
+    pan: float = 1.5
+    entering: tuple[int, int] = (0, 3)
+    stop_and_go: bool = False
+    zoom: float = 1.0
+
+
+STANDARD = Motion()
+VARIED = Motion(pan=4.0, entering=(1, 4), stop_and_go=True, zoom=1.35)
+
 MIN_VISIBLE_PIXELS = 6
 MIN_VISIBLE_FRACTION = 0.15
 OCCLUDED_FRACTION = 0.2
@@ -334,13 +355,39 @@ def _visible(box: tuple[int, int, int, int], width: int, height: int) -> tuple[i
     return vx1, vy1, vx2, vy2
 
 
-def render_video(rng: np.random.Generator, width: int, height: int, num_frames: int):
-    """Draw a video; yield (frame BGR uint8, [(trackid, kind, speed, visible box, occluded, full box)], camera
-    (x, y)) per frame; objects in drawing order (later ones on top)."""
+def _gates(rng: np.random.Generator, num_frames: int) -> list[int]:
+    """Stop-and-go: per frame, how many motion steps to take (0 stopped, 1 moving, 2 fast), switching at random."""
+    gates, state = [], int(rng.integers(0, 3))
+    for _ in range(num_frames):
+        if rng.random() < 1 / 12:
+            state = int(rng.integers(0, 3))
+        gates.append(state)
+    return gates
+
+
+def _zoom_box(box: tuple, z: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box under a zoom by z about the frame centre."""
+    cx, cy = width / 2, height / 2
+    x1, y1, x2, y2 = box
+    return (round(cx + (x1 - cx) * z), round(cy + (y1 - cy) * z), round(cx + (x2 - cx) * z), round(cy + (y2 - cy) * z))
+
+
+def _zoom_frame(frame: np.ndarray, z: float) -> np.ndarray:
+    """The frame zoomed in by z >= 1 about its centre (the centre 1/z of it, resized back)."""
+    h, w = frame.shape[:2]
+    cw, ch = w / z, h / z
+    x0, y0 = (w - cw) / 2, (h - ch) / 2
+    m = np.array([[z, 0, -x0 * z], [0, z, -y0 * z]], np.float32)
+    return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def render_video(rng: np.random.Generator, width: int, height: int, num_frames: int, motion: Motion = STANDARD):
+    """Draw a video (one shot); yield (frame BGR uint8, [(trackid, kind, speed, visible box, occluded, full box)],
+    camera (x, y), zoom) per frame; objects in drawing order (later ones on top)."""
     mx, my = width // 5, height // 5
     canvas = make_background(height + 2 * my, width + 2 * mx, rng)
     cam = np.array([rng.uniform(0, 2 * mx), rng.uniform(0, 2 * my)])
-    pan = rng.uniform(-1.5, 1.5, size=2) * (width / 480.0) if rng.random() < 0.8 else np.zeros(2)
+    pan = rng.uniform(-motion.pan, motion.pan, size=2) * (width / 480.0) if rng.random() < 0.8 else np.zeros(2)
     pole = None
     if rng.random() < 0.5:
         pw = max(4, round(width * rng.uniform(0.03, 0.06)))
@@ -349,8 +396,16 @@ def render_video(rng: np.random.Generator, width: int, height: int, num_frames: 
         pole = (float(rng.uniform(mx, mx + width - pw)), pw, pole_tex)
     n_start = int(rng.integers(1, 4))
     movers = [_new_mover(rng, i, width, height, num_frames, entering=False) for i in range(n_start)]
-    for i in range(int(rng.integers(0, 3))):
+    for i in range(int(rng.integers(*motion.entering))):
         movers.append(_new_mover(rng, n_start + i, width, height, num_frames, entering=True))
+    steps = [[1] * num_frames for _ in range(len(movers) + 1)]  # per mover, then the camera
+    if motion.stop_and_go:
+        steps = [_gates(rng, num_frames) for _ in range(len(movers) + 1)]
+    zooms = [1.0] * num_frames
+    if motion.zoom > 1.0:
+        period, phase = rng.uniform(30, 80), rng.uniform(0, 2 * math.pi)
+        amp = rng.uniform(0.3, 1.0) * (motion.zoom - 1.0)
+        zooms = [1.0 + amp * 0.5 * (1 - math.cos(2 * math.pi * t / period + phase)) for t in range(num_frames)]
     for t in range(num_frames):
         cx, cy = int(round(cam[0])), int(round(cam[1]))
         frame = canvas[cy : cy + height, cx : cx + width].copy()
@@ -373,19 +428,24 @@ def render_video(rng: np.random.Generator, width: int, height: int, num_frames: 
             px = int(round(pole[0] - cam[0]))
             _paste(frame, pole[2], np.ones(pole[2].shape[:2], np.float32), px, 0)
             owner[:, max(0, px) : max(0, px + pole[1])] = -2
+        z = zooms[t]
+        if z != 1.0:
+            frame = _zoom_frame(frame, z)
         objects = []
         for m, box, own_px in drawn:
+            box = _zoom_box(box, z, width, height) if z != 1.0 else box
             vis = _visible(box, width, height)
             if vis is None or own_px == 0:
                 continue
             shown = int((owner == m.trackid).sum())
             objects.append((m.trackid, m.kind, m.speed, vis, shown < (1.0 - OCCLUDED_FRACTION) * own_px, box))
         noise = rng.integers(-2, 3, size=(height, width, 1), dtype=np.int16)
-        yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8), objects, (cx, cy)
-        for m in movers:
+        yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8), objects, (cx, cy), z
+        for i, m in enumerate(movers):
             if t >= m.start:
-                m.step(width, height)
-        cam += pan
+                for _ in range(steps[i][t]):
+                    m.step(width, height)
+        cam += pan * steps[-1][t]
         for k, hi in ((0, 2 * mx), (1, 2 * my)):
             if cam[k] < 0 or cam[k] > hi:
                 pan[k] = -pan[k]
