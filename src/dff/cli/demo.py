@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dff
 from dff.errors import DFFError
-from dff.io.pipeline import DetectOptions, detect_source
+from dff.pipeline import DetectOptions, detect_source
 from dff.io.sources import open_source
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -10,7 +10,7 @@ import dff
 from dff import zoo
 from dff.config import PRESETS
 from dff.errors import DFFError
-from dff.io.pipeline import DetectOptions, class_ids_for, detect_source
+from dff.pipeline import DetectOptions, class_ids_for, detect_source
 from dff.io.sources import open_source
 
 
