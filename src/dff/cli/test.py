@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 import dff
 from dff.api import DFFModel
+from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
 from dff.data.convert import write_json_atomic
@@ -38,6 +39,7 @@ from dff.evaluation.evaluate import (
 from dff.evaluation.results import make_header, read_records, remove_results
 from dff.evaluation.runner import RunStats, run_dataset
 from dff.evaluation.sweep import SweepPoint, parse_intervals, plot_sweep, sweep_table
+from dff.io.outputs import Output, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         raise DFFError(f"--key-interval must be >= 1, got {args.key_interval}")
     if not args.img_root.is_dir():
         raise DFFError(f"{args.img_root}: --img-root is not a folder")
+    check_device(args.device)
+    check_weights_path(args.weights)
+    check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.weights])
     rank, world, device = _init_distributed(args.device)
     try:
         dataset = CocoVID.load(args.ann)

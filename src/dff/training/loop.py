@@ -37,6 +37,7 @@ from dff.io.atomic import atomic_path
 from dff.models.detector import DFF
 from dff.training import pretrained
 from dff.training.losses import LOSS_NAMES, DFFLoss
+from dff.training.run_dir import trim_log
 from dff.training.sampler import SeededPairs, ShardSampler
 from dff.training.schedule import StepWarmupSchedule
 from dff.training.state import (
@@ -256,9 +257,13 @@ class _Step:
             losses = model(batch)
         loss = sum(losses[k] for k in LOSS_NAMES)
         if not torch.isfinite(loss):
+            kept = (
+                f"the last good checkpoint ({self.checkpoint}) is untouched"
+                if self.checkpoint.is_file()
+                else "no checkpoint was written yet"
+            )
             raise DFFError(
-                f"non-finite loss at iteration {self.progress.global_iter + 1}; the last good checkpoint "
-                f"({self.checkpoint}) is untouched: lower the lr or disable AMP"
+                f"non-finite loss at iteration {self.progress.global_iter + 1}; {kept}: lower the lr or disable AMP"
             )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -359,6 +364,8 @@ def _train(
     rank0 = d.rank == 0
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            trim_log(out, progress.global_iter)
     logger = _Logger(out, rank0)
     latest = out / "latest.pth"
 
