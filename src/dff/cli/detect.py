@@ -70,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
     check_key_interval(args.key_interval)
     check_device(args.device)
     check_weights_path(args.weights)
-    if args.out_video is not None:
-        video_format(args.out_video)
     check_outputs(
         [
             Output(args.out_json, "--out-json", make_parents=False) if args.out_json is not None else None,
@@ -81,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         ],
         inputs=[args.source, args.weights],
     )
+    if args.out_video is not None:
+        video_format(args.out_video)  # an extension this PyAV build can write, checked before any work
     source = open_source(args.source, fps=args.fps)
     model = dff.load(args.weights, preset=args.preset, device=args.device)
     if args.key_interval is not None:

@@ -41,13 +41,13 @@ def _same(a: Path, b: Path) -> bool:
 def _writable_place(out: Output) -> None:
     path = Path(out.path).expanduser()
     parent = path if out.folder else path.parent
-    if not out.make_parents and not parent.is_dir():
-        raise OutputError(f"{path}: {out.option}: output folder {parent} does not exist")
     existing = parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{path}: {out.option}: cannot write there, {existing} is a file, not a folder")
+    if not out.make_parents and existing != parent:
+        raise OutputError(f"{path}: {out.option}: output folder {parent} does not exist")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: {out.option}: cannot write there, {existing} is not writable")
 
