@@ -28,8 +28,9 @@ from dff.data.transforms import padded_size, rescale_size
 from dff.errors import InputError, Terminated
 from dff.io.atomic import atomic_path
 from dff.io.draw import draw_detections, draw_frame_marker, flow_picture
+from dff.io.outputs import Output, check_outputs
 from dff.io.sources import FrameSource
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record
+from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record, video_format
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,22 @@ def flow_coverage(frame_shape: tuple[int, ...], model: DFFModel) -> tuple[float,
 
 
 def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> DetectSummary:
-    """Run the model over `source` and write the requested outputs frame by frame; returns a summary."""
+    """Run the model over `source` and write the requested outputs frame by frame; returns a summary.
+
+    The output paths are checked first (OutputError if one is the source, two share a path, or one cannot be
+    written), so a bad path fails before any frame is run.
+    """
+    check_outputs(
+        [
+            Output(opts.out_json, "out_json", make_parents=False) if opts.out_json is not None else None,
+            Output(opts.out_video, "out_video", make_parents=False) if opts.out_video is not None else None,
+            Output(opts.out_coco, "out_coco", make_parents=False) if opts.out_coco is not None else None,
+            Output(opts.show_flow, "show_flow", folder=True) if opts.show_flow is not None else None,
+        ],
+        inputs=[source.name],
+    )
+    if opts.out_video is not None:
+        video_format(opts.out_video)
     summary = DetectSummary()
     total = source.num_frames
     if opts.max_frames is not None:

@@ -13,10 +13,12 @@ import torch
 
 import dff
 from dff.benchmark import format_report, parse_settings, run_benchmark
+from dff.cli.checks import check_device
 from dff.config import PRESETS
 from dff.errors import DFFError, InputError
 from dff.golden import deterministic_state_dict
 from dff.io.atomic import write_text_atomic
+from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -118,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         settings = parse_settings(args.compare.split(","), _intervals(args.key_interval), args.dtype)
     except ValueError as e:
         raise DFFError(f"--compare: {e}") from None
+    check_device(args.device)
+    outputs = [Output(args.json, "--json", make_parents=False)] if args.json is not None else []
+    check_outputs(outputs, inputs=[args.source] + ([args.weights] if args.weights else []))
     from dff.io.sources import open_source
 
     with open_source(args.source) as source:
