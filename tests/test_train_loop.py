@@ -374,11 +374,12 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(good_run, tmp_path, m
     before = _digest(latest)
 
     def disk_full(obj, f):
-        Path(f).write_bytes(b"partial")
+        f.write(b"partial")  # torch.save gets an open file, so that the OSError reaches the caller
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(state_module.torch, "save", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         state_module.atomic_torch_save({"x": torch.zeros(1)}, latest)
+    assert e.value.filename == str(latest)  # named by its own name, not the temporary one
     assert _digest(latest) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]  # no temporary file left behind
