@@ -184,6 +184,14 @@ def test_every_command_refuses_an_unwritable_output_before_working(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "file"]
 
 
+def test_a_read_only_folder_is_refused(clip, tmp_path, capsys, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    code, err = detect(capsys, clip, "--out-json", tmp_path / "d.jsonl")  # root may write anywhere: simulated
+    assert code == 2 and f"cannot write there, {tmp_path} is not writable" in one_error_line(err)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
 def test_convert_checkpoint_refuses_its_input_as_output(tmp_path, capsys):
     src = tmp_path / "m.safetensors"
     src.write_bytes(TINY.read_bytes())
