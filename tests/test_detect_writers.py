@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from fractions import Fraction
 
@@ -9,9 +10,16 @@ import av
 import numpy as np
 import pytest
 
-from dff.errors import InputError
+from dff.errors import OutputError
 from dff.io.draw import color_wheel, draw_detections, draw_frame_marker, flow_picture, flow_to_color
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record, video_codec
+from dff.io.writers import (
+    CocoResultsWriter,
+    JsonlWriter,
+    VideoWriter,
+    detection_record,
+    video_codec,
+    video_format,
+)
 
 NAMES = ("airplane", "car", "bicycle")
 
@@ -42,13 +50,52 @@ def test_detection_record_schema():
 
 def test_jsonl_lines_are_flushed_as_written(tmp_path):
     path = tmp_path / "d.jsonl"
+    path.write_text("old\n")
     with JsonlWriter(path) as w:
         w.write({"frame": 0})
-        assert path.read_text() == '{"frame":0}\n'
+        (tmp,) = tmp_path.glob(".d.*.tmp.jsonl")  # written beside the target, flushed line by line
+        assert tmp.read_text() == '{"frame":0}\n' and path.read_text() == "old\n"
         w.write({"frame": 1})
-        assert len(path.read_text().splitlines()) == 2
-    with pytest.raises(InputError, match="does not exist"):
+        assert len(tmp.read_text().splitlines()) == 2
+    assert len(path.read_text().splitlines()) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
+    with pytest.raises(OutputError, match="does not exist"):
         JsonlWriter(tmp_path / "missing" / "d.jsonl")
+
+
+def test_jsonl_without_lines_keeps_the_old_file(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError), JsonlWriter(path):
+        raise RuntimeError("the first frame failed")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
+
+
+def test_full_disk_names_the_output_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "d.jsonl"
+    path.write_text("old\n")
+    w = JsonlWriter(path)
+    monkeypatch.setattr(w, "_f", _FullDisk())
+    with pytest.raises(OSError) as e:
+        w.write({"frame": 0})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    w.close()
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
+
+
+class _FullDisk:
+    closed = False
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_coco_results_stream_and_close_on_error(tmp_path):
@@ -92,6 +139,45 @@ def test_video_writer_closed_after_exception_is_playable(tmp_path):
 def test_video_writer_without_frames_leaves_nothing(tmp_path):
     VideoWriter(tmp_path / "none.mp4", fps=25).close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_webm_gets_a_codec_webm_accepts(tmp_path):
+    path = tmp_path / "out.webm"
+    with VideoWriter(path, fps=25) as w:
+        for i in range(4):
+            w.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    assert len(decode(path)) == 4
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name in ("vp9", "av1", "libdav1d", "libvpx-vp9")
+
+
+def test_unknown_video_extension_is_refused(tmp_path):
+    assert video_format(tmp_path / "x.MKV") == ("matroska", video_codec())
+    for name in ("x.gif", "x"):
+        with pytest.raises(OutputError, match="unknown video extension"):
+            VideoWriter(tmp_path / name, fps=25)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_full_disk_at_close_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"old video")
+    w = VideoWriter(path, fps=25)
+    w.write(np.zeros((48, 64, 3), np.uint8))
+
+    class FullDisk:
+        def close(self) -> None:
+            raise av.error.FFmpegError(errno.ENOSPC, "No space left on device")
+
+    real = w._container
+    monkeypatch.setattr(w, "_container", FullDisk())
+    w._stream = None
+    with pytest.raises(OSError) as e:
+        w.close()
+    real.close()
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert path.read_bytes() == b"old video"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
 def test_flow_colours():

@@ -196,7 +196,7 @@ def test_tensorboard_events_hold_the_logged_scalars(tiny_set, tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_set, tmp_path):
-    common = ("--epochs", "2", "--lr", "0.08", "--seed", "5")
+    common = ("--epochs", "2", "--lr", "0.08", "--seed", "5", "--log-every", "1")
     full = tmp_path / "full"
     subprocess.run(_train_cmd(tiny_set, full, *common), check=True, env=SUBPROCESS_ENV, capture_output=True)
 
@@ -227,6 +227,11 @@ def test_killed_run_resumes_to_the_same_weights(tiny_set, tmp_path):
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
+    # log.jsonl holds each iteration once: the ones logged after the checkpoint and replayed were dropped
+    full_log = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+    cut_log = [json.loads(line) for line in (cut / "log.jsonl").read_text().splitlines()]
+    assert [r["global_iter"] for r in cut_log] == [r["global_iter"] for r in full_log] == list(range(1, 25))
+    assert [r["loss"] for r in cut_log] == [r["loss"] for r in full_log]
 
 
 @pytest.fixture(scope="module")
@@ -369,11 +374,12 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(good_run, tmp_path, m
     before = _digest(latest)
 
     def disk_full(obj, f):
-        Path(f).write_bytes(b"partial")
+        f.write(b"partial")  # torch.save gets an open file, so that the OSError reaches the caller
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(state_module.torch, "save", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         state_module.atomic_torch_save({"x": torch.zeros(1)}, latest)
+    assert e.value.filename == str(latest)  # named by its own name, not the temporary one
     assert _digest(latest) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]  # no temporary file left behind

@@ -2,6 +2,7 @@
 
 `.pth` files are opened with `torch.load(weights_only=True)`: a pickle that would run code is refused.
 Our format is one `.safetensors` file whose metadata holds a small JSON (format, version, preset, config, classes).
+Weights holding NaN or Inf are refused at load, naming the first such tensor.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from dff.config import DFFConfig
@@ -21,6 +23,25 @@ from dff.errors import CheckpointError, DFFError
 from dff.io.atomic import atomic_path
 
 FORMAT = "deep-feature-flow"
+SHOWN_KEYS = 5  # an error lists this many keys of a kind, then how many more there are
+
+
+def short_list(items: list[str], shown: int = SHOWN_KEYS) -> str:
+    """'a, b, c' or, for a long list, its first `shown` items and '... and N more'."""
+    if len(items) <= shown:
+        return ", ".join(items)
+    return f"{', '.join(items[:shown])} ... and {len(items) - shown} more"
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise CheckpointError naming the first floating-point tensor that holds a NaN or an Inf."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        kind = "NaN" if bool(torch.isnan(state[bad[0]]).any()) else "Inf"
+        raise CheckpointError(
+            f"{path}: weights hold non-finite values ({kind} in {bad[0]}"
+            f"{f' and {len(bad) - 1} other tensor(s)' if len(bad) > 1 else ''}); the file is damaged"
+        )
 
 
 def is_safetensors(path: Path) -> bool:
@@ -51,6 +72,7 @@ def read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"{path}: a PyTorch file but not a checkpoint (no 'state_dict' of tensors)")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
+    check_finite(state, path)
     return state, meta if isinstance(meta, dict) else {}
 
 
@@ -68,11 +90,12 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], DFFConfig]:
         cfg = DFFConfig.from_dict(json.loads(meta["config"]))
     except (TypeError, ValueError, DFFError) as e:
         raise CheckpointError(f"{path}: corrupt config metadata ({e})") from None
+    check_finite(state, path)
     return state, cfg
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Raise CheckpointError naming every missing, unexpected and mis-shaped key."""
+    """Raise CheckpointError naming the missing, unexpected and mis-shaped keys (the first few of each, and a count)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -83,11 +106,11 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     )
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing: {', '.join(missing)}")
+        problems.append(f"{len(missing)} missing: {short_list(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {', '.join(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected: {short_list(unexpected)}")
     if wrong:
-        problems.append(f"{len(wrong)} mis-shaped: {', '.join(wrong)}")
+        problems.append(f"{len(wrong)} mis-shaped: {short_list(wrong)}")
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
 
@@ -109,5 +132,6 @@ def save(
         "class_names": json.dumps(list(cfg.class_names)),
         "config": json.dumps(cfg.to_dict()),
     }
+    data = save_bytes(tensors, metadata=meta)  # written by Python, so that a full disk is an OSError naming `path`
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(data)

@@ -15,3 +15,11 @@ class InputError(DFFError):
 
 class DatasetError(DFFError):
     """A dataset file (XML, JSON, list file, image) is missing or malformed."""
+
+
+class OutputError(DFFError):
+    """An output path is unusable: it is an input, a folder, shared by two outputs, or not writable."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like a Ctrl-C (outputs finalised) but reported with exit status 143."""

@@ -13,11 +13,13 @@ import torch
 
 import dff
 from dff.benchmark import format_report, parse_settings, run_benchmark
+from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.errors import DFFError, InputError
 from dff.evaluation.sweep import parse_intervals
 from dff.golden import deterministic_state_dict
 from dff.io.atomic import write_text_atomic
+from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise DFFError(f"--compare: {e}") from None
+    check_device(args.device)
+    if args.weights:
+        check_weights_path(args.weights)
+    outputs = [Output(args.json, "--json", make_parents=False)] if args.json is not None else []
+    check_outputs(outputs, inputs=[args.source] + ([args.weights] if args.weights else []))
     from dff.io.sources import open_source
 
     with open_source(args.source) as source:

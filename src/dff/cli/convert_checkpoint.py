@@ -7,7 +7,9 @@ import argparse
 import torch
 
 from dff.api import load
+from dff.cli.checks import check_weights_path
 from dff.config import PRESETS
+from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_weights_path(args.src, "SRC")
+    check_outputs([Output(args.dst, "DST")], inputs=[args.src])
     model = load(args.src, preset=args.preset)
     model.save(args.dst, torch.float16 if args.half else None)
     print(f"wrote {args.dst} ({args.preset}, {sum(p.numel() for p in model.net.parameters()) / 1e6:.1f} M parameters)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dff.data.convert import convert_dataset
+from dff.data.convert import DET_OUTPUT, VID_OUTPUTS, convert_dataset
+from dff.io.outputs import Output, check_outputs
 
 PARTS = ("vid_train", "vid_val", "det")
 
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the paths written."""
+    out = args.out if args.out is not None else args.root / "annotations"
+    names = [DET_OUTPUT if part == "det" else VID_OUTPUTS[part[len("vid_") :]] for part in args.parts]
+    check_outputs([Output(out, "--out", folder=True)] + [Output(out / n, "--out") for n in names])
     written = convert_dataset(
         args.root, args.out, tuple(args.parts), check_images=not args.no_check_images, progress=not args.no_progress
     )

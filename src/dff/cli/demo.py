@@ -10,9 +10,11 @@ import argparse
 from pathlib import Path
 
 import dff
+from dff.cli.checks import check_device, check_score_thr
 from dff.errors import DFFError
-from dff.io.pipeline import DetectOptions, detect_source
+from dff.io.outputs import Output, check_outputs
 from dff.io.sources import open_source
+from dff.pipeline import DetectOptions, detect_source, summary_exit_code
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL_PATH = ASSETS / "tiny_synthetic.safetensors"
@@ -41,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     for asset in (MODEL_PATH, CLIP_PATH):
         if not Path(asset).is_file():
             raise DFFError(f"{asset}: bundled demo file is missing; reinstall deep-feature-flow")
+    check_score_thr(args.score_thr)
+    check_device(args.device)
     out = Path(args.out)
+    check_outputs([Output(out, "--out", folder=True)])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -63,4 +68,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"  no detections with score >= {args.score_thr}")
     print(f"  wrote {out / VIDEO_NAME} and {out / JSONL_NAME}")
-    return 130 if summary.interrupted else 0
+    return summary_exit_code(summary)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import dff
 from dff import zoo
+from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
 from dff.config import PRESETS
 from dff.errors import DFFError
-from dff.io.pipeline import DetectOptions, class_ids_for, detect_source
+from dff.io.outputs import Output, check_outputs
 from dff.io.sources import open_source
+from dff.io.writers import video_format
+from dff.pipeline import DetectOptions, class_ids_for, detect_source, summary_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep, e.g. car,bicycle")
     p.add_argument("--out-json", metavar="PATH", help="JSONL, one line per frame ('-' for stdout)")
-    p.add_argument("--out-video", metavar="PATH", type=Path, help="annotated video (mp4) at the source frame rate")
+    p.add_argument(
+        "--out-video",
+        metavar="PATH",
+        type=Path,
+        help="annotated video at the source frame rate (.mp4, .mkv, .mov, .avi or .webm)",
+    )
     p.add_argument("--out-coco", metavar="PATH", type=Path, help="COCO results JSON (image_id = frame index)")
     p.add_argument(
         "--show-flow",
@@ -55,8 +64,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise DFFError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.fps is not None and args.fps <= 0:
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise DFFError(f"--fps must be > 0, got {args.fps}")
+    check_score_thr(args.score_thr)
+    check_key_interval(args.key_interval)
+    check_device(args.device)
+    check_weights_path(args.weights)
+    check_outputs(
+        [
+            Output(args.out_json, "--out-json", make_parents=False) if args.out_json is not None else None,
+            Output(args.out_video, "--out-video", make_parents=False) if args.out_video is not None else None,
+            Output(args.out_coco, "--out-coco", make_parents=False) if args.out_coco is not None else None,
+            Output(args.show_flow, "--show-flow", folder=True) if args.show_flow is not None else None,
+        ],
+        inputs=[args.source, args.weights],
+    )
+    if args.out_video is not None:
+        video_format(args.out_video)  # an extension this PyAV build can write, checked before any work
     source = open_source(args.source, fps=args.fps)
     model = dff.load(args.weights, preset=args.preset, device=args.device)
     if args.key_interval is not None:
@@ -74,4 +98,4 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = detect_source(model, source, opts)
     print(f"{source.name}: {summary.describe()}", file=sys.stderr)
-    return 130 if summary.interrupted else 0
+    return summary_exit_code(summary)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import STYLES, make_synthetic
+from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (and optionally convert); print the output folder."""
+    check_outputs([Output(args.out, "OUT", folder=True)])
     made = make_synthetic(
         args.out,
         videos=args.videos,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dff
 from dff.api import DFFModel
+from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
 from dff.distributed import DistContext, distributed
@@ -28,6 +29,7 @@ from dff.evaluation.evaluate import METRICS, format_table, parse_metrics
 from dff.evaluation.model_eval import IntervalResult
 from dff.evaluation.runner import RunStats
 from dff.evaluation.sweep import parse_intervals
+from dff.io.outputs import Output, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         raise DFFError(f"--key-interval must be >= 1, got {args.key_interval}")
     if not args.img_root.is_dir():
         raise DFFError(f"{args.img_root}: --img-root is not a folder")
+    check_device(args.device)
+    check_weights_path(args.weights)
+    check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.weights])
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
         dataset = CocoVID.load(args.ann)
         model = _load(args, ctx)

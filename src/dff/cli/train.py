@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dff.cli.checks import check_device
 from dff.config import PRESETS
+from dff.io.outputs import Output, check_outputs
 from dff.training.loop import train
 from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
+from dff.training.run_dir import prepare_run_dir
 
 
 def _count(minimum: int):
@@ -47,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="CKPT",
         help="continue exactly from CKPT (default: OUT/latest.pth)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUT holds an earlier run: delete its checkpoints, log and model and start again",
     )
     p.add_argument("--batch-size", type=_count(1), default=1, help="pairs per process and step (default 1)")
     p.add_argument(
@@ -101,6 +109,10 @@ def options(args: argparse.Namespace) -> TrainOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the final model's path (or the checkpoint's when stopped early)."""
+    check_device(args.device)
+    inputs = [p for p in (args.ann, args.det_ann, args.backbone_weights, args.flownet_weights) if p is not None]
+    check_outputs([Output(args.out, "--out", folder=True)], inputs=inputs)
+    prepare_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
     result = train(options(args))
     if result.model_path is not None:
         print(result.model_path, flush=True)

@@ -2,9 +2,10 @@
 
 The output is the JSON that mmtracking's ``imagenet2coco_vid.py`` and ``imagenet2coco_det.py`` write: the same
 ids, ordering, fields and key order, serialised with ``json.dump``'s defaults as ``mmcv.dump`` does. Differences
-are deliberate and only concern bad input: a missing or malformed XML, a video with no frames or a missing image
-raises :class:`~dff.errors.DatasetError` naming the file, and every JSON is written atomically (temp file +
-``os.replace``), so a failed run never leaves a half-written file.
+are deliberate and only concern bad input: a missing or malformed XML, an impossible image size or box (xmin >
+xmax, a negative coordinate, a box past the image by more than the loader's ``BOX_TOLERANCE``), a video with no
+frames or a missing image raises :class:`~dff.errors.DatasetError` naming the file (and the object), and every
+JSON is written atomically (temp file + ``os.replace``), so a failed run never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dff.classes import VID_CLASSES, VID_WNIDS
+from dff.data.cocovid import BOX_TOLERANCE
 from dff.data.ilsvrc import (
     DET_TRAIN_LIST,
     VID_TRAIN_LIST,
     VID_VAL_LIST,
+    XmlAnnotation,
     XmlObject,
     parse_det_train_list,
     parse_vid_train_list,
@@ -50,10 +53,31 @@ def det_categories() -> list[dict]:
     return vid_categories() + [dict(id=len(VID_WNIDS) + 1, name=DET_OTHER_CATEGORY, encode_name=None)]
 
 
-def _box(xml_path: Path, obj: XmlObject, index: int) -> tuple[int, int, int, int]:
+def _box(xml_path: Path, xml: XmlAnnotation, obj: XmlObject, index: int) -> tuple[int, int, int, int]:
+    """The object's (xmin, ymin, xmax, ymax); DatasetError naming the XML and the object if it cannot be a box."""
+    where = f"{xml_path}: <object> #{index} ({obj.name})"
     if obj.bbox is None:
-        raise DatasetError(f"{xml_path}: <object> #{index} ({obj.name}) has no <bndbox>")
+        raise DatasetError(f"{where} has no <bndbox>")
+    x1, y1, x2, y2 = obj.bbox
+    if x1 > x2 or y1 > y2:
+        raise DatasetError(
+            f"{where}: impossible box, xmin {x1} > xmax {x2}"
+            if x1 > x2
+            else f"{where}: impossible box, ymin {y1} > ymax {y2}"
+        )
+    if min(x1, y1) < 0:
+        raise DatasetError(f"{where}: impossible box, negative coordinate in {list(obj.bbox)}")
+    if x2 > xml.width + BOX_TOLERANCE or y2 > xml.height + BOX_TOLERANCE:
+        raise DatasetError(f"{where}: box {list(obj.bbox)} lies outside the {xml.width}x{xml.height} image")
     return obj.bbox
+
+
+def _parse_xml(xml_path: Path) -> XmlAnnotation:
+    """`parse_xml`, and a DatasetError naming the file for an impossible image size."""
+    xml = parse_xml(xml_path)
+    if xml.width <= 0 or xml.height <= 0:
+        raise DatasetError(f"{xml_path}: impossible image size {xml.width}x{xml.height} in <size>")
+    return xml
 
 
 def _vid_field(xml_path: Path, obj: XmlObject, index: int, tag: str) -> str:
@@ -86,7 +110,7 @@ def convert_vid(root: Path, mode: str, check_images: bool = True, progress: bool
         for frame_id in range(entry.num_frames):
             prefix = f"{entry.name}/{frame_id:06d}"
             xml_path = root / "Annotations" / "VID" / f"{prefix}.xml"
-            xml = parse_xml(xml_path)
+            xml = _parse_xml(xml_path)
             if check_images:
                 _check_image(root / "Data" / "VID" / f"{prefix}.JPEG")
             out["images"].append(
@@ -104,7 +128,7 @@ def convert_vid(root: Path, mode: str, check_images: bool = True, progress: bool
                 category_id = _CATEGORY_ID.get(obj.name)
                 if category_id is None:
                     continue
-                x1, y1, x2, y2 = _box(xml_path, obj, i)
+                x1, y1, x2, y2 = _box(xml_path, xml, obj, i)
                 trackid = _vid_field(xml_path, obj, i, "trackid")
                 occluded = _vid_field(xml_path, obj, i, "occluded")
                 generated = _vid_field(xml_path, obj, i, "generated")
@@ -159,14 +183,14 @@ def convert_det(root: Path, check_images: bool = True, progress: bool = True) ->
     other_id = len(VID_WNIDS) + 1
     ann_id = 1
     for img_id, (name, xml_path, is_train) in enumerate(tqdm(work, desc="DET", unit="image", disable=not progress), 1):
-        xml = parse_xml(xml_path)
+        xml = _parse_xml(xml_path)
         if check_images:
             _check_image(root / "Data" / "DET" / name)
         out["images"].append(
             dict(file_name=name, height=xml.height, width=xml.width, id=img_id, is_vid_train_frame=is_train)
         )
         for i, obj in enumerate(xml.objects):
-            x1, y1, x2, y2 = _box(xml_path, obj, i)
+            x1, y1, x2, y2 = _box(xml_path, xml, obj, i)
             w, h = x2 - x1, y2 - y1
             out["annotations"].append(
                 dict(

@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, then `os.replace` it into place.
 
 A reader never sees a half-written file, and a failed or interrupted write leaves the previous file untouched.
+An OS error while writing (a full disk) is re-raised under the target's name, not the temporary file's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None or Path(e.filename) == tmp:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp
 DEFAULT_FOLDER_FPS = 25.0
 QUEUE_SIZE = 8
 
+STREAM_TIMEOUT_S = 30.0  # a stream that sends nothing for this long (opening or reading) has "timed out"
 # Formats whose header duration is exact, so that a video ending early can be detected without a frame count.
 _EXACT_DURATION_FORMATS = ("matroska", "webm", "mov", "mp4")
 
@@ -126,9 +128,12 @@ def _image_source(name: str, files: list[Path], fps: float | None) -> FrameSourc
 
 
 def _open_container(name: str, is_stream: bool) -> av.container.InputContainer:
+    start = time.monotonic()
     try:
-        container = av.open(name, mode="r", timeout=(30.0, 30.0) if is_stream else None)
+        container = av.open(name, mode="r", timeout=(STREAM_TIMEOUT_S, STREAM_TIMEOUT_S) if is_stream else None)
     except av.error.FFmpegError as e:
+        if is_stream and time.monotonic() - start >= STREAM_TIMEOUT_S:
+            raise InputError(f"{name}: timed out: the stream sent nothing for {STREAM_TIMEOUT_S:g} s") from None
         mp4 = Path(name).suffix.lower() in (".mp4", ".mov", ".m4v")
         hint = " (truncated mp4? its index is written last)" if mp4 and isinstance(e, av.error.InvalidDataError) else ""
         raise InputError(f"{name}: cannot open video: {_reason(e)}{hint}") from None
@@ -169,8 +174,10 @@ def _decode(
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     index, t0, last_t = 0, None, 0.0
+    last_frame_at = time.monotonic()
     try:
         for vf in container.decode(stream):
+            last_frame_at = time.monotonic()
             t = vf.time
             if t is None:
                 t_rel = index / fps
@@ -181,6 +188,13 @@ def _decode(
             yield Frame(index, t_rel, vf.to_ndarray(format="bgr24"))
             index += 1
     except av.error.FFmpegError as e:
+        if is_stream and time.monotonic() - last_frame_at >= STREAM_TIMEOUT_S:
+            raise InputError(
+                f"{name}: timed out: the stream sent nothing for {STREAM_TIMEOUT_S:g} s after frame {index}; "
+                f"frames 0-{index - 1} were read"
+                if index
+                else f"{name}: timed out: the stream sent no frame for {STREAM_TIMEOUT_S:g} s"
+            ) from None
         what = "stream failed" if is_stream else "video is damaged"
         raise InputError(
             f"{name}: {what}; decoding stopped at frame {index} ({_reason(e)}); frames 0-{index - 1} were read"
@@ -189,11 +203,23 @@ def _decode(
         ) from None
     if declared is not None and index < declared:
         raise InputError(f"{name}: video ended at frame {index} of the {declared} it declares (truncated or damaged)")
-    if declared is None and duration_us and index and last_t + 1.0 < duration_us / 1e6 - 1.0:
-        raise InputError(
-            f"{name}: video ended at frame {index} ({last_t:.2f} s) of the {duration_us / 1e6:.2f} s it declares "
-            "(truncated or damaged)"
-        )
+    if declared is None and duration_us and index:
+        declared_s = duration_us / 1e6
+        if last_t + 1.0 < declared_s - 1.0:
+            raise InputError(
+                f"{name}: video ended at frame {index} ({last_t:.2f} s) of the {declared_s:.2f} s it declares "
+                "(truncated or damaged)"
+            )
+        if declared_s - last_t > 2.0 / fps:  # a complete video's last frame starts one frame interval before the end
+            log.warning(
+                "%s: video ended at frame %d (%.2f s), %.2f s before the %.2f s its container declares "
+                "(cut short, or another stream is longer); every decoded frame was used",
+                name,
+                index,
+                last_t,
+                declared_s - last_t,
+                declared_s,
+            )
 
 
 def _reason(e: av.error.FFmpegError) -> str:

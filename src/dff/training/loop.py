@@ -42,6 +42,7 @@ from dff.models.detector import DFF
 from dff.training import pretrained
 from dff.training.losses import LOSS_NAMES, DFFLoss
 from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
+from dff.training.run_dir import trim_log
 from dff.training.sampler import SeededPairs, ShardSampler
 from dff.training.schedule import StepWarmupSchedule
 from dff.training.state import (
@@ -208,9 +209,13 @@ class _Step:
             losses = model(batch)
         loss = sum(losses[k] for k in LOSS_NAMES)
         if not torch.isfinite(loss):
+            kept = (
+                f"the last good checkpoint ({self.checkpoint}) is untouched"
+                if self.checkpoint.is_file()
+                else "no checkpoint was written yet"
+            )
             raise DFFError(
-                f"non-finite loss at iteration {self.progress.global_iter + 1}; the last good checkpoint "
-                f"({self.checkpoint}) is untouched: lower the lr or disable AMP"
+                f"non-finite loss at iteration {self.progress.global_iter + 1}; {kept}: lower the lr or disable AMP"
             )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -415,6 +420,8 @@ def _train(
     progress = r.progress
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            trim_log(out, progress.global_iter)
     logger = _Logger(out, d.is_main)
     saver = _Checkpoints(r, d, out)
     epochs, per_epoch = settings["epochs"], sampler.batches_per_epoch

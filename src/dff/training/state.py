@@ -71,8 +71,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file next to `path`, then os.replace it into place."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError, not RuntimeError
+        torch.save(obj, f)
 
 
 def save_state(

@@ -1,8 +1,9 @@
 """The detection pipeline behind `dff detect` and `dff demo`: frames in, JSONL / mp4 / COCO / flow pictures out.
 
 The decoding runs in a background thread (dff.io.sources), the model in the calling thread, and every output is
-written as each frame finishes, so memory is constant on any length of input. The first Ctrl-C stops after the
-current frame with every output complete and playable; a second one aborts at once (outputs are still closed).
+written as each frame finishes, so memory is constant on any length of input. The first Ctrl-C (or SIGTERM) stops
+after the current frame with every output complete and playable; a second one aborts at once (outputs are still
+closed).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from tqdm import tqdm
 
 from dff.api import DFFModel
 from dff.data.transforms import image_meta
-from dff.errors import InputError
+from dff.errors import InputError, Terminated
+from dff.io.atomic import atomic_path
 from dff.io.draw import draw_detections, draw_frame_marker, flow_picture
+from dff.io.outputs import Output, check_outputs
 from dff.io.sources import FrameSource
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record
+from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record, video_format
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class DetectSummary:
     counts: Counter = field(default_factory=Counter)  # class name -> detections kept
     frames_with: Counter = field(default_factory=Counter)  # class name -> frames with at least one of them
     interrupted: bool = False
+    terminated: bool = False  # stopped by SIGTERM rather than Ctrl-C
 
     @property
     def fps(self) -> float:
@@ -71,26 +75,37 @@ class DetectSummary:
 
 
 class _StopOnInterrupt:
-    """First SIGINT sets `requested` (the loop stops after the current frame); a second one raises as usual."""
+    """First SIGINT or SIGTERM sets `requested` (the loop stops after the current frame); a second one raises
+    KeyboardInterrupt (Terminated for SIGTERM) at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.requested, self.signum = True, signum
         log.warning("stopping after the current frame (Ctrl-C again to abort)")
 
     def __enter__(self) -> _StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def summary_exit_code(summary: DetectSummary) -> int:
+    """The exit status of a finished run: 0, or 130 / 143 when Ctrl-C / SIGTERM stopped it."""
+    if summary.terminated:
+        return 143
+    return 130 if summary.interrupted else 0
 
 
 def class_ids_for(names: str | Sequence[str], class_names: Sequence[str]) -> list[int]:
@@ -109,7 +124,22 @@ def flow_coverage(frame_shape: tuple[int, ...], model: DFFModel) -> tuple[float,
 
 
 def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> DetectSummary:
-    """Run the model over `source` and write the requested outputs frame by frame; returns a summary."""
+    """Run the model over `source` and write the requested outputs frame by frame; returns a summary.
+
+    The output paths are checked first (OutputError if one is the source, two share a path, or one cannot be
+    written), so a bad path fails before any frame is run.
+    """
+    check_outputs(
+        [
+            Output(opts.out_json, "out_json", make_parents=False) if opts.out_json is not None else None,
+            Output(opts.out_video, "out_video", make_parents=False) if opts.out_video is not None else None,
+            Output(opts.out_coco, "out_coco", make_parents=False) if opts.out_coco is not None else None,
+            Output(opts.show_flow, "show_flow", folder=True) if opts.show_flow is not None else None,
+        ],
+        inputs=[source.name],
+    )
+    if opts.out_video is not None:
+        video_format(opts.out_video)
     summary = DetectSummary()
     total = source.num_frames
     if opts.max_frames is not None:
@@ -160,7 +190,7 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
             if show_flow and r.flow is not None:
                 size = (f.image.shape[1], f.image.shape[0])
                 picture = flow_picture(r.flow, size, f.index, flow_coverage(f.image.shape, model))
-                cv2.imwrite(str(Path(opts.show_flow) / f"flow_{f.index:06d}.png"), picture)
+                _write_png(Path(opts.show_flow) / f"flow_{f.index:06d}.png", picture)
             summary.frames += 1
             summary.key_frames += int(r.is_key_frame)
             names = [model.class_names[int(c)] for c in labels]
@@ -169,6 +199,16 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
             bar.update(1)
             if stop.requested:
                 summary.interrupted = True
+                summary.terminated = stop.signum == signal.SIGTERM
                 break
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _write_png(path: Path, picture: np.ndarray) -> None:
+    """Write a PNG atomically (OSError on a full disk, never a silent failure as cv2.imwrite's)."""
+    ok, data = cv2.imencode(".png", picture)
+    if not ok:
+        raise InputError(f"{path}: could not encode the flow picture")
+    with atomic_path(path, suffix=".png") as tmp:
+        tmp.write_bytes(data.tobytes())
