@@ -1,7 +1,7 @@
 """What `--dtype bf16` / `fp16` costs in accuracy: the bundled `tiny_synthetic` model's COCO AP50 in fp32, bf16 and
 fp16, per frame and DFF@10, on a fresh synthetic val set.
 
-    python benchmarks/precision_ap.py --work runs/precision --threads 2        # seed 50, about 10 min on 2 cores
+    python benchmarks/precision_ap.py --work runs/precision --threads 1    # seed 50: 20 min, 1 thread, shared machine
 
 The val set is made as `benchmarks/train_tiny.py`'s val stage makes its own (20 videos x 60 frames, 480x272, the
 synthetic generator) with a seed no experiment had used (50: now spent, see ARCHITECTURE.md), and evaluated as its
