@@ -50,7 +50,7 @@ def run_mode(model: dff.DFFModel, root: Path, policy) -> dict:
     ap = evaluate(dataset, records, model.class_names, metrics=("coco",))["coco_ap50"].mean
     keys = {(r.video_id, r.frame_id) for r in records if r.is_key_frame}
     names = {v["id"]: v["name"] for v in dataset.videos}
-    gt = {v.name.split("/", 1)[1]: v for v in load_ground_truth(root).videos}
+    gt = {v.name: v for v in load_ground_truth(root).videos}
     cuts = [(vid, c) for vid, name in names.items() for c in gt[name].cuts]
     hit = sum(any((vid, c + d) in keys for d in (0, 1)) for vid, c in cuts)
     return {

@@ -1,7 +1,8 @@
-"""Shared test fixtures: paths to ../shared and small helpers."""
+"""Shared test fixtures: the golden fixtures in tests/golden, paths to ../shared and small helpers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,25 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL = SHARED / "data" / "real"
-GOLDEN = SHARED / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+REQUIRE_SHARED = "DFF_REQUIRE_SHARED"
 
 
 def need(path: Path) -> Path:
-    """Skip the test (with the reason) when a ../shared resource is absent."""
+    """Skip the test (with the reason) when a ../shared resource is absent; fail instead when the environment
+    variable DFF_REQUIRE_SHARED=1 is set (as .ci/run does), so CI cannot pass a test it did not run."""
     if not path.exists():
-        pytest.skip(f"{path} not available (../shared is missing)")
+        reason = f"{path} not available (../shared is missing)"
+        if os.environ.get(REQUIRE_SHARED) == "1":
+            pytest.fail(f"{reason} and {REQUIRE_SHARED}=1 requires it")
+        pytest.skip(reason)
     return path
+
+
+@pytest.fixture()
+def real_data() -> Path:
+    """The ../shared/data/real folder, through `need` (use with `pytest.mark.usefixtures("real_data")`)."""
+    return need(REAL)
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from dff.data.synthetic import train_frame_numbers
 from dff.errors import DatasetError
 
 IMAGESETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "ImageSets"
-needs_real = pytest.mark.skipif(not IMAGESETS.is_dir(), reason=f"real list files not found at {IMAGESETS}")
+needs_real = pytest.mark.usefixtures("real_data")  # skips, or fails under DFF_REQUIRE_SHARED=1
 
 
 @needs_real

@@ -20,7 +20,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 BIKES = REAL / "videos" / "bikes.mp4"
 MMTRACK_DEMO = REAL / "videos" / "mmtracking_demo.mp4"
 ILSVRC = REAL / "ILSVRC2015_val_00007010"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real test data not found at {REAL}")
+needs_real = pytest.mark.usefixtures("real_data")  # skips, or fails under DFF_REQUIRE_SHARED=1
 
 BIKES_CUTS = [30, 76, 137, 187, 242]  # first frame of each new shot (README of the real data)
 

@@ -34,7 +34,24 @@ _HOME = {
     "PRESETS": "dff.config",
     "preset": "dff.config",
 }
-__all__ = [*_HOME, "__version__"]
+__all__ = [
+    "DFFModel",
+    "FrameResult",
+    "InferenceOptions",
+    "build",
+    "load",
+    "zero_flow",
+    "Adaptive",
+    "FixedInterval",
+    "KeyFramePolicy",
+    "evaluate",
+    "EvaluationResult",
+    "IntervalResult",
+    "DFFConfig",
+    "PRESETS",
+    "preset",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
