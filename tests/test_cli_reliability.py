@@ -137,7 +137,7 @@ def test_existing_jsonl_survives_a_run_that_fails_at_the_first_frame(tmp_path, c
     out = tmp_path / "d.jsonl"
     out.write_text('{"frame":0}\n')
     code, err = detect(capsys, frames, "--out-json", out, "--out-coco", tmp_path / "c.json")
-    assert code == 2 and "000.jpg: not a readable image" in one_error_line(err)
+    assert code == 2 and "000.jpg: not a decodable image" in one_error_line(err)
     assert out.read_text() == '{"frame":0}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "frames"]
 
