@@ -62,7 +62,7 @@ def test_evaluate_matches_the_cli_files(val_set, tmp_path, capsys):
     api_sweep = json.loads(result.sweep_json.read_text())
     assert [p["ap50"] for p in api_sweep] == [p["ap50"] for p in cli_sweep]
     assert result.sweep_png.stat().st_size > 0
-    assert result.sweep_table().splitlines()[0].split()[:3] == ["key", "interval", "fps"]
+    assert result.sweep_table().splitlines()[0].split()[:6] == ["key", "interval", "policy", "key", "share", "fps"]
 
     with pytest.raises(DFFError, match="different settings \\(weights\\)"):  # resuming with other weights is refused
         dff.evaluate(model, val_set.ann, val_set.img_root, api_out, key_intervals=[3])
@@ -86,3 +86,44 @@ def test_evaluate_rejects_bad_input(val_set, tmp_path):
     with pytest.raises(DatasetError, match="missing"):
         dff.evaluate(model, tmp_path / "none.json", val_set.img_root, tmp_path)
     assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_adaptive_budgets_in_the_evaluation_and_its_sweep(val_set, tmp_path, capsys):
+    """`dff test --key-policy adaptive` and `--sweep-key-budget`: adaptive schedules get their own files, their
+    key-frame share, and a place in the sweep beside the fixed intervals."""
+    out = tmp_path / "sweep"
+    args = ["--weights", str(val_set.weights), "--ann", str(val_set.ann), "--img-root", str(val_set.img_root)]
+    code = main(
+        ["test", *args, "--out", str(out), "--sweep-key-interval", "1,5", "--sweep-key-budget", "2", "--no-progress"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "adaptive, budget 2" in printed and "key-frame share" in printed
+    points = json.loads((out / "sweep.json").read_text())
+    assert [(p["policy"], p["key_interval"]) for p in points] == [("fixed", 1), ("fixed", 5), ("adaptive", 2)]
+    assert [p["key_share"] for p in points[:2]] == [1.0, 0.2]  # 5-frame videos: at k=5 only frame 0 is key
+    assert 0.2 <= points[2]["key_share"] <= 0.8
+    records = read_records(out / "results_adaptive2.jsonl")
+    assert len(records) == 10 and records[0].is_key_frame
+    summary = json.loads((out / "summary_adaptive2.json").read_text())
+    assert summary["key_policy"].startswith("Adaptive(budget=2") and summary["key_share"] == points[2]["key_share"]
+    assert (out / "sweep.png").stat().st_size > 0
+    single = tmp_path / "single"
+    code = main(["test", *args, "--out", str(single), "--key-policy", "adaptive", "--key-budget", "3", "--no-progress"])
+    assert code == 0 and (single / "results_adaptive3.jsonl").is_file() and not (single / "sweep.json").exists()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--key-policy", "smart"], "--key-policy must be one of fixed, adaptive"),
+        (["--key-policy", "adaptive", "--key-budget", "0.5"], "key budget must be >= 1"),
+        (["--key-policy", "adaptive", "--key-min-interval", "5", "--key-max-interval", "3"], "min_interval"),
+        (["--key-budget", "5"], "--key-budget needs --key-policy adaptive"),
+    ],
+)
+def test_bad_key_policy_options_are_one_line_errors(val_set, tmp_path, capsys, bad, message):
+    args = ["--weights", str(val_set.weights), "--ann", str(val_set.ann), "--img-root", str(val_set.img_root)]
+    assert main(["test", *args, "--out", str(tmp_path / "o"), *bad, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dff: error:") and message in err[0], err

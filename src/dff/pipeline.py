@@ -180,7 +180,9 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
             boxes, scores, labels = r.boxes[keep], r.scores[keep], r.labels[keep]
             if jsonl is not None:
                 jsonl.write(
-                    detection_record(f.index, f.time_s, r.is_key_frame, boxes, scores, labels, model.class_names)
+                    detection_record(
+                        f.index, f.time_s, r.is_key_frame, boxes, scores, labels, model.class_names, r.key_reason
+                    )
                 )
             if coco is not None:
                 coco.write(f.index, boxes, scores, labels)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dff
 from dff import zoo
+from dff.cli import keyframes
 from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
 from dff.config import PRESETS
 from dff.errors import DFFError
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--key-interval", type=int, metavar="N", help="a key frame every N frames (default: the preset's, 10)"
     )
+    keyframes.add_arguments(p)
     p.add_argument(
         "--score-thr", type=float, default=0.5, metavar="S", help="keep detections scoring at least S (default 0.5)"
     )
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise DFFError(f"--fps must be > 0, got {args.fps}")
     check_score_thr(args.score_thr)
     check_key_interval(args.key_interval)
+    policy = keyframes.key_policy(args)
     check_device(args.device)
     check_weights_path(args.weights)
     check_outputs(
@@ -83,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         video_format(args.out_video)  # an extension this PyAV build can write, checked before any work
     source = open_source(args.source, fps=args.fps)
     model = dff.load(args.weights, preset=args.preset, device=args.device)
-    if args.key_interval is not None:
-        model.key_interval = args.key_interval
+    if policy is not None:
+        model.key_policy = policy
     outputs = (args.out_json, args.out_video, args.out_coco)
     opts = DetectOptions(
         score_thr=args.score_thr,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dff
 from dff.api import DFFModel
+from dff.cli import keyframes
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
@@ -30,6 +31,7 @@ from dff.evaluation.model_eval import IntervalResult
 from dff.evaluation.runner import RunStats
 from dff.evaluation.sweep import parse_intervals
 from dff.io.outputs import Output, check_outputs
+from dff.keyframes import Adaptive
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run each key interval (e.g. 1,2,5,10,20) and write a speed/accuracy table and plot",
     )
     p.add_argument(
+        "--sweep-key-budget",
+        metavar="B,B,...",
+        help="also run the adaptive policy at each budget (e.g. 5,10,20) in the sweep table and plot",
+    )
+    keyframes.add_arguments(p)
+    p.add_argument(
         "--metric", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)} (default: all)"
     )
     p.add_argument("--out", type=Path, default=Path("dff_test"), help="output folder (default ./dff_test)")
@@ -94,8 +102,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = parse_metrics(args.metric)
         intervals = parse_intervals(args.sweep_key_interval) if args.sweep_key_interval else None
+        budgets = [float(b) for b in args.sweep_key_budget.split(",")] if args.sweep_key_budget else []
     except ValueError as e:
-        raise DFFError(str(e)) from None
+        raise DFFError(f"--sweep-key-interval / --sweep-key-budget: {e}") from None
+    policy = keyframes.key_policy(args)
+    if isinstance(policy, Adaptive) and not budgets:
+        budgets = [policy.budget]
+    if intervals is None and not isinstance(policy, Adaptive):
+        intervals = [args.key_interval] if args.key_interval is not None else None
     if args.key_interval is not None and args.key_interval < 1:
         raise DFFError(f"--key-interval must be >= 1, got {args.key_interval}")
     if not args.img_root.is_dir():
@@ -111,10 +125,11 @@ def run(args: argparse.Namespace) -> int:
             dataset,
             args.img_root,
             args.out,
-            key_intervals=intervals or [args.key_interval or model.key_interval],
+            key_intervals=intervals if intervals is not None or budgets else [model.key_interval],
+            key_budgets=budgets,
             metrics=metrics,
             weights=args.weights,
-            sweep=bool(args.sweep_key_interval),
+            sweep=bool(args.sweep_key_interval or args.sweep_key_budget),
             overwrite=args.overwrite,
             progress=not args.no_progress,
             on_interval=lambda r: _print_interval(dataset, model.class_names, r),
@@ -128,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_interval(dataset: CocoVID, class_names: Sequence[str], r: IntervalResult) -> None:
     counts = f"{len(dataset.videos)} videos, {len(dataset.images)} frames"
-    print(f"\n== {dataset.path.name}: {counts}, key interval {r.key_interval} ==")
+    schedule = f"key interval {r.key_interval}" if r.policy == "fixed" else f"{r.policy}, budget {r.key_interval:g}"
+    print(f"\n== {dataset.path.name}: {counts}, {schedule}, key-frame share {r.key_share:.3f} ==")
     print(format_table(r.ap50, class_names))
     print(_fps_line(r.stats))
     print(f"results: {r.results_path}")

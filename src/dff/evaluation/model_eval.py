@@ -1,9 +1,10 @@
 """`dff.evaluate`: run a model over a COCO-VID val set at one or more key intervals, resumably, and score it.
 
 What `dff test` does, as a Python API: per key interval K it streams `results_k{K}.jsonl` (resumable), then writes
-`coco_results_k{K}.json` (COCO results format) and `summary_k{K}.json`; a sweep also writes `sweep.json` and
-`sweep.png`. Call it on every rank of a torchrun launch (inside `dff.distributed.distributed`): whole videos are
-split across the ranks and rank 0 merges, evaluates and writes; the other ranks get None.
+`coco_results_k{K}.json` (COCO results format) and `summary_k{K}.json` (an adaptive budget B: the same files named
+`adaptive{B}`); a sweep also writes `sweep.json` and `sweep.png`. Call it on every rank of a torchrun launch
+(inside `dff.distributed.distributed`): whole videos are split across the ranks and rank 0 merges, evaluates and
+writes; the other ranks get None.
 """
 
 from __future__ import annotations
@@ -23,18 +24,22 @@ from dff.evaluation.results import make_header, read_records, remove_results
 from dff.evaluation.runner import RunStats, run_dataset
 from dff.evaluation.sweep import SweepPoint, check_intervals, plot_sweep, sweep_table
 from dff.io.atomic import write_json_atomic
+from dff.keyframes import Adaptive, FixedInterval
 
 
 @dataclass(frozen=True)
 class IntervalResult:
-    """One key interval's run: AP50 per protocol (keys of `PROTOCOLS`), this session's timing and the files."""
+    """One schedule's run (a fixed key interval, or an adaptive budget in `key_interval`): AP50 per protocol (keys
+    of `PROTOCOLS`), the share of key frames, this session's timing and the files."""
 
-    key_interval: int
+    key_interval: float
     ap50: dict[str, APResult]
     stats: RunStats
     results_path: Path
     coco_results_path: Path
     summary_path: Path
+    policy: str = "fixed"
+    key_share: float | None = None
 
     @property
     def fps(self) -> float | None:
@@ -43,7 +48,8 @@ class IntervalResult:
 
     def sweep_point(self) -> SweepPoint:
         """This interval as a point of the speed / accuracy sweep (mean AP50 per protocol)."""
-        return SweepPoint(self.key_interval, self.fps, {k: v.mean for k, v in self.ap50.items()})
+        ap = {k: v.mean for k, v in self.ap50.items()}
+        return SweepPoint(self.key_interval, self.fps, ap, self.policy, self.key_share)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ def evaluate(
     img_root: Path | str,
     out: Path | str,
     key_intervals: Sequence[int] | None = None,
+    key_budgets: Sequence[float] = (),
     metrics: Sequence[str] = METRICS,
     weights: str | Path | None = None,
     sweep: bool | None = None,
@@ -77,8 +84,9 @@ def evaluate(
     """Run `model` over every video of the COCO-VID file `ann` (or a loaded CocoVID; images under `img_root`) and
     score it, into `out`.
 
-    `key_intervals` defaults to the model's own; each is run (or resumed from `out`) in turn and the model's key
-    interval is restored afterwards. `metrics` are names from `METRICS` (or one comma-separated string).
+    `key_intervals` (fixed schedules) defaults to the model's own unless `key_budgets` (adaptive schedules,
+    `dff.keyframes.Adaptive(budget)`) are given; each is run (or resumed from `out`) in turn and the model's key-frame
+    policy is restored afterwards. `metrics` are names from `METRICS` (or one comma-separated string).
     `weights` (a path or zoo name) is recorded in every results header, so resuming with other weights is refused,
     and in each summary. `sweep` (default: more than one interval) also writes `sweep.json` and `sweep.png`.
     `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each interval's result as
@@ -87,9 +95,15 @@ def evaluate(
     img_root, out = Path(img_root), Path(out)
     try:
         metrics = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
-        intervals = check_intervals(key_intervals if key_intervals is not None else [model.key_interval])
+        if key_intervals is None:
+            key_intervals = [] if key_budgets else [model.key_interval or 10]
+        intervals = check_intervals(key_intervals) if key_intervals else []
+        budgets = [Adaptive(budget=b).budget for b in key_budgets]  # DFFError on a budget < 1
     except ValueError as e:
         raise InputError(str(e)) from None
+    schedules = [(k, FixedInterval(k)) for k in intervals] + [(b, Adaptive(budget=b)) for b in budgets]
+    if not schedules:
+        raise InputError("nothing to evaluate: give key intervals or adaptive budgets")
     if not img_root.is_dir():
         raise InputError(f"{img_root}: the image root is not a folder")
     dataset = ann if isinstance(ann, CocoVID) else CocoVID.load(ann)
@@ -97,25 +111,29 @@ def evaluate(
     rank, _ = current()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    given = model.key_interval
+    given = model.key_policy
     results = []
     try:
-        for k in intervals:
-            model.key_interval = k
+        for k, policy in schedules:
+            model.key_policy = policy
             r = _evaluate_one(model, dataset, img_root, out, k, metrics, weights, overwrite, progress)
             if r is not None:
                 results.append(r)
                 if on_interval is not None:
                     on_interval(r)
     finally:
-        model.key_interval = given
+        model.key_policy = given
     if rank != 0:
         return None
-    if not (sweep if sweep is not None else len(intervals) > 1):
+    if not (sweep if sweep is not None else len(schedules) > 1):
         return EvaluationResult(dataset, tuple(model.class_names), results)
     points = [r.sweep_point() for r in results]
     write_json_atomic(
-        [{"key_interval": p.key_interval, "fps": p.fps, "ap50": p.ap50} for p in points], out / "sweep.json"
+        [
+            {"key_interval": p.key_interval, "policy": p.policy, "key_share": p.key_share, "fps": p.fps, "ap50": p.ap50}
+            for p in points
+        ],
+        out / "sweep.json",
     )
     plot_sweep(points, out / "sweep.png")
     return EvaluationResult(dataset, tuple(model.class_names), results, out / "sweep.json", out / "sweep.png")
@@ -126,17 +144,25 @@ def _evaluate_one(
     dataset: CocoVID,
     img_root: Path,
     out: Path,
-    key_interval: int,
+    key_interval: float,
     metrics: tuple[str, ...],
     weights: str | Path | None,
     overwrite: bool,
     progress: bool,
 ) -> IntervalResult | None:
-    """Run (or resume) one key interval; rank 0 evaluates and writes the files, the other ranks return None."""
-    results_path = out / f"results_k{key_interval}.jsonl"
+    """Run (or resume) one schedule (model.key_policy); rank 0 evaluates and writes the files, the other ranks
+    return None."""
+    adaptive = isinstance(model.key_policy, Adaptive)
+    tag = f"adaptive{key_interval:g}" if adaptive else f"k{key_interval}"
+    results_path = out / f"results_{tag}.jsonl"
     resolved = None if weights is None else str(Path(weights).resolve() if Path(weights).exists() else weights)
+    policy = {"key_policy": repr(model.key_policy)} if adaptive else {}
     header = make_header(
-        key_interval=key_interval, weights=resolved, ann=str(dataset.path.resolve()), preset=model.config.name
+        key_interval=key_interval,
+        weights=resolved,
+        ann=str(dataset.path.resolve()),
+        preset=model.config.name,
+        **policy,
     )
     rank, _ = current()
     if rank == 0 and overwrite:
@@ -151,8 +177,10 @@ def _evaluate_one(
         ap,
         stats,
         results_path,
-        out / f"coco_results_k{key_interval}.json",
-        out / f"summary_k{key_interval}.json",
+        out / f"coco_results_{tag}.json",
+        out / f"summary_{tag}.json",
+        "adaptive" if adaptive else "fixed",
+        sum(r.is_key_frame for r in records) / max(len(records), 1),
     )
     write_json_atomic(coco_results(records, category_ids(dataset, model.class_names)), result.coco_results_path)
     summary = {
@@ -160,6 +188,8 @@ def _evaluate_one(
         "ann": str(dataset.path),
         "preset": model.config.name,
         "key_interval": key_interval,
+        "key_policy": repr(model.key_policy),
+        "key_share": result.key_share,
         "videos": len(dataset.videos),
         "frames": len(dataset.images),
         "fps": result.fps,

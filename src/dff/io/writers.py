@@ -32,12 +32,15 @@ def detection_record(
     scores: np.ndarray,
     labels: np.ndarray,
     class_names: tuple[str, ...],
+    key_reason: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON object of one frame: frame, time_s, key and detections (bbox xyxy in original pixels)."""
+    """The JSON object of one frame: frame, time_s, key, key_reason (why it is a key frame: "first", "interval",
+    "cut", "residual", ...; null for other frames) and detections (bbox xyxy in original pixels)."""
     return {
         "frame": int(frame),
         "time_s": round(float(time_s), 6),
         "key": bool(key),
+        "key_reason": key_reason,
         "detections": [
             {
                 "bbox": [round(float(v), 2) for v in box],
