@@ -281,9 +281,15 @@ def load(
     """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, or a zoo name
     (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified).
 
-    For our format and for zoo names the preset is known; passing a different one is an error.
+    For our format and for zoo names the preset is known; passing a different one is an error. A `.json` path is
+    the manifest of an ONNX export (`dff export`), run on onnxruntime (dff.export.runtime).
     """
     from dff import zoo
+
+    if os.fspath(path).lower().endswith(".json"):
+        from dff.export.runtime import load_onnx  # built on DFFModel: imported here, not at the top
+
+        return load_onnx(path, preset, device)
 
     entry = zoo.ZOO.get(os.fspath(path))
     if entry is not None and preset is not None and _config(preset).name != entry.preset:
