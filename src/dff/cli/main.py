@@ -14,6 +14,7 @@ from dff.cli import (
     convert_dataset,
     demo,
     detect,
+    export,
     make_synthetic,
     test,
     train,
@@ -22,6 +23,7 @@ from dff.errors import DFFError
 
 COMMANDS = (demo, detect, test, train, benchmark, convert_checkpoint, convert_dataset, make_synthetic)
 COMMANDS += (convert_annotations, check_dataset)
+COMMANDS += (export,)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,6 +82,7 @@ class ONNXNetwork:
         self.fixed_size = tuple(fixed) if fixed else None
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = torch.get_num_threads()  # as PyTorch's (OMP_NUM_THREADS)
         self.sessions = {}
         for name in STAGES:
             file = self.manifest_path.parent / self.manifest["stages"][name]["file"]
