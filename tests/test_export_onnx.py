@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -11,6 +12,7 @@ from itertools import islice
 import cv2
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -132,6 +134,21 @@ def test_fixed_size_export(tiny, clip_frames, tmp_path, one_thread):
         list(model.predict([cv2.resize(clip_frames[0], (200, 400))]))
     with pytest.raises(DFFError, match="not a multiple of 16"):
         export_onnx(tiny, tmp_path / "bad", fixed_size=(100, 320))
+
+
+@pytest.mark.parametrize("empty", ["no_proposals", "no_class_scores"])
+def test_frames_without_detections(tiny, clip_frames, tmp_path, empty, one_thread):
+    """No proposal survives (every box pushed off the image) or no class scores over 1e-4: empty, as PyTorch."""
+    net = copy.deepcopy(tiny.net)
+    with torch.no_grad():
+        if empty == "no_proposals":
+            net.detector.rpn_head.rpn_reg.bias[0::4] = 1000.0
+        else:
+            net.detector.roi_head.bbox_head.fc_cls.bias[-1] = 100.0
+    ref = list(dff.DFFModel(net, inference=REFERENCE).predict(clip_frames[:2]))
+    onx = list(dff.load(export_onnx(net, tmp_path)).predict(clip_frames[:2]))
+    assert [len(r.scores) for r in ref] == [len(r.scores) for r in onx] == [0, 0]
+    assert onx[0].boxes.shape == (0, 4) and onx[0].labels.dtype == np.int64
 
 
 def test_cli_export_then_detect(export_dir, tmp_path, capsys):

@@ -117,7 +117,8 @@ def _detections(
     scores = scores.reshape(-1)
     pairs = (scores > cfg.score_thr).nonzero()[:, 0]
     boxes, scores, labels = boxes[pairs], scores[pairs], labels[pairs]
-    offsets = labels.to(boxes) * (boxes.max() + 1)
+    top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()  # boxes.max() (boxes >= 0), 0 if none
+    offsets = labels.to(boxes) * (top + 1)
     keep = torchvision.ops.nms(boxes + offsets[:, None], scores, cfg.nms_iou)[: cfg.max_per_img]
     return boxes[keep], scores[keep], labels[keep]
 
