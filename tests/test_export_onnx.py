@@ -200,7 +200,6 @@ def test_missing_onnxruntime_is_a_one_line_error(export_dir, monkeypatch):
         load_onnx(export_dir / "manifest.json")
 
 
-@pytest.mark.slow
 def test_golden_frames_through_onnxruntime(tmp_path, one_thread):
     """R-50 seed-0 weights exported, the 12 golden frames on onnxruntime within the golden tolerances."""
     z, frames, model = load_golden(tmp_path)
