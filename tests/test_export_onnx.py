@@ -119,6 +119,9 @@ def test_dynamic_size_and_fast_preprocessing(tiny, export_dir, clip_frames, one_
     model = dff.load(export_dir / "manifest.json")
     model.inference = dff.InferenceOptions(fast=True, prefetch=False)
     same_results(list(tiny.predict(frames, return_flow=True)), list(model.predict(frames, return_flow=True)))
+    model.inference = dff.InferenceOptions(dtype="bf16")
+    with pytest.raises(DFFError, match="ONNX graphs run in fp32, not bf16"):
+        list(model.predict(frames[:1]))
 
 
 def test_fixed_size_export(tiny, clip_frames, tmp_path, one_thread):

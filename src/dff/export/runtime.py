@@ -150,7 +150,9 @@ class ONNXModel(DFFModel):
         self.propagation = ONNXNetwork.propagate
 
     def inference_net(self) -> ONNXNetwork:
-        """The ONNX network, whatever `inference` says."""
+        """The ONNX network (float32 graphs: a reduced `inference.dtype` is an error)."""
+        if self.inference.dtype != "fp32":
+            raise DFFError(f"{self.net.manifest_path}: the ONNX graphs run in fp32, not {self.inference.dtype}")
         return self.net
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
