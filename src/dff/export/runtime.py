@@ -1,7 +1,7 @@
 """The exported stages on onnxruntime: `ONNXNetwork` has DFF's stage interface, `ONNXModel` is a DFFModel over it.
 
 `dff.load("DIR/manifest.json")` returns an ONNXModel; its `predict` and `session` are DFFModel's (the same video
-loop, key-frame policies, outputs and errors), preprocessing is the reference path's (dff.data.transforms). Every
+loop, key-frame policies, outputs and errors) and so is the preprocessing (the same values on either path). Every
 stage runs in onnxruntime; on the host stay the preprocessing, the key-frame policy and the numpy copies between
 the stages. Tensors cross as float32 / int64 CPU torch tensors.
 """
