@@ -10,10 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dff.api import DFFModel, FrameResult, InferenceOptions, build, load, zero_flow
+    from dff.api import DFFModel, FrameResult, InferenceOptions, build, zero_flow
     from dff.config import PRESETS, DFFConfig, preset
     from dff.evaluation.model_eval import EvaluationResult, IntervalResult, evaluate
     from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
+    from dff.weights import load
 
 __version__ = "0.1.0"
 
@@ -22,7 +23,7 @@ _HOME = {
     "FrameResult": "dff.api",
     "InferenceOptions": "dff.api",
     "build": "dff.api",
-    "load": "dff.api",
+    "load": "dff.weights",
     "zero_flow": "dff.api",
     "Adaptive": "dff.keyframes",
     "FixedInterval": "dff.keyframes",

@@ -281,7 +281,8 @@ def load(
     """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, or a zoo name
     (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified).
 
-    For our format and for zoo names the preset is known; passing a different one is an error.
+    For our format and for zoo names the preset is known; passing a different one is an error. (`dff.load`, in
+    dff.weights, also takes an ONNX export's manifest.)
     """
     from dff import zoo
 

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         convert_dataset,
         demo,
         detect,
+        export,
         make_synthetic,
         test,
         train,
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (demo, detect, test, train, benchmark, convert_checkpoint, convert_dataset, make_synthetic)
-    for command in (*commands, convert_annotations, check_dataset):
+    for command in (*commands, convert_annotations, check_dataset, export):
         command.register(sub)
     return parser
 

@@ -37,9 +37,10 @@ def _predict(cin: int) -> _ConvModule:
 
 
 def _crop_like(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Keep the top-left part of x with target's spatial size."""
+    """Keep the top-left part of x with target's spatial size (a view; sliced unconditionally, so that a traced
+    graph crops at every input size)."""
     h, w = target.shape[-2:]
-    return x if x.shape[-2:] == (h, w) else x[:, :, :h, :w]
+    return x[:, :, :h, :w]
 
 
 class FlowNetSimple(nn.Module):
@@ -101,8 +102,9 @@ class FlowNetSimple(nn.Module):
         """Undo detector normalisation, apply FlowNet's (RGB x/255 - mean), zero the padding, downsample x0.5."""
         x = pair * self.img_std + self.img_mean
         x = x / self.flow_std - self.flow_mean
-        x[:, :, img_shape[0] :, :] = 0.0
-        x[:, :, :, img_shape[1] :] = 0.0
+        rows = torch.arange(x.shape[-2], device=x.device)[:, None] < img_shape[0]
+        cols = torch.arange(x.shape[-1], device=x.device)[None, :] < img_shape[1]
+        x = torch.where(rows & cols, x, 0.0)  # img_shape may be ints or 0-d tensors (dff.export traces it)
         return F.interpolate(x, scale_factor=self.cfg.img_scale_factor, mode="bilinear", align_corners=False)
 
     def predictions(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> list[torch.Tensor]:

@@ -21,6 +21,6 @@ class FlowWarp(nn.Module):
     """Warp key-frame features (N, C, H, W) to the current frame with image-resolution flow (N, 2, Hp, Wp)."""
 
     def forward(self, feats: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        s = float(feats.shape[-1]) / flow.shape[-1]
+        s = float(feats.shape[-1]) / float(flow.shape[-1])  # a Python float, also when traced (dff.export)
         flow = F.interpolate(flow, scale_factor=s, mode="bilinear", align_corners=False) * s
         return F.grid_sample(feats, warp_grid(flow), mode="bilinear", padding_mode="border", align_corners=True)

@@ -1,0 +1,1 @@
+"""Deployment: the three DFF stages exported to ONNX and run with onnxruntime."""

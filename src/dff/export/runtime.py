@@ -1,0 +1,186 @@
+"""The exported stages on onnxruntime: `ONNXNetwork` has DFF's stage interface, `ONNXModel` is a DFFModel over it.
+
+`dff.load("DIR/manifest.json")` returns an ONNXModel; its `predict` and `session` are DFFModel's (the same video
+loop, key-frame policies, outputs and errors) and so is the preprocessing (the same values on either path). Every
+stage runs in onnxruntime; on the host stay the preprocessing, the key-frame policy and the numpy copies between
+the stages. Tensors cross as float32 / int64 CPU torch tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dff.api import DFFModel, InferenceOptions
+from dff.config import DFFConfig
+from dff.data.transforms import ImageMeta
+from dff.errors import CheckpointError, DFFError, InputError
+from dff.export.onnx import FORMAT, FORMAT_VERSION, STAGES
+from dff.models.detector import KeyState
+from dff.models.roi_head import Detections
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DFFError('running an ONNX export needs onnxruntime: pip install "deep-feature-flow[onnx]"') from None
+    return onnxruntime
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of an export, checked for its format and version and for the presence of each .onnx file."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a readable JSON manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f'{path}: not a dff ONNX manifest (no "format": "{FORMAT}")')
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: manifest format version {version!r}; this dff reads version {FORMAT_VERSION} (export again)"
+        )
+    for name in STAGES:
+        file = path.parent / manifest["stages"][name]["file"]
+        if not file.is_file():
+            raise CheckpointError(f"{path}: missing {file.name} (expected beside the manifest)")
+    return manifest
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().float().numpy())
+
+
+def _shape(img_shape: tuple[int, int]) -> np.ndarray:
+    return np.asarray([int(img_shape[0]), int(img_shape[1])], dtype=np.int64)
+
+
+class ONNXNetwork:
+    """The three stage graphs of an export in onnxruntime sessions, with `DFF`'s stage methods.
+
+    Used through `ONNXModel`; `propagate` has DFF.propagate's signature, so `ONNXModel.propagation` is
+    `ONNXNetwork.propagate` (or `dff.zero_flow`, which needs no graph).
+    """
+
+    def __init__(self, manifest_path: str | os.PathLike, providers: list[str]) -> None:
+        ort = _onnxruntime()
+        self.manifest_path = Path(manifest_path)
+        self.manifest = read_manifest(self.manifest_path)
+        self.cfg = DFFConfig.from_dict(self.manifest["config"])
+        fixed = self.manifest.get("fixed_size")
+        self.fixed_size = tuple(fixed) if fixed else None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = torch.get_num_threads()  # as PyTorch's (OMP_NUM_THREADS)
+        self.sessions = {}
+        for name in STAGES:
+            file = self.manifest_path.parent / self.manifest["stages"][name]["file"]
+            try:
+                self.sessions[name] = ort.InferenceSession(str(file), options, providers=providers)
+            except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+                raise CheckpointError(f"{file}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+        self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
+
+    def to(self, device: torch.device | str) -> ONNXNetwork:
+        """Nothing to move: the sessions' providers were chosen at load time; results come back on the CPU."""
+        return self
+
+    def eval(self) -> ONNXNetwork:
+        """Always in inference mode."""
+        return self
+
+    def _run(self, stage: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        used = self._inputs[stage]
+        return self.sessions[stage].run(None, {k: v for k, v in feed.items() if k in used})
+
+    def _check_size(self, img: torch.Tensor) -> None:
+        if self.fixed_size is not None and tuple(img.shape[-2:]) != self.fixed_size:
+            h, w = self.fixed_size
+            raise InputError(
+                f"{self.manifest_path}: exported for a fixed {h}x{w} input, got a frame padded to "
+                f"{img.shape[-2]}x{img.shape[-1]}"
+            )
+
+    def key_features(self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None) -> KeyState:
+        """key_features.onnx: the key state of a key frame (1, 3, Hp, Wp)."""
+        self._check_size(img)
+        feats, motion = self._run("key_features", {"img": _np(img), "img_shape": _shape(img_shape)})
+        return KeyState(torch.from_numpy(feats), torch.from_numpy(motion))
+
+    def propagate(
+        self, img: torch.Tensor, key: KeyState, img_shape: tuple[int, int], half: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """propagate.onnx: the key features warped to this frame (1, C, h, w) and the flow (1, 2, Hp, Wp)."""
+        self._check_size(img)
+        feed = {"img": _np(img), "key_feats": _np(key.feats), "key_motion": _np(key.motion)}
+        feats, flow = self._run("propagate", {**feed, "img_shape": _shape(img_shape)})
+        return torch.from_numpy(feats), torch.from_numpy(flow)
+
+    def detect(self, feats: torch.Tensor, meta: ImageMeta) -> Detections:
+        """detect.onnx: detections in original-image pixels, sorted by descending score."""
+        feed = {
+            "feats": _np(feats),
+            "img_shape": _shape(meta.img_shape),
+            "scale_factor": np.asarray(meta.scale_factor, dtype=np.float32),
+        }
+        boxes, scores, labels = self._run("detect", feed)
+        return Detections(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels.astype(np.int64)))
+
+
+class ONNXModel(DFFModel):
+    """A DFFModel whose network is an ONNX export on onnxruntime; `predict`, `session`, `key_policy` as DFFModel's.
+
+    The graphs are what runs: `inference.fast` only chooses the preprocessing code (both give the same values),
+    and `inference.dtype` must stay "fp32".
+    """
+
+    def __init__(self, net: ONNXNetwork, inference: InferenceOptions | None = None) -> None:
+        super().__init__(net, "cpu", inference or InferenceOptions(fast=False))
+        self.propagation = ONNXNetwork.propagate
+
+    def inference_net(self) -> ONNXNetwork:
+        """The ONNX network (float32 graphs: a reduced `inference.dtype` is an error)."""
+        if self.inference.dtype != "fp32":
+            raise DFFError(f"{self.net.manifest_path}: the ONNX graphs run in fp32, not {self.inference.dtype}")
+        return self.net
+
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        raise DFFError(f"{self.net.manifest_path}: an ONNX export has no PyTorch weights to save")
+
+
+def providers_for(device: str | torch.device) -> list[str]:
+    """onnxruntime providers for a device: CPU, or CUDA (then CPU for what CUDA lacks); DFFError if unavailable."""
+    ort = _onnxruntime()
+    device = torch.device(device)
+    if device.type == "cpu":
+        return [CPU]
+    if device.type == "cuda":
+        if CUDA not in ort.get_available_providers():
+            raise DFFError(
+                "device 'cuda' requested but this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+            )
+        return [(CUDA, {"device_id": device.index or 0}), CPU]
+    raise DFFError(f"device {device.type!r} is not supported by the ONNX runner (cpu or cuda)")
+
+
+def load_onnx(
+    path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu"
+) -> ONNXModel:
+    """An export (`DIR/manifest.json`) on onnxruntime; `preset`, when given, must be the one it was exported from."""
+    net = ONNXNetwork(path, providers_for(device))
+    if preset is not None:
+        name = preset.name if isinstance(preset, DFFConfig) else preset
+        if name != net.cfg.name:
+            raise CheckpointError(f"{path}: exported from preset {net.cfg.name!r}, not {name!r}")
+    return ONNXModel(net)
