@@ -221,3 +221,28 @@ def test_sigint_leaves_valid_jsonl_and_playable_video(weights, tmp_path):
     assert video_info(v)[:3] == (len(lines), 640, 272)
     assert "(interrupted)" in err.decode() and "Traceback" not in err.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "d.mp4"]
+
+
+def test_adaptive_key_policy_writes_its_reasons(weights, tmp_path, capsys):
+    """`--key-policy adaptive --key-budget 4` on the bundled clip: every line says why it is (or is not) a key
+    frame, and the run keeps its budget (60 frames: 15 key frames within the controller's band)."""
+    clip = Path(dff.__file__).parent / "assets" / "demo_clip.mp4"
+    j = tmp_path / "a.jsonl"
+    assert detect(clip, "--weights", weights, "--key-policy", "adaptive", "--key-budget", 4, "--out-json", j) == 0
+    lines = read_jsonl(j)
+    assert lines[0]["key_reason"] == "first" and all((r["key_reason"] is None) == (not r["key"]) for r in lines)
+    assert {r["key_reason"] for r in lines if r["key"]} <= {"first", "cut", "residual", "budget", "max_interval"}
+    assert 12 <= sum(r["key"] for r in lines) <= 18
+    fixed = tmp_path / "f.jsonl"
+    assert detect(clip, "--weights", weights, "--key-interval", 4, "--out-json", fixed) == 0
+    assert [r["key_reason"] for r in read_jsonl(fixed)][:5] == ["first", None, None, None, "interval"]
+    for bad, message in (
+        (["--key-policy", "often"], "--key-policy must be one of"),
+        (["--key-policy", "adaptive", "--key-budget", "0"], "key budget must be >= 1"),
+        (["--key-max-interval", "3"], "needs --key-policy adaptive"),
+    ):
+        capsys.readouterr()
+        assert detect(clip, "--weights", weights, *bad, "--out-json", tmp_path / "x.jsonl") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "x.jsonl").exists()

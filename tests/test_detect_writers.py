@@ -43,9 +43,12 @@ def test_detection_record_schema():
         "frame": 7,
         "time_s": 0.28,
         "key": False,
+        "key_reason": None,
         "detections": [{"bbox": [1.23, 2.0, 30.5, 40.0], "score": 0.91235, "label": "bicycle", "class_id": 2}],
     }
     assert json.loads(json.dumps(rec)) == rec
+    key = detection_record(0, 0.0, True, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), NAMES, "cut")
+    assert key["key"] and key["key_reason"] == "cut" and key["detections"] == []
 
 
 def test_jsonl_lines_are_flushed_as_written(tmp_path):

@@ -51,6 +51,8 @@ class Adaptive:
     cut_threshold: float = 0.3
     capacity: float = 2.0
     debt: float = 1.0
+    steepness: float = 2.0
+    start_credit: float = 1.0
     _credit: float = field(default=1.0, init=False, repr=False)
     _level: float | None = field(default=None, init=False, repr=False)
     _key_id: int = field(default=0, init=False, repr=False)
@@ -75,7 +77,7 @@ class Adaptive:
             raise DFFError(f"need capacity >= 1 and debt >= 0, got {self.capacity}, {self.debt}")
 
     def reset(self) -> None:
-        self._credit, self._level, self._key_id = 1.0, None, 0
+        self._credit, self._level, self._key_id = self.start_credit, None, 0
         self._hist = self._thumb = self._key_thumb = None
 
     def before(self, frame: Incoming) -> str | None:
@@ -95,7 +97,7 @@ class Adaptive:
         residual, outside = warp_residual_and_outside(small, self._key_thumb, frame.flow, valid)
         score = self.last_score = residual + outside
         level = self._level = score if self._level is None else 0.99 * self._level + 0.01 * score
-        return RESIDUAL if score > level * 2.0 ** (1.0 - self._credit) else None
+        return RESIDUAL if score > level * self.steepness ** (1.0 - self._credit) else None
 
     def key_frame(self, frame: Incoming, reason: str) -> None:
         if reason == FIRST:  # `before` does not see a segment's first frame
