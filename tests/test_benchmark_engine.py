@@ -166,3 +166,19 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["benchmark", "--source", str(tmp_path), "--compare", "reference:bf16"]) == 2
     assert main(["benchmark", "--source", str(tmp_path / "missing")]) == 2
     assert "dff: error:" in capsys.readouterr().err
+
+
+def test_onnx_setting_times_the_exported_stages():
+    """`--compare fast,onnx`: the exported stages on onnxruntime timed next to the fast path, with their detections
+    checked against it (golden tolerances)."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = dff.build("tiny_synthetic")
+    settings = parse_settings(["fast", "onnx"], [2])
+    assert [s.label for s in settings] == ["fast@2", "onnx@2"]
+    report = run_benchmark(model.net, model.device, _frames(4), settings, warmup=1, matmul_size=128)
+    onnx = report.settings["onnx@2"]
+    assert onnx["frames"] == 4 and onnx["key_frames"] == 2 and onnx["fps"] > 0
+    assert onnx["agreement"]["baseline"] == "fast@2" and onnx["agreement"]["within_golden_tolerance"]
+    with pytest.raises(ValueError, match="fp32 only"):
+        parse_settings(["onnx:bf16"], [1])

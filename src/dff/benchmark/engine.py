@@ -24,9 +24,11 @@ import math
 import os
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,14 +54,14 @@ _STAGE_OF_MODULE = {
 }
 
 
-PATHS = ("reference", "fast")
+PATHS = ("reference", "fast", "onnx")
 POLICIES = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One configuration to time: 'reference' or 'fast' (with a dtype) at a key-frame interval, or with the
-    adaptive policy at that budget."""
+    """One configuration to time: 'reference', 'fast' (with a dtype) or 'onnx' (the exported stages on
+    onnxruntime, fp32) at a key-frame interval, or with the adaptive policy at that budget."""
 
     path: str
     dtype: str
@@ -74,6 +76,16 @@ class Setting:
 
     def options(self) -> InferenceOptions:
         return REFERENCE if self.path == "reference" else InferenceOptions(dtype=self.dtype)
+
+    def model(self, net: nn.Module, device: torch.device, onnx_manifest: Path | None) -> DFFModel:
+        """The model this setting runs: `net` on a path of its own, or the ONNX export of it."""
+        if self.path != "onnx":
+            return DFFModel(net, device, self.options())
+        from dff.export.runtime import load_onnx
+
+        model = load_onnx(onnx_manifest, device=device)
+        model.inference = self.options()
+        return model
 
     def key_policy(self) -> KeyFramePolicy:
         k = self.key_interval
@@ -92,12 +104,12 @@ def parse_settings(
     for spec in compare:
         path, _, dt = spec.strip().partition(":")
         if path not in PATHS:
-            raise ValueError(f"unknown setting {spec!r}: use reference, fast or fast:<dtype>")
+            raise ValueError(f"unknown setting {spec!r}: use reference, fast, fast:<dtype> or onnx")
         dt = dt or (dtype if path == "fast" else "fp32")
         if dt not in DTYPES:
             raise ValueError(f"unknown dtype {dt!r} in {spec!r}; choose from {', '.join(DTYPES)}")
-        if path == "reference" and dt != "fp32":
-            raise ValueError("the reference path runs in fp32 only")
+        if path in ("reference", "onnx") and dt != "fp32":
+            raise ValueError(f"the {path} path runs in fp32 only")
         for policy in policies:
             settings += [Setting(path, dt, int(k), policy) for k in intervals if policy == "fixed" or int(k) > 1]
     if len(set(settings)) != len(settings):
@@ -208,9 +220,16 @@ class TimedPolicy:
 class _Run:
     """One setting's model, input stream, video session and records."""
 
-    def __init__(self, net: nn.Module, device: torch.device, setting: Setting, frames: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        device: torch.device,
+        setting: Setting,
+        frames: Sequence[np.ndarray],
+        onnx_manifest: Path | None = None,
+    ) -> None:
         self.setting = setting
-        self.model = DFFModel(net, device, setting.options())
+        self.model = setting.model(net, device, onnx_manifest)
         self.model.key_policy = setting.key_policy()
         self.net = self.model.inference_net()  # chosen before the timer's hooks exist, kept for the whole run
         self.frames = frames
@@ -356,7 +375,14 @@ def run_benchmark(
         peaks[dt] = matmul_peak(device, DTYPES[dt], n=matmul_size)
     say("counting FLOPs")
     key_gf, nonkey_gf = frame_flops(net, device, frames)
-    runs = [_Run(net, device, s, frames) for s in settings]
+    exports = tempfile.TemporaryDirectory(prefix="dff-benchmark-onnx-")
+    manifest = None
+    if any(s.path == "onnx" for s in settings):
+        from dff.export.onnx import export_onnx
+
+        say("exporting the stages to ONNX")
+        manifest = export_onnx(net, exports.name)
+    runs = [_Run(net, device, s, frames, manifest) for s in settings]
     timer = StageTimer(device)
     try:
         warm = min(warmup, len(frames))
@@ -365,7 +391,8 @@ def run_benchmark(
             for _ in range(warm):
                 run.step(timer, record=False)
             run.restart()
-            timer.attach(run.net)
+            if isinstance(run.net, nn.Module):  # an ONNX network has no modules to hook: frame times only
+                timer.attach(run.net)
             run.session.policy = TimedPolicy(run.session.policy, timer)
         chunk = math.lcm(*(s.key_interval for s in settings))
         say(f"timing {len(frames)} frames x {len(runs)} settings, interleaved in chunks of {chunk}")
@@ -380,6 +407,7 @@ def run_benchmark(
                 run.peak_memory = max(run.peak_memory, peak)
     finally:
         timer.close()
+        exports.cleanup()
         for run in runs:
             run.close()
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compare",
         default="fast",
         help="comma-separated settings: reference (mmtracking's ops, fp32, NCHW, no fusion, serial "
-        "preprocessing), fast (the default path), fast:bf16, fast:fp16 (default: fast)",
+        "preprocessing), fast (the default path), fast:bf16, fast:fp16, onnx (the stages exported to ONNX, on "
+        "onnxruntime) (default: fast)",
     )
     p.add_argument(
         "--dtype",
