@@ -13,6 +13,9 @@ input image, and for a propagated frame one pooling of the flow and a bilinear w
   current one (occlusions, objects that changed).
 - `outside_share`: the share of valid thumbnail pixels whose flow points outside the key image: content the key frame
   did not see (a pan or an object entering at the border).
+- `displacement`: how far the content has moved since the key frame: a high quantile of the flow's length over the
+  valid thumbnail, per thumbnail width (0.1 = a tenth of the frame). Warping degrades with it (fast objects,
+  zoom), whether or not the flow explains the frame.
 """
 
 from __future__ import annotations
@@ -77,3 +80,10 @@ def warp_residual_and_outside(
         return 0.0, outside
     residual = (current - warped).abs().mean(dim=1)[0][use].mean()
     return float(residual), outside
+
+
+def displacement(flow: torch.Tensor, valid: torch.Tensor, quantile: float = 0.95) -> float:
+    """The `quantile` of the flow's length over the valid thumbnail cells, per thumbnail width; `flow` (1, 2, Hp,
+    Wp) in image pixels from the current frame to the key frame."""
+    f = _thumb_flow(flow, valid.shape)[0]
+    return float(torch.quantile(f.norm(dim=0)[valid], quantile)) / valid.shape[-1]
