@@ -59,6 +59,8 @@ def test_to_dict_leaves_out_what_is_not_there():
 def test_a_label_outside_the_class_names_is_an_error():
     with pytest.raises(InputError, match="frame 7: label 2 is not among the 2 classes"):
         result().to_dict(NAMES[:2])
+    with pytest.raises(InputError, match="frame 7: 3 track ids for 2 detections"):
+        result(np.array([1, 2, 3])).to_dict()
 
 
 def test_to_supervision():

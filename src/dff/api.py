@@ -70,6 +70,10 @@ class FrameResult:
         if names is not None:
             out["class_names"] = names
         if self.track_ids is not None:
+            if len(self.track_ids) != len(self.scores):
+                raise InputError(
+                    f"frame {self.frame_index}: {len(self.track_ids)} track ids for {len(self.scores)} detections"
+                )
             out["track_ids"] = [int(i) for i in self.track_ids]
         return out
 
