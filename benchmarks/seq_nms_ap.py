@@ -1,7 +1,8 @@
 """Seq-NMS and online tracking measured on the bundled tiny model, on fresh synthetic val sets.
 
-    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 2 --sweep iou   # dev seed: settings
-    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 11 12 13    # report seeds
+    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 2 --sweep iou        # dev seed
+    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 2 --sweep min-score  # dev seed
+    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 11 12 13             # report
 
 For each seed, a val set made as `train_tiny.py`'s `stage_val` makes it (20 videos x 60 frames, 480x272) is run by
 the shipped `tiny_synthetic.safetensors` per frame (key interval 1) and with DFF@10. Per run: COCO AP50 (as
