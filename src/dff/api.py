@@ -6,8 +6,9 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,11 +18,14 @@ from dff.config import DFFConfig
 from dff.config import preset as get_preset
 from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
 from dff.data.transforms import ImageMeta, check_frame, preprocess
-from dff.errors import CheckpointError, DFFError
+from dff.errors import CheckpointError, DFFError, InputError
 from dff.keyframes import FIRST, FixedInterval, Incoming, KeyFramePolicy, Propagated
 from dff.models.detector import DFF, Detections, KeyState
 from dff.models.fast import fast_network, unshared_hooks, weights_version
 from dff.models.precision import DTYPES, to_compute
+
+if TYPE_CHECKING:
+    import supervision
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,60 @@ class FrameResult:
     is_key_frame: bool
     flow: np.ndarray | None = None  # float32 (2, h, w) feature-resolution flow, non-key frames, if asked
     key_reason: str | None = None  # why it is a key frame (dff.keyframes: "first", "interval", ...)
+    track_ids: np.ndarray | None = None  # int64 (N,) track ids (dff.tracking; -1: in no confirmed track), if tracked
+
+    def _names(self, class_names: Sequence[str] | None) -> list[str] | None:
+        """The class name of each detection, or None without `class_names`; a label outside them is an error."""
+        if class_names is None:
+            return None
+        bad = self.labels[(self.labels < 0) | (self.labels >= len(class_names))]
+        if len(bad):
+            raise InputError(
+                f"frame {self.frame_index}: label {int(bad[0])} is not among the {len(class_names)} classes"
+            )
+        return [class_names[int(c)] for c in self.labels]
+
+    def to_dict(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """A JSON-ready dict: frame_index, is_key_frame, key_reason, boxes ([x1, y1, x2, y2] original pixels),
+        scores, labels, then class_names (one per detection, when `class_names` is given) and track_ids (when
+        tracked). The flow is left out."""
+        out: dict[str, Any] = {
+            "frame_index": int(self.frame_index),
+            "is_key_frame": bool(self.is_key_frame),
+            "key_reason": self.key_reason,
+            "boxes": np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4).tolist(),
+            "scores": np.asarray(self.scores, dtype=np.float32).tolist(),
+            "labels": [int(c) for c in self.labels],
+        }
+        names = self._names(class_names)
+        if names is not None:
+            out["class_names"] = names
+        if self.track_ids is not None:
+            if len(self.track_ids) != len(self.scores):
+                raise InputError(
+                    f"frame {self.frame_index}: {len(self.track_ids)} track ids for {len(self.scores)} detections"
+                )
+            out["track_ids"] = [int(i) for i in self.track_ids]
+        return out
+
+    def to_supervision(self, class_names: Sequence[str] | None = None) -> supervision.Detections:
+        """The detections as supervision's `sv.Detections` (xyxy, confidence, class_id, tracker_id when tracked,
+        data["class_name"] when `class_names` is given); needs the optional 'track' extra."""
+        try:
+            import supervision as sv
+        except ImportError:
+            raise DFFError(
+                "FrameResult.to_supervision needs the optional 'track' extra (supervision is not installed): "
+                "pip install 'deep-feature-flow[track]'"
+            ) from None
+        names = self._names(class_names)
+        return sv.Detections(
+            xyxy=np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4),
+            confidence=np.asarray(self.scores, dtype=np.float32),
+            class_id=np.asarray(self.labels, dtype=int),
+            tracker_id=None if self.track_ids is None else np.asarray(self.track_ids, dtype=int),
+            data={} if names is None else {"class_name": np.array(names, dtype=str)},
+        )
 
 
 Propagation = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
