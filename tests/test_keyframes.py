@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -89,12 +90,14 @@ def test_a_policy_decides_from_the_propagated_flow(options):
 
 
 def _moving_scene(n: int, seed: int, speed: float, size=(96, 160)) -> list[np.ndarray]:
-    """A textured background of its own palette panning at `speed` pixels per frame, a square crossing it."""
+    """A smooth background of its own palette panning at `speed` pixels per frame, a square crossing it (like
+    footage: colours vary over tens of pixels, not from pixel to pixel)."""
     rng = np.random.default_rng(seed)
     h, w = size
     low = rng.integers(0, 128, 3)
-    base = (low + rng.integers(0, 128, (h, w * 4, 3))).astype(np.uint8)
-    base = np.ascontiguousarray(np.repeat(np.repeat(base[::4, ::4], 4, 0), 4, 1)[:h, : w * 4])
+    coarse = (low + rng.integers(0, 128, (h // 16 + 1, w * 4 // 16 + 1, 3))).astype(np.float32)
+    base = cv2.resize(coarse, (w * 4 + 16, h + 16), interpolation=cv2.INTER_CUBIC)[:h, : w * 4]
+    base = np.clip(base, 0, 255).astype(np.uint8)
     colour = rng.integers(0, 255, 3)
     frames = []
     for t in range(n):
@@ -136,7 +139,14 @@ def test_adaptive_keeps_the_budget_and_keys_every_cut():
 
 
 def test_signals_measure_the_flow_error_and_new_content():
-    from dff.keyframes.signals import colour_histogram, histogram_distance, thumbnail, warp_residual_and_outside
+    from dff.keyframes.signals import (
+        colour_histogram,
+        displacement,
+        histogram_distance,
+        outside_share,
+        thumbnail,
+        warp_residual,
+    )
 
     g = torch.Generator().manual_seed(0)
     img = torch.randn(1, 3, 192, 320, generator=g)
@@ -146,10 +156,11 @@ def test_signals_measure_the_flow_error_and_new_content():
     key_small, _ = thumbnail(key, (180, 320))
     flow = torch.zeros(1, 2, 192, 320)
     flow[:, 0] = 16.0
-    right, outside = warp_residual_and_outside(small, key_small, flow, valid)
-    wrong, none_out = warp_residual_and_outside(small, key_small, torch.zeros_like(flow), valid)
-    assert right < 1e-6 < 0.1 < wrong and none_out == 0.0
-    assert outside == pytest.approx(2 / 40)  # the last two thumbnail columns map past the key image's edge
+    right, wrong = (warp_residual(small, key_small, f, valid) for f in (flow, torch.zeros_like(flow)))
+    assert right < 1e-6 < 0.1 < wrong
+    assert outside_share(torch.zeros_like(flow), valid) == 0.0
+    assert outside_share(flow, valid) == pytest.approx(2 / 40)  # the last two columns map past the key's edge
+    assert displacement(flow, valid) == pytest.approx(2 / 40)  # 16 px = 2 cells of a 40-cell-wide thumbnail
     hist = colour_histogram(small, valid)
     assert float(hist.sum()) == pytest.approx(1.0)
     assert histogram_distance(hist, colour_histogram(key_small, valid)) < 0.2

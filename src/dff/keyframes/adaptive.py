@@ -3,14 +3,14 @@
 Per frame (signals.py, no extra network and no training):
 - before propagating, the colour histogram of the frame against the previous frame's: a shot cut always gets a key
   frame (reason "cut"); `max_interval` frames after the last key frame a key frame is forced ("max_interval");
-- after propagating, a score: the flow's photometric residual plus the share of the frame the key frame did not see
-  (`warp_residual_and_outside`); a high score makes the frame a key frame ("residual").
+- after propagating, a score (`Adaptive.score`): how far the content has moved since the key frame plus the share
+  of the frame the key frame did not see; a high score makes the frame a key frame ("residual", the warped
+  features' expected error). The settings were chosen on the dev seed (docs/keyframes.md, BENCHMARKS.md).
 
 The budget controller is a credit account: every frame earns 1 / budget, every key frame (any reason) costs 1. A
-score triggers a key frame when it exceeds a threshold that doubles for every half key frame of credit spent below
-one (`threshold = level * 4 ** (1 - credit)`, `level` a running mean of the scores), so key frames cluster where
-scores are high and get dear when the account runs low; credit never goes below `-debt` through scores, and a
-full account (`capacity` key frames) spends itself ("budget"). The account stays within
+score makes a key frame when it exceeds `level * steepness ** (1 - credit)` (`level` a slow running mean of the
+scores), so key frames go where scores are high and get dear as the account runs low; scores cannot spend below
+`-debt`, and a full account (`capacity` key frames) spends itself ("budget"). The account stays within
 [-debt - cuts, capacity], so over any video of n frames the key frames number n / budget within that band: the
 long-run share is 1 / budget whatever the content, endless streams included (tests/test_keyframes.py).
 """
@@ -25,9 +25,11 @@ from dff.errors import DFFError
 from dff.keyframes.base import FIRST, Incoming, Propagated
 from dff.keyframes.signals import (
     colour_histogram,
+    displacement,
     histogram_distance,
+    outside_share,
     thumbnail,
-    warp_residual_and_outside,
+    warp_residual,
 )
 
 CUT = "cut"
@@ -43,6 +45,9 @@ class Adaptive:
     min_interval: no key frame by score sooner than this after the last key frame (cuts excepted).
     max_interval: a key frame at the latest this many frames after the last one (default 3 x budget).
     cut_threshold: colour-histogram distance between consecutive frames (0 to 1) that marks a shot cut.
+    capacity, debt, steepness, start_credit: the credit account (module docstring); start_credit 0 spends the
+    budget as FixedInterval(budget) does on a video of a multiple of budget frames.
+    quantile, residual_weight: the score (`score`).
     """
 
     budget: float = 10.0
@@ -52,7 +57,9 @@ class Adaptive:
     capacity: float = 2.0
     debt: float = 1.0
     steepness: float = 2.0
-    start_credit: float = 1.0
+    start_credit: float = 0.0
+    quantile: float = 0.95
+    residual_weight: float = 0.0
     _credit: float = field(default=1.0, init=False, repr=False)
     _level: float | None = field(default=None, init=False, repr=False)
     _key_id: int = field(default=0, init=False, repr=False)
@@ -93,11 +100,19 @@ class Adaptive:
     def after(self, frame: Propagated) -> str | None:
         if frame.flow is None or frame.since_key < self.min_interval or self._credit < -self.debt:
             return None
-        small, valid = self._thumb
-        residual, outside = warp_residual_and_outside(small, self._key_thumb, frame.flow, valid)
-        score = self.last_score = residual + outside
+        score = self.last_score = self.score(frame)
         level = self._level = score if self._level is None else 0.99 * self._level + 0.01 * score
         return RESIDUAL if score > level * self.steepness ** (1.0 - self._credit) else None
+
+    def score(self, frame: Propagated) -> float:
+        """How far the warped features are likely to be from the frame's own: ten times the displacement since the
+        key frame (its `quantile`, per frame width) plus the share of the frame the key frame did not see, plus
+        `residual_weight` times the flow's photometric residual."""
+        small, valid = self._thumb
+        score = 10.0 * displacement(frame.flow, valid, self.quantile) + outside_share(frame.flow, valid)
+        if self.residual_weight:
+            score += self.residual_weight * warp_residual(small, self._key_thumb, frame.flow, valid)
+        return score
 
     def key_frame(self, frame: Incoming, reason: str) -> None:
         if reason == FIRST:  # `before` does not see a segment's first frame

@@ -58,28 +58,33 @@ def _thumb_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return small[..., : size[0], : size[1]]
 
 
-def warp_residual_and_outside(
-    current: torch.Tensor, key: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor
-) -> tuple[float, float]:
-    """(warp_residual, outside_share) of a propagated frame: thumbnails (1, 3, h, w) of the current and key frames,
-    the image-resolution flow from current to key, the valid-cell mask (h, w)."""
-    h, w = current.shape[-2:]
+def _landing(flow: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each thumbnail cell's content is in the key frame (x, y in cells) and whether that is inside it."""
+    h, w = valid.shape
     f = _thumb_flow(flow, (h, w))
     ys, xs = torch.meshgrid(torch.arange(h, device=f.device), torch.arange(w, device=f.device), indexing="ij")
-    x = xs + f[0, 0]
-    y = ys + f[0, 1]
-    inside_h = int(valid[:, 0].sum())
-    inside_w = int(valid[0].sum())
-    inside = (x >= 0) & (x <= inside_w - 1) & (y >= 0) & (y <= inside_h - 1)
+    x, y = xs + f[0, 0], ys + f[0, 1]
+    inside_h, inside_w = int(valid[:, 0].sum()), int(valid[0].sum())
+    return x, y, (x >= 0) & (x <= inside_w - 1) & (y >= 0) & (y <= inside_h - 1)
+
+
+def outside_share(flow: torch.Tensor, valid: torch.Tensor) -> float:
+    """The share of valid thumbnail cells whose flow (1, 2, Hp, Wp, current -> key) points outside the key image."""
+    _, _, inside = _landing(flow, valid)
+    return 1.0 - float((valid & inside).sum()) / max(int(valid.sum()), 1)
+
+
+def warp_residual(current: torch.Tensor, key: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean |current - key warped by the flow| over the valid thumbnail cells that land inside the key image:
+    thumbnails (1, 3, h, w), image-resolution flow (1, 2, Hp, Wp) from current to key, valid-cell mask (h, w)."""
+    h, w = valid.shape
+    x, y, inside = _landing(flow, valid)
+    use = valid & inside
+    if not bool(use.any()):
+        return 0.0
     grid = torch.stack([x / max(w - 1, 1) * 2 - 1, y / max(h - 1, 1) * 2 - 1], dim=-1)[None]
     warped = F.grid_sample(key, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    use = valid & inside
-    n_valid = int(valid.sum())
-    outside = 1.0 - float(use.sum()) / max(n_valid, 1)
-    if not bool(use.any()):
-        return 0.0, outside
-    residual = (current - warped).abs().mean(dim=1)[0][use].mean()
-    return float(residual), outside
+    return float((current - warped).abs().mean(dim=1)[0][use].mean())
 
 
 def displacement(flow: torch.Tensor, valid: torch.Tensor, quantile: float = 0.95) -> float:
