@@ -3,8 +3,8 @@
 Per frame (signals.py, no extra network and no training):
 - before propagating, the colour histogram of the frame against the previous frame's: a shot cut always gets a key
   frame (reason "cut"); `max_interval` frames after the last key frame a key frame is forced ("max_interval");
-- after propagating, a score (`Adaptive.score`): how far the content has moved since the key frame plus the share
-  of the frame the key frame did not see; a high score makes the frame a key frame ("residual", the warped
+- after propagating, a score (`Adaptive.score`): how far the content has moved since the key frame, the share of
+  the frame the key frame did not see and the flow's photometric residual; a high score makes the frame a key frame ("residual", the warped
   features' expected error). The settings were chosen on the dev seed (docs/keyframes.md, BENCHMARKS.md).
 
 The budget controller is a credit account: every frame earns 1 / budget, every key frame (any reason) costs 1. A
@@ -45,8 +45,9 @@ class Adaptive:
     min_interval: no key frame by score sooner than this after the last key frame (cuts excepted).
     max_interval: a key frame at the latest this many frames after the last one (default 3 x budget).
     cut_threshold: colour-histogram distance between consecutive frames (0 to 1) that marks a shot cut.
-    capacity, debt, steepness, start_credit: the credit account (module docstring); start_credit 0 spends the
-    budget as FixedInterval(budget) does on a video of a multiple of budget frames.
+    capacity, debt, steepness, start_credit: the credit account (module docstring); with start_credit 0.5 the
+    second key frame of a video comes about as soon as FixedInterval(budget)'s (0 delays it to about twice that,
+    1 spends one more key frame per video; measured on the dev seed, BENCHMARKS.md).
     quantile, residual_weight: the score (`score`).
     """
 
@@ -57,9 +58,9 @@ class Adaptive:
     capacity: float = 2.0
     debt: float = 1.0
     steepness: float = 2.0
-    start_credit: float = 0.0
+    start_credit: float = 0.5
     quantile: float = 0.95
-    residual_weight: float = 0.0
+    residual_weight: float = 1.0
     _credit: float = field(default=1.0, init=False, repr=False)
     _level: float | None = field(default=None, init=False, repr=False)
     _key_id: int = field(default=0, init=False, repr=False)
