@@ -102,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = parse_metrics(args.metric)
         intervals = parse_intervals(args.sweep_key_interval) if args.sweep_key_interval else None
-        budgets = [float(b) for b in args.sweep_key_budget.split(",")] if args.sweep_key_budget else []
     except ValueError as e:
-        raise DFFError(f"--sweep-key-interval / --sweep-key-budget: {e}") from None
+        raise DFFError(str(e)) from None
+    try:
+        budgets = [float(b) for b in args.sweep_key_budget.split(",")] if args.sweep_key_budget else []
+    except ValueError:
+        raise DFFError(f"--sweep-key-budget: expected comma-separated numbers, got {args.sweep_key_budget!r}") from None
     policy = keyframes.key_policy(args)
     if isinstance(policy, Adaptive) and not budgets:
         budgets = [policy.budget]

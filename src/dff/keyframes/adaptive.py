@@ -4,8 +4,9 @@ Per frame (signals.py, no extra network and no training):
 - before propagating, the colour histogram of the frame against the previous frame's: a shot cut always gets a key
   frame (reason "cut"); `max_interval` frames after the last key frame a key frame is forced ("max_interval");
 - after propagating, a score (`Adaptive.score`): how far the content has moved since the key frame, the share of
-  the frame the key frame did not see and the flow's photometric residual; a high score makes the frame a key frame ("residual", the warped
-  features' expected error). The settings were chosen on the dev seed (docs/keyframes.md, BENCHMARKS.md).
+  the frame the key frame did not see and the flow's photometric residual; a high score makes the frame a key
+  frame ("residual": the warped features' expected error). The settings were chosen on the dev seed
+  (docs/keyframes.md, BENCHMARKS.md).
 
 The budget controller is a credit account: every frame earns 1 / budget, every key frame (any reason) costs 1. A
 score makes a key frame when it exceeds `level * steepness ** (1 - credit)` (`level` a slow running mean of the
