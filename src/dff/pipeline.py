@@ -47,6 +47,7 @@ class DetectOptions:
     show_flow: Path | None = None  # folder for one flow picture per non-key frame
     max_frames: int | None = None
     progress: bool = True
+    keep_bar: bool = True  # leave the finished progress bar on screen
 
 
 @dataclass
@@ -169,6 +170,7 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
                 unit="frame",
                 desc=Path(source.name).name or source.name,
                 disable=not opts.progress,
+                leave=opts.keep_bar,
                 dynamic_ncols=True,
             )
         )
