@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -15,8 +17,10 @@ import pytest
 import torch
 
 import dff
+import dff.collection
 from dff.cli.main import main
 from dff.collection import assign, list_inputs, output_name, video_weights
+from dff.io.sources import open_source
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -98,6 +102,66 @@ def test_single_process_outputs_index_and_failure(collection, single_run, capsys
             lines = [json.loads(x) for x in (folder / "detections.jsonl").read_text().splitlines()]
             assert [x["frame"] for x in lines] == list(range(n)) and lines[0]["key"]
             assert sum(len(x["detections"]) for x in lines) > 0
+
+
+def test_same_jsonl_as_dff_detect_of_one_video(collection, single_run, tmp_path):
+    weights, _, sources = collection
+    j = tmp_path / "one.jsonl"
+    assert main(["detect", sources[3], "--weights", str(weights), "--score-thr", "0", "--out-json", str(j)]) == 0
+    assert (single_run / output_name(sources[3]) / "detections.jsonl").read_text() == j.read_text()
+
+
+def test_sigterm_then_rerun_completes_the_rest(collection, single_run, tmp_path):
+    """A real stop: SIGTERM while the second (long) video runs; the re-run leaves the first one's files alone."""
+    weights, _, sources = collection
+    long = tmp_path / "long.mp4"
+    _write_video(long, 40, 11)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([sources[0], str(long), *sources[1:]]))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dff", *_args(weights, listing, out), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / output_name(sources[0]) / "done.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert [r["status"] for r in _index(out)] == ["ok"] + ["pending"] * 5, err
+    assert "1 ok (0 already done), 0 failed, 5 not run (interrupted)" in err
+    first = out / output_name(sources[0])
+    before = {p: p.stat().st_mtime_ns for p in first.iterdir()}
+    assert main([*_args(weights, listing, out), "--no-progress"]) == 2
+    assert {p: p.stat().st_mtime_ns for p in first.iterdir()} == before
+    index = _index(out)
+    assert [r["status"] for r in index] == ["ok", "ok", "ok", "failed", "ok", "ok"]
+    assert [r["frames"] for r in index] == [7, 40, 4, 0, 9, 5]
+    assert _outputs(out, sources) == _outputs(single_run, sources)
+
+
+def test_sigterm_between_two_videos_stops_before_the_next(collection, tmp_path, monkeypatch):
+    """The signal lands while the second video is being opened (no frame loop running yet): it stops at its
+    first frame, without a record, and the rest is not started."""
+    weights, listing, sources = collection
+    opened = []
+
+    def open_and_signal(source, fps=None):
+        opened.append(source)
+        if len(opened) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return open_source(source, fps=fps)
+
+    monkeypatch.setattr(dff.collection, "open_source", open_and_signal)
+    out = tmp_path / "out"
+    assert main([*_args(weights, listing, out), "--no-progress"]) == 143
+    assert opened == sources[:2]
+    assert [r["status"] for r in _index(out)] == ["ok"] + ["pending"] * 4
+    second = out / output_name(sources[1])
+    assert not (second / "done.json").exists() and len((second / "detections.jsonl").read_text().splitlines()) == 1
 
 
 def test_torchrun_two_processes_match_one(collection, single_run, tmp_path):

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from dff.distributed import current
 from dff.errors import DFFError, InputError
 from dff.io.atomic import write_json_atomic, write_text_atomic
 from dff.io.sources import IMAGE_SUFFIXES, natural_key, open_source
-from dff.pipeline import DetectOptions, detect_source
+from dff.pipeline import DetectOptions, StopOnInterrupt, detect_source
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,11 @@ def detect_collection(
         disable=not opts.progress,
         dynamic_ncols=True,
     )
-    with bar:
+    with bar, StopOnInterrupt() as stop:  # a signal between two videos: no next video
         for i in mine:
+            if stop.requested:
+                stopped = stop.signum == signal.SIGTERM
+                break
             record, terminated = run_video(model, inputs[i], out / names[i], opts)
             if record is None:
                 stopped = terminated
