@@ -57,7 +57,7 @@ def collection(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     (videos / "broken.mp4").write_bytes(data[: len(data) // 2])  # cut before the mp4 index: cannot be opened
     names = ["a/clip.mp4", "b/clip.mp4", "broken.mp4", "street.mp4", "night.mkv"]
     listing = root / "list.txt"
-    listing.write_text("# the test collection\n" + "\n".join(f"videos/{n}" for n in names) + "\n\n")
+    listing.write_text("# the test collection\n" + "\n".join(f"  videos/{n}" for n in names) + "\n\n  # end\n")
     return weights, listing, [str(videos / n) for n in names]
 
 
@@ -211,6 +211,7 @@ def test_inputs_list_folder_and_glob(collection, tmp_path):
     assert list_inputs(f"{videos}/*.mp4") == [str(videos / "broken.mp4"), str(videos / "street.mp4")]
     assert output_name(sources[0]) != output_name(sources[1])
     assert output_name(sources[0]) == output_name(str(videos / "b" / ".." / "a" / "clip.mp4"))
+    assert list_inputs(sources[3]) == [sources[3]]
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     with pytest.raises(dff.errors.InputError, match="names no source"):

@@ -106,17 +106,20 @@ class CollectionResult:
 
 
 def list_inputs(spec: str | os.PathLike) -> list[str]:
-    """The sources named by `spec`: a text file (one source per line, `#` comments, relative paths from the file's
-    folder), a folder (its video files, recursively, in natural order) or a glob (its matches, sorted)."""
+    """The sources named by `spec`: a text file (one source per line; blank lines and lines starting with `#`
+    skipped; relative paths from the file's folder), a folder (its video files, recursively, in natural order), a
+    glob (its matches, sorted) or one video file."""
     text = os.fspath(spec)
     path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        return [str(path)]
     if path.is_file():
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (UnicodeDecodeError, ValueError):
             raise InputError(f"{path}: --inputs is not a text list of sources (one per line)") from None
-        entries = [line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else "" for line in lines]
-        sources = [_from_list(e, path.parent) for e in entries if e]
+        entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        sources = [_from_list(e, path.parent) for e in entries]
         if not sources:
             raise InputError(f"{path}: the list names no source")
         return sources
@@ -277,8 +280,8 @@ def detect_collection(
 ) -> CollectionResult:
     """Run `model` over every source in `inputs` not yet complete in `out_dir`; the outputs of video `s` go to
     `out_dir / output_name(s)`. Call on every rank of an initialised process group (or without one): rank 0
-    plans, each rank runs its share, rank 0 writes `index.jsonl`. Returns every video's record (on rank 0; the
-    other ranks get their own videos' records)."""
+    plans, each rank runs its share, rank 0 writes `index.jsonl`. Returns every video's record in input order on
+    rank 0; the other ranks get the records of the videos run in this session, by every rank."""
     rank, world = current()
     out = Path(out_dir)
     names = [output_name(s) for s in inputs]
