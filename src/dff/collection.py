@@ -100,7 +100,7 @@ class CollectionResult:
         frames, keys = sum(r.frames for r in ran), sum(r.key_frames for r in ran)
         stopped = f", {pending} not run (interrupted)" if pending else ""
         return (
-            f"{n} videos: {ok} ok ({skipped} already done), {len(self.failed)} failed{stopped}; "
+            f"{n} video{'s' * (n != 1)}: {ok} ok ({skipped} already done), {len(self.failed)} failed{stopped}; "
             f"{frames} frames ({keys} key frames) run now; index: {self.index}"
         )
 
