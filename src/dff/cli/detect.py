@@ -169,7 +169,7 @@ def run_collection(args: argparse.Namespace, policy: object) -> int:
     inputs = list_inputs(args.inputs)
     check_outputs([Output(args.out_dir, "--out-dir", folder=True)], inputs=[*inputs, args.weights])
     settings = {
-        "weights": str(args.weights),
+        "weights": str(Path(args.weights).resolve()) if Path(args.weights).is_file() else str(args.weights),
         "preset": args.preset,
         "key_interval": args.key_interval,
         "key_policy": repr(policy) if policy is not None else None,
