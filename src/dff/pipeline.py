@@ -47,6 +47,7 @@ class DetectOptions:
     show_flow: Path | None = None  # folder for one flow picture per non-key frame
     max_frames: int | None = None
     progress: bool = True
+    keep_bar: bool = True  # leave the finished progress bar on screen
 
 
 @dataclass
@@ -74,9 +75,10 @@ class DetectSummary:
         )
 
 
-class _StopOnInterrupt:
+class StopOnInterrupt:
     """First SIGINT or SIGTERM sets `requested` (the loop stops after the current frame); a second one raises
-    KeyboardInterrupt (Terminated for SIGTERM) at once."""
+    KeyboardInterrupt (Terminated for SIGTERM) at once. Entered inside another one that was already asked to stop
+    (a loop over videos), it starts as requested."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -91,9 +93,12 @@ class _StopOnInterrupt:
         self.requested, self.signum = True, signum
         log.warning("stopping after the current frame (Ctrl-C again to abort)")
 
-    def __enter__(self) -> _StopOnInterrupt:
+    def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        outer = getattr(self._previous.get(signal.SIGINT), "__self__", None)
+        if isinstance(outer, StopOnInterrupt) and outer.requested:
+            self.requested, self.signum = True, outer.signum
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -156,7 +161,7 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
         Path(opts.show_flow).mkdir(parents=True, exist_ok=True)
     keep_ids = None if opts.class_ids is None else np.asarray(list(opts.class_ids), dtype=np.int64)
     start = time.perf_counter()
-    with _StopOnInterrupt() as stop, ExitStack() as stack:
+    with StopOnInterrupt() as stop, ExitStack() as stack:
         stack.callback(source.close)
         jsonl = stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
         coco = stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
@@ -169,6 +174,7 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
                 unit="frame",
                 desc=Path(source.name).name or source.name,
                 disable=not opts.progress,
+                leave=opts.keep_bar,
                 dynamic_ncols=True,
             )
         )

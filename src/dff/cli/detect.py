@@ -1,8 +1,11 @@
-"""`dff detect SOURCE --weights W`: detections of a video, frame folder, glob or stream as JSONL and an mp4."""
+"""`dff detect SOURCE --weights W`: detections of a video, frame folder, glob or stream as JSONL and an mp4;
+`dff detect --inputs LIST_OR_GLOB --out-dir DIR`: the same over a collection of videos (dff.collection), sharded
+over the processes of a torchrun launch."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import sys
 from pathlib import Path
@@ -11,12 +14,16 @@ import dff
 from dff import zoo
 from dff.cli import keyframes
 from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
+from dff.collection import CollectionOptions, detect_collection, list_inputs
 from dff.config import PRESETS
+from dff.distributed import DistContext, distributed
 from dff.errors import DFFError
 from dff.io.outputs import Output, check_outputs
 from dff.io.sources import open_source
 from dff.io.writers import video_format
 from dff.pipeline import DetectOptions, class_ids_for, detect_source, summary_exit_code
+
+DIST_TIMEOUT = datetime.timedelta(hours=12)  # ranks with fewer videos wait for the others at the end
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="detect objects in a video, frame folder, glob or stream",
         description="Detect objects with DFF. SOURCE is a video file, a folder of jpg/jpeg/png frames (any letter "
         "case, natural order), a quoted glob, or a stream URL (rtsp/http/udp...). Without --out-json, "
-        "--out-video or --out-coco, the JSONL goes to stdout.",
+        "--out-video or --out-coco, the JSONL goes to stdout. With --inputs and --out-dir instead of SOURCE, every "
+        "video of a collection is run (sharded over the processes of a torchrun launch, resumable).",
     )
-    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("source", metavar="SOURCE", nargs="?")
+    p.add_argument(
+        "--inputs",
+        metavar="LIST_OR_GLOB",
+        help="a collection instead of SOURCE: a text file (one source per line, # comments), a folder of videos "
+        "(searched recursively) or a quoted glob; needs --out-dir",
+    )
+    p.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        type=Path,
+        help="with --inputs: DIR/<name>/detections.jsonl per video, DIR/<name>/done.json, DIR/index.jsonl",
+    )
+    p.add_argument("--save-video", action="store_true", help="with --inputs: also DIR/<name>/detections.mp4")
+    p.add_argument("--save-coco", action="store_true", help="with --inputs: also DIR/<name>/coco_results.json")
+    p.add_argument("--save-flow", action="store_true", help="with --inputs: also DIR/<name>/flow/ pictures")
     p.add_argument(
         "--weights",
         required=True,
@@ -64,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_mode(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise DFFError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
@@ -73,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     policy = keyframes.key_policy(args)
     check_device(args.device)
     check_weights_path(args.weights)
+    if args.inputs is not None:
+        return run_collection(args, policy)
     check_outputs(
         [
             Output(args.out_json, "--out-json", make_parents=False) if args.out_json is not None else None,
@@ -102,3 +128,78 @@ def run(args: argparse.Namespace) -> int:
     summary = detect_source(model, source, opts)
     print(f"{source.name}: {summary.describe()}", file=sys.stderr)
     return summary_exit_code(summary)
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """SOURCE with the --out-* options, or --inputs with --out-dir and the --save-* flags."""
+    if (args.source is None) == (args.inputs is None):
+        raise DFFError(
+            "give either SOURCE or --inputs LIST_OR_GLOB (with --out-dir), not both"
+            if args.source
+            else "give a SOURCE, or --inputs LIST_OR_GLOB with --out-dir"
+        )
+    single = {"--out-json": args.out_json, "--out-video": args.out_video, "--out-coco": args.out_coco}
+    single["--show-flow"] = args.show_flow
+    many = {"--out-dir": args.out_dir, "--save-video": args.save_video, "--save-coco": args.save_coco}
+    many["--save-flow"] = args.save_flow
+    if args.inputs is not None:
+        given = [k for k, v in single.items() if v is not None]
+        if given:
+            raise DFFError(f"{', '.join(given)}: with --inputs, use --out-dir and --save-video/--save-coco/--save-flow")
+        if args.out_dir is None:
+            raise DFFError("--inputs needs --out-dir DIR")
+    else:
+        given = [k for k, v in many.items() if v not in (None, False)]
+        if given:
+            raise DFFError(f"{', '.join(given)} needs --inputs")
+
+
+def _load(args: argparse.Namespace, ctx: DistContext) -> dff.DFFModel:
+    """Rank 0 loads first (a zoo name may download), the others after it."""
+    if not ctx.is_main:
+        ctx.barrier()
+    model = dff.load(args.weights, preset=args.preset, device=ctx.device)
+    if ctx.is_main:
+        ctx.barrier()
+    return model
+
+
+def run_collection(args: argparse.Namespace, policy: object) -> int:
+    """`dff detect --inputs ... --out-dir DIR`; exit status 2 when a video failed, 130 / 143 when stopped."""
+    inputs = list_inputs(args.inputs)
+    check_outputs([Output(args.out_dir, "--out-dir", folder=True)], inputs=[*inputs, args.weights])
+    settings = {
+        "weights": str(Path(args.weights).resolve()) if Path(args.weights).is_file() else str(args.weights),
+        "preset": args.preset,
+        "key_interval": args.key_interval,
+        "key_policy": repr(policy) if policy is not None else None,
+        "score_thr": args.score_thr,
+        "classes": args.classes,
+        "fps": args.fps,
+        "max_frames": args.max_frames,
+    }
+    with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
+        model = _load(args, ctx)
+        if policy is not None:
+            model.key_policy = policy
+        opts = CollectionOptions(
+            score_thr=args.score_thr,
+            class_ids=class_ids_for(args.classes, model.class_names) if args.classes else None,
+            save_video=args.save_video,
+            save_coco=args.save_coco,
+            save_flow=args.save_flow,
+            max_frames=args.max_frames,
+            fps=args.fps,
+            progress=not args.no_progress,
+            settings=settings,
+        )
+        result = detect_collection(model, inputs, args.out_dir, opts)
+    if ctx.is_main:
+        for r in result.failed:
+            print(f"failed: {r.error}", file=sys.stderr)
+        print(result.describe(), file=sys.stderr)
+    if result.terminated:
+        return 143
+    if result.interrupted:
+        return 130
+    return 2 if result.failed else 0
