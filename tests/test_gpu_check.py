@@ -30,7 +30,7 @@ def test_gpu_check_dry_run_lists_every_command_and_runs_none(tmp_path: Path):
     assert [line.split("--preset ")[1].split()[0] for line in bench] == ["r50_dc5", "r101_dc5", "x101_dc5"]
     for line in bench:
         assert "--device cuda" in line and "--key-interval 1,10" in line
-        assert "--compare optimized,optimized:fp16" in line and str(tmp_path / "frames") in line
+        assert "--compare fast,fast:fp16" in line and str(tmp_path / "frames") in line
     assert "benchmarks/train_memory.py" in lines[-1] and "--device cuda" in lines[-1]
     assert len(lines) == 5 and not out.exists()
 

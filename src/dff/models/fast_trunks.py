@@ -199,7 +199,7 @@ class FastFlowNet(nn.Module):
         flow = self.predict_flow(cat).contiguous()  # bilinear upsampling of 2 channels is 4x faster in NCHW
         up = 4 / self.cfg.img_scale_factor
         flow = F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False)
-        return to_exact(flow) * (up * self.cfg.flow_scale_factor)
+        return to_exact(flow * (up * self.cfg.flow_scale_factor))
 
 
 class FastFlowWarp(nn.Module):
