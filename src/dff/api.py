@@ -1,4 +1,7 @@
-"""The public API: `dff.load`, `dff.build` and `DFFModel.predict` over one video's frames."""
+"""The public API: `dff.load`, `dff.build` and `DFFModel.predict` over one video's frames.
+
+Spec pitfalls handled here: 18, 23 (docs/pitfalls.md maps each to its code and tests).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 `.pth` files are opened with `torch.load(weights_only=True)`: a pickle that would run code is refused.
 Our format is one `.safetensors` file whose metadata holds a small JSON (format, version, preset, config, classes).
 Weights holding NaN or Inf are refused at load, naming the first such tensor.
+
+Spec pitfalls handled here: 22 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

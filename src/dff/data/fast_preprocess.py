@@ -6,6 +6,8 @@ is no separate pad copy and no CHW transpose: `torch.from_numpy(buf).permute(2, 
 channels_last tensor the fast network takes. Only OpenCV computes here, so a background thread preprocessing the
 next frame neither starts a second OpenMP team next to the network's nor holds the GIL for long (a numpy
 uint8->float32 copy would, for milliseconds, stalling the main thread between its ops).
+
+Spec pitfalls handled here: 1, 2, 14 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """mmtracking's test-time image arithmetic (spec 2.5-2.6): keep-ratio resize, normalise, pad.
 
 Each step is a small pure function so that it can be unit-tested against the spec's worked examples.
+
+Spec pitfalls handled here: 1, 2, 3, 21 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 All frames are pooled as COCO images; detections become `[x1, y1, x2-x1, y2-y1]` (no +1) with
 `category_id = label + 1`; AP50 is `COCOeval.stats[1]` (IoU 0.5, area "all", maxDets 1000, 101 recall points).
+
+Spec pitfalls handled here: 20 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

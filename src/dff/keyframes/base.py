@@ -6,6 +6,8 @@ propagated from the last key frame and `after(frame)` sees what that computed (f
 and may still make it a key frame, giving its reason. `reset()` starts a new video or segment; `key_frame(...)`
 tells the policy of every key frame made, whatever the reason. One policy instance serves one video at a time: the
 loop works on its own copy.
+
+Spec pitfalls handled here: 18 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

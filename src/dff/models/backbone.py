@@ -3,6 +3,8 @@
 mmdet's DC5 ResNet dilates *every* block of layer4, the first included; torchvision's
 `replace_stride_with_dilation` leaves `layer4[0].conv2` at dilation 1 (spec pitfall 4) and refuses BasicBlocks,
 so the last stage is dilated here: every 3x3 conv gets stride 1 and dilation 2, the downsample stride 1.
+
+Spec pitfalls handled here: 4, 5, 19 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Module names mirror mmtracking's state dict: `detector.backbone`, `detector.neck`, `detector.rpn_head`,
 `detector.roi_head.bbox_head`, `motion`.
+
+Spec pitfalls handled here: 14, 18 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
   (R, C, 7, 7) output is a view of bin-major (R, 49, C) memory.
 - `FastBBoxHead`: the box head's first FC takes the RoI features bin-major (its weight is permuted once), which is
   that memory read without a copy; FC + ReLU fused, fc_cls and fc_reg as one matrix product.
+
+Spec pitfalls handled here: 10 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

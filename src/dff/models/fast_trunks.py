@@ -7,6 +7,8 @@ bilinear resize on these even sizes) and mapped to FlowNet's normalisation on th
 zeroed padding accounted for by the fraction of valid pixels in each 2x2 cell. conv1 is linear before its
 activation, so the key image's half of conv1 (its 3 input channels) is computed once per key frame and added to
 the current image's half on every other frame.
+
+Spec pitfalls handled here: 5, 6, 14-17 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""mmdet ChannelMapper with one input: ReLU(conv3x3(C5)), keys `convs.0.conv.*`."""
+"""mmdet ChannelMapper with one input: ReLU(conv3x3(C5)), keys `convs.0.conv.*`.
+
+Spec pitfalls handled here: 6 (docs/pitfalls.md maps each to its code and tests).
+"""
 
 from __future__ import annotations
 

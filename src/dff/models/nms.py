@@ -4,6 +4,8 @@ Greedy NMS decides a box only from higher-scoring boxes, so when only the first 
 proposals, 100 detections), NMS over the best-scoring few hundred candidates keeps the same boxes as NMS over all
 of them; the candidate set grows until k survive or every box is used. Class-aware NMS is mmcv's offset trick: one
 NMS over boxes shifted by label * (max coordinate + 1), so boxes of different classes never overlap.
+
+Spec pitfalls handled here: 9, 12, 13 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations

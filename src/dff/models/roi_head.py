@@ -1,4 +1,7 @@
-"""RoI head: RoIAlign (aligned, sampling 2) + mmdet Shared2FCBBoxHead, background class last (spec 3.4)."""
+"""RoI head: RoIAlign (aligned, sampling 2) + mmdet Shared2FCBBoxHead, background class last (spec 3.4).
+
+Spec pitfalls handled here: 3, 10, 11, 12 (docs/pitfalls.md maps each to its code and tests).
+"""
 
 from __future__ import annotations
 

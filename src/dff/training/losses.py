@@ -4,6 +4,8 @@ Per pair: flow from (key, reference); backbone features of the reference warped 
 the unwarped features through `0 * warped + ref`, so the FlowNet stays in the graph); RPN and RCNN losses
 against the key image's ground truth. The losses follow mmdet's reductions: every per-element loss is summed
 over the batch and divided by mmdet's avg_factor (+ float32 eps, as mmdet's `weight_reduce_loss`).
+
+Spec pitfalls handled here: 19 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations
