@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class DistContext:
         """Wait for every rank (nothing to wait for in a single process)."""
         if self.world_size > 1:
             dist.barrier()
+
+    def main_first(self, fn: Callable[[], T]) -> T:
+        """`fn()` on rank 0 first, then on the other ranks (e.g. a load that may download into a shared cache)."""
+        if not self.is_main:
+            self.barrier()
+        out = fn()
+        if self.is_main:
+            self.barrier()
+        return out
 
 
 def launch_world_size() -> int:

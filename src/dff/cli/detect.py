@@ -16,7 +16,7 @@ from dff.cli import keyframes
 from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
 from dff.collection import CollectionOptions, detect_collection, list_inputs
 from dff.config import PRESETS
-from dff.distributed import DistContext, distributed
+from dff.distributed import distributed
 from dff.errors import DFFError
 from dff.io.outputs import Output, check_outputs
 from dff.io.sources import open_source
@@ -154,16 +154,6 @@ def _check_mode(args: argparse.Namespace) -> None:
             raise DFFError(f"{', '.join(given)} needs --inputs")
 
 
-def _load(args: argparse.Namespace, ctx: DistContext) -> dff.DFFModel:
-    """Rank 0 loads first (a zoo name may download), the others after it."""
-    if not ctx.is_main:
-        ctx.barrier()
-    model = dff.load(args.weights, preset=args.preset, device=ctx.device)
-    if ctx.is_main:
-        ctx.barrier()
-    return model
-
-
 def run_collection(args: argparse.Namespace, policy: object) -> int:
     """`dff detect --inputs ... --out-dir DIR`; exit status 2 when a video failed, 130 / 143 when stopped."""
     inputs = list_inputs(args.inputs)
@@ -179,7 +169,7 @@ def run_collection(args: argparse.Namespace, policy: object) -> int:
         "max_frames": args.max_frames,
     }
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
-        model = _load(args, ctx)
+        model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device=ctx.device))
         if policy is not None:
             model.key_policy = policy
         opts = CollectionOptions(

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import dff
-from dff.api import DFFModel
 from dff.cli import keyframes
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
-from dff.distributed import DistContext, distributed
+from dff.distributed import distributed
 from dff.errors import DFFError
 from dff.evaluation.evaluate import METRICS, format_table, parse_metrics
 from dff.evaluation.model_eval import IntervalResult
@@ -88,16 +87,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load(args: argparse.Namespace, ctx: DistContext) -> DFFModel:
-    """Rank 0 loads first (a zoo name may download), the others after it."""
-    if not ctx.is_main:
-        ctx.barrier()
-    model = dff.load(args.weights, preset=args.preset, device=ctx.device)
-    if ctx.is_main:
-        ctx.barrier()
-    return model
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         metrics = parse_metrics(args.metric)
@@ -122,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.weights])
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
         dataset = CocoVID.load(args.ann)
-        model = _load(args, ctx)
+        model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device=ctx.device))
         result = dff.evaluate(
             model,
             dataset,
