@@ -150,7 +150,8 @@ class DFFModel:
     """A DFF network in eval mode on a device, with the per-video frame loop.
 
     `key_policy` decides the key frames (default `FixedInterval(cfg.key_interval)`, mmtracking's rule);
-    `propagation` makes a non-key frame's features (`DFF.propagate`: flow and warp; `zero_flow`: the ablation).
+    `propagation` makes a non-key frame's features: None (default) runs the network's own `propagate` (flow and
+    warp); `zero_flow` is the ablation; any function with `DFF.propagate`'s signature may stand in.
     """
 
     def __init__(self, net: DFF, device: torch.device | str = "cpu", inference: InferenceOptions | None = None) -> None:
@@ -159,7 +160,7 @@ class DFFModel:
         self.config: DFFConfig = net.cfg
         self.class_names: tuple[str, ...] = tuple(net.cfg.class_names)
         self.key_policy: KeyFramePolicy = FixedInterval(net.cfg.key_interval)
-        self.propagation: Propagation = DFF.propagate
+        self.propagation: Propagation | None = None
         self.inference = inference or InferenceOptions()
         self._fast: DFF | None = None
         self._fast_key: tuple | None = None
@@ -271,7 +272,8 @@ class VideoSession:
                 reason = policy.before(frame)
             flow = None
             if reason is None:
-                feats, flow = self.model.propagation(net, img, self.key, shape, half)
+                propagate = self.model.propagation or type(net).propagate
+                feats, flow = propagate(net, img, self.key, shape, half)
                 since = fid - self.key_frame_id
                 reason = policy.after(Propagated(fid, img, shape, since, flow, feats, self.key))
             if reason is not None:

@@ -69,8 +69,8 @@ def _shape(img_shape: tuple[int, int]) -> np.ndarray:
 class ONNXNetwork:
     """The three stage graphs of an export in onnxruntime sessions, with `DFF`'s stage methods.
 
-    Used through `ONNXModel`; `propagate` has DFF.propagate's signature, so `ONNXModel.propagation` is
-    `ONNXNetwork.propagate` (or `dff.zero_flow`, which needs no graph).
+    Used through `ONNXModel`; the video loop calls its own `propagate` (or `dff.zero_flow`, which needs no graph,
+    when `model.propagation` is set to it).
     """
 
     def __init__(self, manifest_path: str | os.PathLike, providers: list[str]) -> None:
@@ -147,7 +147,6 @@ class ONNXModel(DFFModel):
 
     def __init__(self, net: ONNXNetwork, inference: InferenceOptions | None = None) -> None:
         super().__init__(net, "cpu", inference or InferenceOptions(fast=False))
-        self.propagation = ONNXNetwork.propagate
 
     def inference_net(self) -> ONNXNetwork:
         """The ONNX network (float32 graphs: a reduced `inference.dtype` is an error)."""
