@@ -9,7 +9,7 @@ from dff.cli.checks import check_device
 from dff.config import PRESETS
 from dff.io.outputs import Output, check_outputs
 from dff.training.loop import train
-from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
+from dff.training.options import AMP_DTYPES, FREEZE, LATEST, TrainOptions
 from dff.training.run_dir import prepare_run_dir
 
 
@@ -76,6 +76,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="learning rate per 8 pairs (default: the preset's)")
     p.add_argument("--backbone-weights", type=Path, help="local ImageNet ResNet/ResNeXt .pth to start from")
     p.add_argument("--flownet-weights", type=Path, help="local FlowNetSimple .pth to start from")
+    p.add_argument(
+        "--classes",
+        metavar="auto|A,B,C",
+        help="the classes to train: 'auto' (the annotation file's categories, in its order) or names separated by "
+        "commas, covering every category with boxes (default: the preset's when they name every category, else auto)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from a trained DFF (mmtracking .pth, zoo name or .safetensors of this preset's architecture); "
+        "box-head rows of classes it shares by name are kept, others initialised fresh. Not with --resume; "
+        "--backbone-weights / --flownet-weights, if given too, then replace those parts",
+    )
+    p.add_argument(
+        "--freeze",
+        choices=FREEZE,
+        help="keep these weights as initialised (default none; a resumed run keeps its own setting)",
+    )
     p.add_argument("--max-iters", type=_count(1), help="stop (with a checkpoint) after this many iterations in total")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -104,16 +122,22 @@ def options(args: argparse.Namespace) -> TrainOptions:
         flownet_weights=args.flownet_weights,
         max_iters=args.max_iters,
         progress_bar=not args.no_progress,
+        classes=args.classes,
+        init_from=args.init_from,
+        freeze=args.freeze,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the final model's path (or the checkpoint's when stopped early)."""
     check_device(args.device)
-    inputs = [p for p in (args.ann, args.det_ann, args.backbone_weights, args.flownet_weights) if p is not None]
+    opts = options(args)  # bad option values and combinations are refused before anything is touched
+    init = Path(args.init_from) if args.init_from is not None and Path(args.init_from).is_file() else None
+    weights = (args.backbone_weights, args.flownet_weights, init)
+    inputs = [p for p in (args.ann, args.det_ann, *weights) if p is not None]
     check_outputs([Output(args.out, "--out", folder=True)], inputs=inputs)
     prepare_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
-    result = train(options(args))
+    result = train(opts)
     if result.model_path is not None:
         print(result.model_path, flush=True)
     elif result.progress.global_iter:

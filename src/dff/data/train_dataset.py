@@ -223,7 +223,7 @@ class PairDataset(Dataset):
 
 def build_train_dataset(
     cfg: DFFConfig,
-    vid_json: Path | str,
+    vid_json: Path | str | CocoVID,
     vid_img_prefix: Path | str,
     det_json: Path | str | None = None,
     det_img_prefix: Path | str | None = None,

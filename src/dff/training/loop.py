@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,15 @@ from tqdm import tqdm
 from dff import checkpoint
 from dff.config import DFFConfig
 from dff.config import preset as get_preset
+from dff.data.cocovid import CocoVID
 from dff.data.train_dataset import build_train_dataset
 from dff.distributed import DistContext, distributed, launch_world_size
 from dff.errors import CheckpointError, DatasetError, DFFError
 from dff.io.atomic import atomic_path
 from dff.models.detector import DFF
 from dff.training import pretrained
+from dff.training.class_set import resolve_classes
+from dff.training.init_from import InitReport, init_from
 from dff.training.losses import LOSS_NAMES, DFFLoss
 from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
 from dff.training.run_dir import trim_log
@@ -79,19 +83,26 @@ def _image_prefixes(data_root: Path) -> tuple[Path, Path]:
     return (vid if vid.is_dir() else data_root), (det if det.is_dir() else data_root)
 
 
-def _check_classes(dataset, cfg: DFFConfig) -> None:
+def _check_usable(dataset, cfg: DFFConfig) -> None:
     for d in getattr(dataset, "datasets", [dataset]):
-        if not d.cat2label:
-            names = ", ".join(sorted(c.get("name", "?") for c in d.coco.categories)[:8])
-            raise DatasetError(
-                f"{d.coco.path}: none of its categories ({names}, ...) is a class of preset {cfg.name!r} "
-                f"({', '.join(cfg.class_names[:5])}, ...): an annotation file for another class set"
-            )
         if len(d) == 0:
             raise DatasetError(
-                f"{d.coco.path}: no usable training image (none marked for training with a box "
-                f"of the preset's classes and both sides >= {cfg.train.min_img_size})"
+                f"{d.coco.path}: no usable training image (none marked for training with a box of the model's "
+                f"classes ({', '.join(cfg.class_names[:5])}{', ...' if cfg.num_classes > 5 else ''}) and both "
+                f"sides >= {cfg.train.min_img_size})"
             )
+
+
+def _class_set(opts: TrainOptions, cfg: DFFConfig, coco: CocoVID, resumed: bool) -> DFFConfig:
+    """`cfg` with the classes to train (dff.training.class_set); a resumed run must keep its checkpoint's."""
+    names = resolve_classes(coco, cfg.class_names, opts.classes)
+    if resumed and names != cfg.class_names:
+        shown = ", ".join(cfg.class_names[:5]) + (", ..." if cfg.num_classes > 5 else "")
+        raise DatasetError(
+            f"{coco.path}: an annotation file for another class set ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''}) than the run being resumed ({opts.resume}: {shown})"
+        )
+    return cfg if names == cfg.class_names else replace(cfg, class_names=names)
 
 
 class _Failure:
@@ -113,10 +124,12 @@ def _collate(batch: list) -> list:
     return list(batch)
 
 
-def _build_loader(opts: TrainOptions, cfg: DFFConfig, d: DistContext, seed: int) -> tuple[DataLoader, ShardSampler]:
+def _build_loader(
+    opts: TrainOptions, cfg: DFFConfig, coco: CocoVID, d: DistContext, seed: int
+) -> tuple[DataLoader, ShardSampler]:
     vid_prefix, det_prefix = _image_prefixes(Path(opts.data_root))
-    dataset = build_train_dataset(cfg, opts.ann, vid_prefix, opts.det_ann, det_prefix if opts.det_ann else None)
-    _check_classes(dataset, cfg)
+    dataset = build_train_dataset(cfg, coco, vid_prefix, opts.det_ann, det_prefix if opts.det_ann else None)
+    _check_usable(dataset, cfg)
     sampler = ShardSampler(len(dataset), opts.batch_size, d.world_size, d.rank, seed)
     loader = DataLoader(
         _SafePairs(dataset, seed),
@@ -272,11 +285,15 @@ class _Run:
     schedule: StepWarmupSchedule
     scaler: torch.amp.GradScaler | None
     progress: Progress
+    init: InitReport | None  # what --init-from loaded (None without it, and when resuming)
 
 
-def _settings(opts: TrainOptions, d: DistContext, resumed: dict[str, Any] | None) -> tuple[DFFConfig, dict[str, Any]]:
-    """The preset's config and the run settings: the checkpoint's when resuming (epochs may be raised)."""
-    cfg = resumed["config"] if resumed else get_preset(opts.preset)
+def _settings(
+    opts: TrainOptions, d: DistContext, resumed: dict[str, Any] | None, coco: CocoVID
+) -> tuple[DFFConfig, dict[str, Any]]:
+    """The config (the preset's with the run's classes) and the run settings: the checkpoint's when resuming
+    (epochs may be raised)."""
+    cfg = _class_set(opts, resumed["config"] if resumed else get_preset(opts.preset), coco, resumed is not None)
     run = (
         dict(resumed["run"])
         if resumed
@@ -286,10 +303,24 @@ def _settings(opts: TrainOptions, d: DistContext, resumed: dict[str, Any] | None
             "batch_size": opts.batch_size,
             "amp": opts.amp,
             "lr_per_8_images": opts.lr if opts.lr is not None else cfg.train.lr_per_8_images,
+            "freeze": opts.freeze or "none",
+            "init_from": None if opts.init_from is None else os.fspath(opts.init_from),
         }
     )
+    if resumed:
+        saved = run.setdefault("freeze", "none")
+        if opts.freeze is not None and opts.freeze != saved:
+            raise CheckpointError(f"{opts.resume}: the run trains with --freeze {saved}, not {opts.freeze}")
     run["epochs"] = opts.epochs or (run.get("epochs") if resumed else None) or cfg.train.epochs
     return cfg, run
+
+
+def _freeze(net: DFF, part: str) -> None:
+    """Keep `part` ("backbone" or "none") at its initial weights: its parameters need no gradient, so they are
+    not in the optimiser (the backbone's BatchNorm is always in eval mode, so its statistics stay too)."""
+    if part == "backbone":
+        for p in net.detector.backbone.parameters():
+            p.requires_grad_(False)
 
 
 def _setup(
@@ -302,13 +333,20 @@ def _setup(
 ) -> _Run:
     """The network (initialised or resumed), the loss module, SGD with the flow's lr multiplier, the schedule."""
     net = DFF(cfg)
+    report = None
     if resumed:
         net.load_state_dict(resumed["model"])
     else:
+        if opts.init_from is not None:
+            report = init_from(net, opts.init_from)
+            if d.is_main:
+                for line in report.lines():
+                    log.info("%s", line)
         if opts.backbone_weights:
             pretrained.load_backbone(net, Path(opts.backbone_weights))
         if opts.flownet_weights:
             pretrained.load_flownet(net, Path(opts.flownet_weights))
+    _freeze(net, run["freeze"])
     net.to(d.device).train()
     module = loss(net).to(d.device)
     model = DistributedDataParallel(module) if d.world_size > 1 else module
@@ -331,7 +369,7 @@ def _setup(
         progress = resumed["progress"]
         set_rng_state(resumed["rng"][d.rank])
         log.info("resumed from %s at epoch %d, iteration %d", opts.resume, progress.epoch + 1, progress.iter_in_epoch)
-    return _Run(cfg, run, net, model, params, optimizer, schedule, scaler, progress)
+    return _Run(cfg, run, net, model, params, optimizer, schedule, scaler, progress, report)
 
 
 class _Checkpoints:
@@ -412,10 +450,11 @@ def _train(
     opts: TrainOptions, d: DistContext, resumed: dict[str, Any] | None, loss: Callable[[DFF], DFFLoss]
 ) -> TrainResult:
     out = Path(opts.out)
-    cfg, settings = _settings(opts, d, resumed)
+    coco = CocoVID.load(opts.ann)
+    cfg, settings = _settings(opts, d, resumed, coco)
     seed = settings["seed"]
     seed_everything(seed + d.rank)
-    loader, sampler = _build_loader(opts, cfg, d, seed)
+    loader, sampler = _build_loader(opts, cfg, coco, d, seed)
     r = _setup(opts, d, cfg, settings, resumed, loss)
     progress = r.progress
     if d.is_main:
@@ -423,6 +462,8 @@ def _train(
         if resumed:
             trim_log(out, progress.global_iter)
     logger = _Logger(out, d.is_main)
+    if r.init is not None:
+        logger.write({"global_iter": 0, "init_from": r.init.to_dict()})
     saver = _Checkpoints(r, d, out)
     epochs, per_epoch = settings["epochs"], sampler.batches_per_epoch
     total = epochs * per_epoch if opts.max_iters is None else min(epochs * per_epoch, opts.max_iters)

@@ -8,14 +8,19 @@ train(TrainOptions(preset="tiny_synthetic", ann=Path("annotations/imagenet_vid_t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dff.errors import InputError
+from dff.training.class_set import AUTO, parse_classes
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+FREEZE = ("none", "backbone")
+"""What `freeze` may hold: the parts of the network kept at their initial weights."""
 
 LATEST = "latest.pth"
 """The file name of the last checkpoint in the run folder."""
@@ -44,8 +49,20 @@ class TrainOptions:
     flownet_weights: Path | None = None  # local FlowNetSimple .pth
     max_iters: int | None = None  # stop (with a checkpoint) after this many iterations in total
     progress_bar: bool = True
+    classes: str | tuple[str, ...] | None = None  # None: the preset's if they cover the file, else AUTO; or names
+    init_from: str | os.PathLike | None = None  # a trained DFF (.pth, zoo name or .safetensors) to start from
+    freeze: str | None = None  # a FREEZE value; None: "none" (on resume: the run's)
 
     def __post_init__(self) -> None:
+        if self.classes is not None and self.classes != AUTO:
+            self.classes = parse_classes(self.classes if isinstance(self.classes, str) else ",".join(self.classes))
+        if self.freeze is not None and self.freeze not in FREEZE:
+            raise InputError(f"training option freeze must be one of {', '.join(FREEZE)}, got {self.freeze!r}")
+        if self.init_from is not None and self.resume is not None:
+            raise InputError(
+                "--init-from starts a new run from a trained model's weights and --resume continues a run from its "
+                "checkpoint: give one of them"
+            )
         for name, minimum in (("batch_size", 1), ("workers", 0), ("checkpoint_every", 0), ("log_every", 1)):
             if getattr(self, name) < minimum:
                 raise InputError(f"training option {name} must be >= {minimum}, got {getattr(self, name)}")
