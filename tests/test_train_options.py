@@ -48,17 +48,26 @@ def test_every_option_from_the_command_line_equals_the_python_built_one():
         flownet_weights=Path("flow.pth"),
         max_iters=11,
         progress_bar=False,
+        classes=("car", "bus"),
+        freeze="backbone",
     )
     cli = parsed(
         *("--preset", "tiny_synthetic", "--ann", "d/vid.json", "--out", "o", "--data-root", "d"),
         *("--det-ann", "d/det.json", "--epochs", "3", "--resume", "o/epoch_1.pth", "--batch-size", "4"),
         *("--workers", "0", "--seed", "7", "--amp", "bf16", "--checkpoint-every", "5", "--log-every", "2"),
         *("--device", "cpu", "--lr", "0.0025", "--backbone-weights", "r18.pth", "--flownet-weights", "flow.pth"),
-        *("--max-iters", "11", "--no-progress"),
+        *("--max-iters", "11", "--no-progress", "--classes", "car, bus", "--freeze", "backbone"),
     )
     assert cli == built
     defaults = TrainOptions(preset="tiny_synthetic", ann=Path("d/vid.json"), out=Path("o"))
-    assert all(getattr(built, f.name) != getattr(defaults, f.name) for f in fields(TrainOptions)[3:])  # all set
+    not_set = {"init_from"}  # it conflicts with resume: below
+    assert all(
+        getattr(built, f.name) != getattr(defaults, f.name) for f in fields(TrainOptions)[3:] if f.name not in not_set
+    )
+    fine_tune = parsed("--preset", "tiny_synthetic", "--ann", "a.json", "--out", "o", "--init-from", "m.safetensors")
+    assert fine_tune == TrainOptions(
+        preset="tiny_synthetic", ann=Path("a.json"), out=Path("o"), init_from="m.safetensors"
+    )
 
 
 def test_bare_resume_is_the_run_folders_latest_checkpoint():
@@ -95,6 +104,8 @@ def test_train_tiny_recipe_equals_its_former_command_line(tmp_path, monkeypatch,
         ("workers", -1, "workers must be >= 0"),
         ("epochs", 0, "epochs must be >= 1"),
         ("amp", "fp8", "amp must be one of bf16, fp16"),
+        ("freeze", "neck", "freeze must be one of none, backbone"),
+        ("classes", "car,,bus", "an empty class name"),
     ],
 )
 def test_bad_options_are_refused(field, value, message):
