@@ -9,15 +9,18 @@ Per class, a box in frame t is linked to a box in frame t+1 when their IoU is at
    exceeds ``suppress_iou``; the sequence's boxes and the suppressed ones leave the pool.
 
 until no box is left. A box that links to nothing is a sequence of one and keeps its score. Suppressed boxes are
-removed from the output. The dynamic programme is held as padded ``(T, M)`` arrays; after each selection only the
-frames from the sequence's start onwards are recomputed, and only until a frame's values come out unchanged.
+removed from the output. Boxes scoring below ``min_score`` take no part (they are kept as they are), as the linking
+score threshold of other Seq-NMS implementations does. The dynamic programme is held as padded ``(T, M)`` arrays;
+after each selection only the frames from the sequence's start onwards are recomputed, and only until a frame's
+values come out unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -29,11 +32,13 @@ _IOU_CHUNK = 128
 
 @dataclass(frozen=True)
 class SeqNMSConfig:
-    """Seq-NMS settings: linking IoU (>=), suppression IoU (>), and the rescoring of a sequence ("avg" or "max")."""
+    """Seq-NMS settings: linking IoU (>=), suppression IoU (>), the rescoring of a sequence ("avg" or "max"), and
+    the lowest score of a box that takes part (the others are kept unchanged; 0: every box)."""
 
     link_iou: float = 0.5
     suppress_iou: float = 0.3
     rescore: Literal["avg", "max"] = "avg"
+    min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rescore not in ("avg", "max"):
@@ -42,6 +47,12 @@ class SeqNMSConfig:
             raise InputError(
                 f"seq-nms: link_iou and suppress_iou must lie in [0, 1] (got {self.link_iou}, {self.suppress_iou})"
             )
+        if not self.min_score >= 0.0:
+            raise InputError(f"seq-nms: min_score must be >= 0, got {self.min_score}")
+
+
+BENCHMARKED = SeqNMSConfig(link_iou=0.5, suppress_iou=0.5, rescore="avg", min_score=0.01)
+"""The settings chosen on the dev seed of BENCHMARKS.md ("Objects over time"): what `--seq-nms` uses by default."""
 
 
 @dataclass
@@ -203,15 +214,17 @@ def seq_nms(
 
     Returns one :class:`SeqNMSFrame` per input frame; boxes absent from it were suppressed. A box with no link and
     no overlapping box of its class in its frame can neither suppress nor be suppressed: it is kept as a sequence
-    of one without entering the dynamic programme, which then runs on the remaining boxes only.
+    of one without entering the dynamic programme, which then runs on the remaining boxes only; so is a box
+    scoring below ``config.min_score``.
     """
     config = config or SeqNMSConfig()
     boxes, scores, labels, valid = _padded(frames)
-    links = _links(boxes, labels, valid, config.link_iou)
+    eligible = valid & (scores >= config.min_score)
+    links = _links(boxes, labels, eligible, config.link_iou)
     linked = np.zeros_like(valid)
     linked[:-1] |= links.any(axis=2)
     linked[1:] |= links.any(axis=1)
-    active = linked | _crowded(boxes, labels, valid, config.suppress_iou)
+    active = linked | _crowded(boxes, labels, eligible, config.suppress_iou)
     # Active boxes first in every frame, then the padded arrays cut to the widest frame's active count.
     order = np.argsort(~active, axis=1, kind="stable")
     width = int(active.sum(axis=1).max(initial=0))
@@ -240,4 +253,21 @@ def seq_nms(
                 sequence=sequence[t, keep],
             )
         )
+    return out
+
+
+R = TypeVar("R")
+
+
+def seq_nms_results(results: Sequence[R], config: SeqNMSConfig | None = None) -> list[R]:
+    """Seq-NMS over one video's per-frame results, in frame order: each a dataclass with ``boxes``, ``scores``,
+    ``labels`` (a :class:`dff.FrameResult`, a :class:`dff.evaluation.FrameRecord`), replaced by the kept, rescored
+    detections sorted by new score; ``track_ids``, when set, follow their boxes through ``keep``."""
+    kept = seq_nms([(r.boxes, r.scores, r.labels) for r in results], config)
+    out = []
+    for r, k in zip(results, kept):
+        fields = {"boxes": k.boxes, "scores": k.scores, "labels": k.labels}
+        if getattr(r, "track_ids", None) is not None:
+            fields["track_ids"] = np.asarray(r.track_ids)[k.keep]
+        out.append(dataclasses.replace(r, **fields))
     return out
