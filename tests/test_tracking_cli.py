@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -248,6 +249,30 @@ def test_detect_seq_nms_equals_seq_nms_on_the_plain_output(plain, tmp_path, caps
         (line["frame"], d["score"]) for line in lines for d in line["detections"]
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.jsonl"]
+
+
+def test_interrupted_detect_seq_nms_writes_the_frames_read_so_far(long_source, tmp_path):  # noqa: F811
+    j, flow = tmp_path / "d.jsonl", tmp_path / "flow"
+    proc = _dff(
+        *("detect", long_source, "--weights", TINY, "--no-progress", "--seq-nms", "--out-json", j),
+        *("--show-flow", flow, "--score-thr", "0"),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(flow.glob("*.png"))) < 3:  # the flow pictures are written as the run goes
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err.decode(), err.decode()
+    lines = read_jsonl(j)
+    assert 3 <= len(lines) < 300 and [line["frame"] for line in lines] == list(range(len(lines)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "flow"]
+    # a still picture: the best sequence runs through every frame read, so its boxes share one averaged score
+    tops = {line["detections"][0]["score"] for line in lines}
+    assert len(tops) == 1, tops
 
 
 def test_seq_nms_on_a_stream_is_refused_before_anything_runs(tmp_path, capsys):
