@@ -281,6 +281,21 @@ def test_seq_nms_on_a_stream_is_refused_before_anything_runs(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seq-nms-rescore", "max"], "--seq-nms-rescore needs --seq-nms"),
+        (["--tracker", "sort"], "--tracker needs --track"),
+        (["--seq-nms", "--seq-nms-link-iou", "2"], "--seq-nms: link_iou and suppress_iou must lie in [0, 1]"),
+        (["--seq-nms", "--seq-nms-min-score", "nan"], "--seq-nms: min_score must be >= 0"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args, message, tmp_path, capsys):
+    code, err = detect(capsys, CLIP, *args, "--out-json", tmp_path / "d.jsonl")
+    assert code == 2 and message in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pipeline_refuses_seq_nms_on_a_stream_source(model, tmp_path):
     stream = FrameSource("udp://x", 25.0, None, lambda: iter(()), is_stream=True)
     with pytest.raises(InputError, match="not on streams"):
