@@ -180,7 +180,7 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
     start = time.perf_counter()
     with StopOnInterrupt() as stop, ExitStack() as stack:
         stack.callback(source.close)
-        writers = None if offline else stack.enter_context(_Writers(opts, source.fps, model.class_names))
+        writers = None if offline else _Writers(opts, source.fps, model.class_names, stack)
         predicted = model.predict(images(), return_flow=True) if show_flow else model.predict(images())
         stack.callback(predicted.close)
         results = (_of_classes(r, keep_ids) for r in predicted)
@@ -233,14 +233,13 @@ def _subset(r: FrameResult, keep: np.ndarray) -> FrameResult:
 
 
 class _Writers:
-    """The JSONL, COCO results and annotated video of one run, written frame by frame (with the track trails)."""
+    """The JSONL, COCO results and annotated video of one run, opened in `stack` (which closes them), written frame
+    by frame (with the track trails)."""
 
-    def __init__(self, opts: DetectOptions, fps: float, class_names: tuple[str, ...]) -> None:
-        self._stack = ExitStack()
-        self.jsonl = self._stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
-        self.coco = self._stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
-        video = VideoWriter(opts.out_video, fps) if opts.out_video is not None else None
-        self.video = self._stack.enter_context(video) if video is not None else None
+    def __init__(self, opts: DetectOptions, fps: float, class_names: tuple[str, ...], stack: ExitStack) -> None:
+        self.jsonl = stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
+        self.coco = stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
+        self.video = stack.enter_context(VideoWriter(opts.out_video, fps)) if opts.out_video is not None else None
         self.trails = TrackTrails()
         self.class_names = class_names
 
@@ -253,12 +252,6 @@ class _Writers:
         if self.video is not None:
             self.video.write(_picture(f, r, self.class_names, self.trails))
         _count(summary, r, self.class_names)
-
-    def __enter__(self) -> _Writers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
 
 
 def _record(index: int, time_s: float, r: FrameResult, class_names: tuple[str, ...]) -> dict:

@@ -82,9 +82,8 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def _padded(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]):
-    """Stack per-frame (boxes, scores, labels) into (T, M, 4), (T, M), (T, M) arrays and a (T, M) valid mask."""
-    counts = []
+def _check(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """InputError unless every frame is (boxes (N, 4), scores (N,) finite and >= 0, labels (N,))."""
     for t, (b, s, lab) in enumerate(frames):
         b, s, lab = np.asarray(b), np.asarray(s), np.asarray(lab)
         if b.ndim != 2 or b.shape[1] != 4 or s.shape != (len(b),) or lab.shape != (len(b),):
@@ -94,7 +93,11 @@ def _padded(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]):
             )
         if len(s) and not (np.isfinite(s).all() and s.min() >= 0):
             raise InputError(f"seq-nms: frame {t} has negative or non-finite scores")
-        counts.append(len(b))
+
+
+def _padded(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """Stack per-frame (boxes, scores, labels) into (T, M, 4), (T, M), (T, M) arrays and a (T, M) valid mask."""
+    counts = [len(s) for _, s, _ in frames]
     num_frames, width = len(frames), max(counts, default=0)
     boxes = np.zeros((num_frames, width, 4))
     scores = np.zeros((num_frames, width))
@@ -218,13 +221,16 @@ def seq_nms(
     scoring below ``config.min_score``.
     """
     config = config or SeqNMSConfig()
-    boxes, scores, labels, valid = _padded(frames)
-    eligible = valid & (scores >= config.min_score)
-    links = _links(boxes, labels, eligible, config.link_iou)
+    _check(frames)
+    frames = [(np.asarray(b).reshape(-1, 4), np.asarray(s), np.asarray(lab)) for b, s, lab in frames]
+    # Boxes scoring below min_score are set aside before the arrays are built (they come back at the end).
+    index = [np.flatnonzero(s >= config.min_score) for _, s, _ in frames]
+    boxes, scores, labels, valid = _padded([(b[i], s[i], lab[i]) for (b, s, lab), i in zip(frames, index)])
+    links = _links(boxes, labels, valid, config.link_iou)
     linked = np.zeros_like(valid)
     linked[:-1] |= links.any(axis=2)
     linked[1:] |= links.any(axis=1)
-    active = linked | _crowded(boxes, labels, eligible, config.suppress_iou)
+    active = linked | _crowded(boxes, labels, valid, config.suppress_iou)
     # Active boxes first in every frame, then the padded arrays cut to the widest frame's active count.
     order = np.argsort(~active, axis=1, kind="stable")
     width = int(active.sum(axis=1).max(initial=0))
@@ -240,17 +246,24 @@ def seq_nms(
     sequence[rows, take] = sub_sequence
     inert = valid & ~active
     sequence[inert] = sequence.max(initial=-1) + 1 + np.arange(int(inert.sum()))
+    next_id = sequence.max(initial=-1) + 1
     out = []
-    for t, (b, _, lab) in enumerate(frames):
-        keep = np.flatnonzero(sequence[t, : len(b)] >= 0)
-        keep = keep[np.argsort(-new_scores[t, keep], kind="stable")]
+    for t, ((b, s, lab), i) in enumerate(zip(frames, index)):
+        kept = np.flatnonzero(sequence[t, : len(i)] >= 0)
+        low = np.setdiff1d(np.arange(len(s)), i)
+        keep = np.concatenate([i[kept], low])
+        frame_scores = np.concatenate([new_scores[t, kept], s[low].astype(np.float64)])
+        frame_sequence = np.concatenate([sequence[t, kept], next_id + np.arange(len(low))])
+        next_id += len(low)
+        order = np.lexsort((keep, -frame_scores))  # by new score, ties in input order
+        keep = keep[order]
         out.append(
             SeqNMSFrame(
-                boxes=np.asarray(b, dtype=np.float32).reshape(-1, 4)[keep],
-                scores=new_scores[t, keep].astype(np.float32),
-                labels=np.asarray(lab, dtype=np.int64)[keep],
+                boxes=b.astype(np.float32)[keep],
+                scores=frame_scores[order].astype(np.float32),
+                labels=lab.astype(np.int64)[keep],
                 keep=keep.astype(np.int64),
-                sequence=sequence[t, keep],
+                sequence=frame_sequence[order],
             )
         )
     return out
