@@ -4,16 +4,21 @@ tiny model and clip (or a small synthetic val set), against the Python pieces th
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 import dff
+from dff.cli.demo import CLIP_PATH as CLIP
+from dff.cli.demo import MODEL_PATH as TINY
 from dff.cli.main import main
 from dff.data.cocovid import CocoVID
 from dff.data.convert import convert_dataset
@@ -25,13 +30,13 @@ from dff.io.draw import TrackTrails, draw_detections
 from dff.io.sources import FrameSource, open_source
 from dff.pipeline import DetectOptions, detect_source
 from dff.tracking import BENCHMARKED, FrameTracks, SeqNMSConfig, TrackerConfig, evaluate_tracking, seq_nms, track
-from tests.test_cli_reliability import CLIP, TINY, _dff, _wait_for_lines, long_source  # noqa: F401 (a fixture)
 
 pytest.importorskip("trackers", reason="the 'track' extra is not installed")
 pytest.importorskip("trackeval", reason="the 'track' extra is not installed")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(dff.__file__).resolve().parents[1]))
 SCORE_THR = 0.3  # what --seq-nms tests write
 TRACK_THR = 0.5  # what --track tests write (dff detect's default)
 
@@ -73,6 +78,33 @@ def iou(a: list[float], b: list[float]) -> float:
 def above(boxes, scores, labels, thr):
     keep = scores >= thr
     return boxes[keep], scores[keep], labels[keep], keep
+
+
+@pytest.fixture(scope="module")
+def long_source(tmp_path_factory) -> Path:
+    """300 frames (links to one frame of the clip): long enough to be stopped part-way on any machine."""
+    folder = tmp_path_factory.mktemp("long")
+    with av.open(str(CLIP)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    first = folder / "000000.png"
+    first.write_bytes(cv2.imencode(".png", frame)[1].tobytes())
+    for i in range(1, 300):
+        (folder / f"{i:06d}.png").symlink_to(first)
+    return folder
+
+
+def run_dff(*args: object) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dff", *map(str, args)]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, proc: subprocess.Popen) -> None:
+    """Until `condition()` holds (the run is part-way); the run must not have ended before."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
 
 
 # -- dff detect --track --------------------------------------------------------------------------------------------
@@ -190,11 +222,11 @@ def test_missing_extra_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_interrupted_detect_track_leaves_valid_jsonl(long_source, tmp_path):  # noqa: F811
+def test_interrupted_detect_track_leaves_valid_jsonl(long_source, tmp_path):
     j = tmp_path / "d.jsonl"
-    proc = _dff("detect", long_source, "--weights", TINY, "--no-progress", "--track", "--out-json", j)
+    proc = run_dff("detect", long_source, "--weights", TINY, "--no-progress", "--track", "--out-json", j)
     try:
-        _wait_for_lines(tmp_path, ".d.*.tmp.jsonl", 3, proc)
+        wait_for(lambda: any(len(p.read_text().splitlines()) >= 3 for p in tmp_path.glob(".d.*.tmp.jsonl")), proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -251,17 +283,14 @@ def test_detect_seq_nms_equals_seq_nms_on_the_plain_output(plain, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.jsonl"]
 
 
-def test_interrupted_detect_seq_nms_writes_the_frames_read_so_far(long_source, tmp_path):  # noqa: F811
+def test_interrupted_detect_seq_nms_writes_the_frames_read_so_far(long_source, tmp_path):
     j, flow = tmp_path / "d.jsonl", tmp_path / "flow"
-    proc = _dff(
+    proc = run_dff(
         *("detect", long_source, "--weights", TINY, "--no-progress", "--seq-nms", "--out-json", j),
         *("--show-flow", flow, "--score-thr", "0"),
     )
     try:
-        deadline = time.monotonic() + 120
-        while len(list(flow.glob("*.png"))) < 3:  # the flow pictures are written as the run goes
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()
-            time.sleep(0.02)
+        wait_for(lambda: len(list(flow.glob("*.png"))) >= 3, proc)  # the flow pictures are written as it goes
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
