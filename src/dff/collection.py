@@ -34,6 +34,7 @@ from dff.errors import DFFError, InputError
 from dff.io.atomic import write_json_atomic, write_text_atomic
 from dff.io.sources import IMAGE_SUFFIXES, natural_key, open_source
 from dff.pipeline import DetectOptions, StopOnInterrupt, detect_source
+from dff.tracking import SeqNMSConfig, TrackerConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class CollectionOptions:
     fps: float | None = None  # frame rate of frame folders, or override of the videos' own
     progress: bool = True
     settings: Mapping[str, object] = field(default_factory=dict)  # what made the outputs (weights, options...)
+    tracker: TrackerConfig | None = None  # track ids, one tracker per video
+    seq_nms: SeqNMSConfig | None = None  # Seq-NMS per video
 
     def files(self) -> list[str]:
         """The outputs every finished video must have, relative to its folder."""
@@ -253,6 +256,8 @@ def run_video(model: DFFModel, source: str, folder: Path, opts: CollectionOption
                     max_frames=opts.max_frames,
                     progress=opts.progress,
                     keep_bar=False,
+                    tracker=opts.tracker,
+                    seq_nms=opts.seq_nms,
                 ),
             )
     except DFFError as e:

@@ -3,19 +3,24 @@
 The decoding runs in a background thread (dff.io.sources), the model in the calling thread, and every output is
 written as each frame finishes, so memory is constant on any length of input. The first Ctrl-C (or SIGTERM) stops
 after the current frame with every output complete and playable; a second one aborts at once (outputs are still
-closed).
+closed). With `DetectOptions.tracker` every detection gets a track id online (dff.tracking.track), still frame by
+frame. With `DetectOptions.seq_nms` (files only) the results are held until the video ends (or is stopped), then
+rescored by Seq-NMS over the whole video and written once, atomically; the annotated video is drawn in a second
+decoding pass.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -23,14 +28,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dff.api import DFFModel
+from dff.api import DFFModel, FrameResult
 from dff.data.transforms import image_meta
 from dff.errors import InputError, Terminated
-from dff.io.atomic import atomic_path
-from dff.io.draw import draw_detections, draw_frame_marker, flow_picture
+from dff.io.atomic import atomic_path, write_text_atomic
+from dff.io.draw import TrackTrails, draw_detections, draw_frame_marker, flow_picture
 from dff.io.outputs import Output, check_outputs
-from dff.io.sources import FrameSource
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record, video_format
+from dff.io.sources import Frame, FrameSource
+from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, coco_items, detection_record, video_format
+from dff.tracking.online import TrackerConfig, require_track_extra, track
+from dff.tracking.seq_nms import SeqNMSConfig, seq_nms_results
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ class DetectOptions:
     max_frames: int | None = None
     progress: bool = True
     keep_bar: bool = True  # leave the finished progress bar on screen
+    tracker: TrackerConfig | None = None  # give every detection a track id (the optional 'track' extra)
+    seq_nms: SeqNMSConfig | None = None  # rescore over the whole video, write at the end (files, not streams)
 
 
 @dataclass
@@ -132,7 +141,9 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
     """Run the model over `source` and write the requested outputs frame by frame; returns a summary.
 
     The output paths are checked first (OutputError if one is the source, two share a path, or one cannot be
-    written), so a bad path fails before any frame is run.
+    written), so a bad path fails before any frame is run; so are a stream with `opts.seq_nms` (InputError) and
+    a missing 'track' extra with `opts.tracker` (DFFError). The tracker and Seq-NMS see every detection of the kept
+    classes; `opts.score_thr` selects what is written after them.
     """
     check_outputs(
         [
@@ -145,6 +156,10 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
     )
     if opts.out_video is not None:
         video_format(opts.out_video)
+    if opts.seq_nms is not None and source.is_stream:
+        raise InputError(f"{source.name}: Seq-NMS needs the whole video, so it runs on files, not on streams")
+    if opts.tracker is not None:
+        require_track_extra()
     summary = DetectSummary()
     total = source.num_frames
     if opts.max_frames is not None:
@@ -160,57 +175,152 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
     if show_flow:
         Path(opts.show_flow).mkdir(parents=True, exist_ok=True)
     keep_ids = None if opts.class_ids is None else np.asarray(list(opts.class_ids), dtype=np.int64)
+    offline = opts.seq_nms is not None
+    held: list[tuple[int, float, FrameResult]] = []  # with Seq-NMS: (frame index, time, result) until the end
     start = time.perf_counter()
     with StopOnInterrupt() as stop, ExitStack() as stack:
         stack.callback(source.close)
-        jsonl = stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
-        coco = stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
-        video = stack.enter_context(VideoWriter(opts.out_video, source.fps)) if opts.out_video is not None else None
-        results = model.predict(images(), return_flow=True) if show_flow else model.predict(images())
-        stack.callback(results.close)
-        bar = stack.enter_context(
-            tqdm(
-                total=total,
-                unit="frame",
-                desc=Path(source.name).name or source.name,
-                disable=not opts.progress,
-                leave=opts.keep_bar,
-                dynamic_ncols=True,
-            )
-        )
+        writers = None if offline else _Writers(opts, source.fps, model.class_names, stack)
+        predicted = model.predict(images(), return_flow=True) if show_flow else model.predict(images())
+        stack.callback(predicted.close)
+        results = (_of_classes(r, keep_ids) for r in predicted)
+        if opts.tracker is not None:
+            results = track(results, opts.tracker)
+        bar = stack.enter_context(_bar(opts, total, Path(source.name).name or source.name))
         for r in results:
             f = pending.popleft()
-            keep = r.scores >= opts.score_thr
-            if keep_ids is not None:
-                keep &= np.isin(r.labels, keep_ids)
-            boxes, scores, labels = r.boxes[keep], r.scores[keep], r.labels[keep]
-            if jsonl is not None:
-                jsonl.write(
-                    detection_record(
-                        f.index, f.time_s, r.is_key_frame, boxes, scores, labels, model.class_names, r.key_reason
-                    )
-                )
-            if coco is not None:
-                coco.write(f.index, boxes, scores, labels)
-            if video is not None:
-                picture = draw_detections(f.image, boxes, scores, labels, model.class_names)
-                video.write(draw_frame_marker(picture, f.index, r.is_key_frame))
             if show_flow and r.flow is not None:
                 size = (f.image.shape[1], f.image.shape[0])
                 picture = flow_picture(r.flow, size, f.index, flow_coverage(f.image.shape, model))
                 _write_png(Path(opts.show_flow) / f"flow_{f.index:06d}.png", picture)
+            if writers is not None:
+                writers.write(f, _above(r, opts.score_thr), summary)
+            else:
+                held.append((f.index, f.time_s, replace(r, flow=None)))
             summary.frames += 1
             summary.key_frames += int(r.is_key_frame)
-            names = [model.class_names[int(c)] for c in labels]
-            summary.counts.update(names)
-            summary.frames_with.update(set(names))
             bar.update(1)
             if stop.requested:
                 summary.interrupted = True
                 summary.terminated = stop.signum == signal.SIGTERM
                 break
+        if offline:
+            stack.close()  # the model and the decoding stop before Seq-NMS and the writing
+            _write_rescored(model, source, opts, held, summary, stop)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _bar(opts: DetectOptions, total: int | None, desc: str) -> tqdm:
+    return tqdm(
+        total=total, unit="frame", desc=desc, disable=not opts.progress, leave=opts.keep_bar, dynamic_ncols=True
+    )
+
+
+def _of_classes(r: FrameResult, keep_ids: np.ndarray | None) -> FrameResult:
+    """`r` with only the detections of the classes `keep_ids` (all when None)."""
+    return r if keep_ids is None else _subset(r, np.isin(r.labels, keep_ids))
+
+
+def _above(r: FrameResult, score_thr: float) -> FrameResult:
+    """`r` with only the detections scoring at least `score_thr`."""
+    return _subset(r, r.scores >= score_thr)
+
+
+def _subset(r: FrameResult, keep: np.ndarray) -> FrameResult:
+    track_ids = None if r.track_ids is None else r.track_ids[keep]
+    return replace(r, boxes=r.boxes[keep], scores=r.scores[keep], labels=r.labels[keep], track_ids=track_ids)
+
+
+class _Writers:
+    """The JSONL, COCO results and annotated video of one run, opened in `stack` (which closes them), written frame
+    by frame (with the track trails)."""
+
+    def __init__(self, opts: DetectOptions, fps: float, class_names: tuple[str, ...], stack: ExitStack) -> None:
+        self.jsonl = stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
+        self.coco = stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
+        self.video = stack.enter_context(VideoWriter(opts.out_video, fps)) if opts.out_video is not None else None
+        self.trails = TrackTrails()
+        self.class_names = class_names
+
+    def write(self, f: Frame, r: FrameResult, summary: DetectSummary) -> None:
+        """One frame's kept detections into every output, and into the summary's counts."""
+        if self.jsonl is not None:
+            self.jsonl.write(_record(f.index, f.time_s, r, self.class_names))
+        if self.coco is not None:
+            self.coco.write(f.index, r.boxes, r.scores, r.labels, r.track_ids)
+        if self.video is not None:
+            self.video.write(_picture(f, r, self.class_names, self.trails))
+        _count(summary, r, self.class_names)
+
+
+def _record(index: int, time_s: float, r: FrameResult, class_names: tuple[str, ...]) -> dict:
+    return detection_record(
+        index, time_s, r.is_key_frame, r.boxes, r.scores, r.labels, class_names, r.key_reason, r.track_ids
+    )
+
+
+def _picture(f: Frame, r: FrameResult, class_names: tuple[str, ...], trails: TrackTrails) -> np.ndarray:
+    picture = draw_detections(f.image, r.boxes, r.scores, r.labels, class_names, r.track_ids)
+    if r.track_ids is not None:
+        trails.update(r.boxes, r.track_ids)
+        trails.draw(picture, r.track_ids)
+    return draw_frame_marker(picture, f.index, r.is_key_frame)
+
+
+def _count(summary: DetectSummary, r: FrameResult, class_names: tuple[str, ...]) -> None:
+    names = [class_names[int(c)] for c in r.labels]
+    summary.counts.update(names)
+    summary.frames_with.update(set(names))
+
+
+def _write_rescored(
+    model: DFFModel,
+    source: FrameSource,
+    opts: DetectOptions,
+    held: list[tuple[int, float, FrameResult]],
+    summary: DetectSummary,
+    stop: StopOnInterrupt,
+) -> None:
+    """Seq-NMS over the held results, then the JSONL and COCO results written once, atomically, then the video
+    drawn while the source is decoded again (a Ctrl-C there stops it with the video complete so far)."""
+    if not held:
+        return
+    rescored = [_above(r, opts.score_thr) for r in seq_nms_results([r for _, _, r in held], opts.seq_nms)]
+    for r in rescored:
+        _count(summary, r, model.class_names)
+    if opts.out_json is not None:
+        lines = [
+            json.dumps(_record(i, t, r, model.class_names), separators=(",", ":")) + "\n"
+            for (i, t, _), r in zip(held, rescored)
+        ]
+        if opts.out_json == "-":
+            sys.stdout.writelines(lines)
+            sys.stdout.flush()
+        else:
+            write_text_atomic(opts.out_json, "".join(lines))
+    if opts.out_coco is not None:
+        items = [
+            item
+            for (i, _, _), r in zip(held, rescored)
+            for item in coco_items(i, r.boxes, r.scores, r.labels, r.track_ids)
+        ]
+        write_text_atomic(opts.out_coco, json.dumps(items, separators=(",", ":")) + "\n")
+    if opts.out_video is None:
+        return
+    asked = stop.requested
+    trails = TrackTrails()
+    with ExitStack() as stack:
+        stack.callback(source.close)
+        video = stack.enter_context(VideoWriter(opts.out_video, source.fps))
+        bar = stack.enter_context(_bar(opts, len(held), "video"))
+        for f, r in zip(islice(source, len(held)), rescored):
+            video.write(_picture(f, r, model.class_names, trails))
+            bar.update(1)
+            if stop.requested and not asked:
+                summary.interrupted = True
+                summary.terminated = stop.signum == signal.SIGTERM
+                break
 
 
 def _write_png(path: Path, picture: np.ndarray) -> None:

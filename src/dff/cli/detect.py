@@ -12,16 +12,17 @@ from pathlib import Path
 
 import dff
 from dff import zoo
-from dff.cli import keyframes
+from dff.cli import keyframes, objects
 from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
 from dff.collection import CollectionOptions, detect_collection, list_inputs
 from dff.config import PRESETS
 from dff.distributed import distributed
 from dff.errors import DFFError
 from dff.io.outputs import Output, check_outputs
-from dff.io.sources import open_source
+from dff.io.sources import is_stream, open_source
 from dff.io.writers import video_format
 from dff.pipeline import DetectOptions, class_ids_for, detect_source, summary_exit_code
+from dff.tracking import SeqNMSConfig, TrackerConfig
 
 DIST_TIMEOUT = datetime.timedelta(hours=12)  # ranks with fewer videos wait for the others at the end
 
@@ -65,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--score-thr", type=float, default=0.5, metavar="S", help="keep detections scoring at least S (default 0.5)"
     )
     p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep, e.g. car,bicycle")
+    objects.add_arguments(
+        p,
+        track_help="give every detection a track_id (JSONL, COCO results, drawn with a trail in the video); "
+        "-1: in no confirmed track; needs the 'track' extra",
+    )
     p.add_argument("--out-json", metavar="PATH", help="JSONL, one line per frame ('-' for stdout)")
     p.add_argument(
         "--out-video",
@@ -97,8 +103,11 @@ def run(args: argparse.Namespace) -> int:
     policy = keyframes.key_policy(args)
     check_device(args.device)
     check_weights_path(args.weights)
+    tracker, seq_nms = objects.tracker_config(args), objects.seq_nms_config(args)
+    if seq_nms is not None and args.source is not None and is_stream(args.source):
+        raise DFFError(f"{args.source}: --seq-nms needs the whole video, so it runs on files, not on streams")
     if args.inputs is not None:
-        return run_collection(args, policy)
+        return run_collection(args, policy, tracker, seq_nms)
     check_outputs(
         [
             Output(args.out_json, "--out-json", make_parents=False) if args.out_json is not None else None,
@@ -124,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         show_flow=args.show_flow,
         max_frames=args.max_frames,
         progress=not args.no_progress,
+        tracker=tracker,
+        seq_nms=seq_nms,
     )
     summary = detect_source(model, source, opts)
     print(f"{source.name}: {summary.describe()}", file=sys.stderr)
@@ -154,7 +165,9 @@ def _check_mode(args: argparse.Namespace) -> None:
             raise DFFError(f"{', '.join(given)} needs --inputs")
 
 
-def run_collection(args: argparse.Namespace, policy: object) -> int:
+def run_collection(
+    args: argparse.Namespace, policy: object, tracker: TrackerConfig | None, seq_nms: SeqNMSConfig | None
+) -> int:
     """`dff detect --inputs ... --out-dir DIR`; exit status 2 when a video failed, 130 / 143 when stopped."""
     inputs = list_inputs(args.inputs)
     check_outputs([Output(args.out_dir, "--out-dir", folder=True)], inputs=[*inputs, args.weights])
@@ -167,6 +180,8 @@ def run_collection(args: argparse.Namespace, policy: object) -> int:
         "classes": args.classes,
         "fps": args.fps,
         "max_frames": args.max_frames,
+        "tracker": repr(tracker) if tracker is not None else None,
+        "seq_nms": repr(seq_nms) if seq_nms is not None else None,
     }
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
         model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device=ctx.device))
@@ -182,6 +197,8 @@ def run_collection(args: argparse.Namespace, policy: object) -> int:
             fps=args.fps,
             progress=not args.no_progress,
             settings=settings,
+            tracker=tracker,
+            seq_nms=seq_nms,
         )
         result = detect_collection(model, inputs, args.out_dir, opts)
     if ctx.is_main:

@@ -7,7 +7,8 @@ the ranks (gloo on CPU, nccl on GPU); rank 0 merges the results in order, evalua
 
 Files written to --out, per key interval K: `results_k{K}.jsonl` (streamed, resumable), `coco_results_k{K}.json`
 (COCO results format, as mmdet's `results.bbox.json`) and `summary_k{K}.json`; with --sweep-key-interval also
-`sweep.json` and `sweep.png`.
+`sweep.json` and `sweep.png`. --seq-nms rescores each video before AP (the results file keeps the detector's own
+detections); --track adds HOTA / MOTA / IDF1 to the printout and the summary.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import dff
-from dff.cli import keyframes
+from dff.cli import keyframes, objects
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
@@ -31,6 +32,8 @@ from dff.evaluation.runner import RunStats
 from dff.evaluation.sweep import parse_intervals
 from dff.io.outputs import Output, check_outputs
 from dff.keyframes import Adaptive
+from dff.tracking import SeqNMSConfig
+from dff.tracking.metrics import format_tracking, require_trackeval
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also run the adaptive policy at each budget (e.g. 5,10,20) in the sweep table and plot",
     )
     keyframes.add_arguments(p)
+    objects.add_arguments(
+        p,
+        track_help="also track each video (over all its detections) and report HOTA, MOTA and IDF1 against the "
+        "annotations' instance_id, overall and per class; needs the 'track' extra",
+    )
     p.add_argument(
         "--metric", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)} (default: all)"
     )
@@ -108,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         raise DFFError(f"{args.img_root}: --img-root is not a folder")
     check_device(args.device)
     check_weights_path(args.weights)
+    tracker, seq_nms = objects.tracker_config(args), objects.seq_nms_config(args)
+    if tracker is not None:
+        require_trackeval()
     check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.weights])
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
         dataset = CocoVID.load(args.ann)
@@ -124,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
             sweep=bool(args.sweep_key_interval or args.sweep_key_budget),
             overwrite=args.overwrite,
             progress=not args.no_progress,
-            on_interval=lambda r: _print_interval(dataset, model.class_names, r),
+            on_interval=lambda r: _print_interval(dataset, model.class_names, r, seq_nms),
+            seq_nms=seq_nms,
+            tracker=tracker,
         )
         if result is not None and result.sweep_png is not None:
             print("\n== key-interval sweep ==")
@@ -133,11 +146,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_interval(dataset: CocoVID, class_names: Sequence[str], r: IntervalResult) -> None:
+def _print_interval(
+    dataset: CocoVID, class_names: Sequence[str], r: IntervalResult, seq_nms: SeqNMSConfig | None
+) -> None:
     counts = f"{len(dataset.videos)} videos, {len(dataset.images)} frames"
     schedule = f"key interval {r.key_interval}" if r.policy == "fixed" else f"{r.policy}, budget {r.key_interval:g}"
     print(f"\n== {dataset.path.name}: {counts}, {schedule}, key-frame share {r.key_share:.3f} ==")
+    if seq_nms is not None:
+        print(f"after Seq-NMS per video ({seq_nms})")
     print(format_table(r.ap50, class_names))
+    if r.tracking is not None:
+        print(f"\ntracking (percent; ids from each annotation's instance_id):\n{format_tracking(r.tracking)}")
     print(_fps_line(r.stats))
     print(f"results: {r.results_path}")
 

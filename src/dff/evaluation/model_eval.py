@@ -2,15 +2,20 @@
 
 What `dff test` does, as a Python API: per key interval K it streams `results_k{K}.jsonl` (resumable), then writes
 `coco_results_k{K}.json` (COCO results format) and `summary_k{K}.json` (an adaptive budget B: the same files named
-`adaptive{B}`); a sweep also writes `sweep.json` and `sweep.png`. Call it on every rank of a torchrun launch
-(inside `dff.distributed.distributed`): whole videos are split across the ranks and rank 0 merges, evaluates and
-writes; the other ranks get None.
+`adaptive{B}`); a sweep also writes `sweep.json` and `sweep.png`.
+With `seq_nms`, each video's results are rescored by Seq-NMS before AP is computed (the results file keeps the
+detector's own); with `tracker`, each video's results get track ids (kept through Seq-NMS by its `keep`) and
+HOTA / MOTA / IDF1 join the summary. Call it on every rank of a torchrun launch (inside
+`dff.distributed.distributed`): whole videos are split across the ranks and rank 0 merges, evaluates and writes;
+the other ranks get None.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 from dff.api import DFFModel
@@ -20,11 +25,15 @@ from dff.errors import InputError
 from dff.evaluation.ap import APResult
 from dff.evaluation.evaluate import METRICS, PROTOCOLS, category_ids, coco_results, parse_metrics
 from dff.evaluation.evaluate import evaluate as evaluate_records
-from dff.evaluation.results import make_header, read_records, remove_results
+from dff.evaluation.results import FrameRecord, make_header, read_records, remove_results
 from dff.evaluation.runner import RunStats, run_dataset
 from dff.evaluation.sweep import SweepPoint, check_intervals, plot_sweep, sweep_table
 from dff.io.atomic import write_json_atomic
 from dff.keyframes import Adaptive, FixedInterval
+from dff.tracking.metrics import PROTOCOLS as TRACKING_PROTOCOLS
+from dff.tracking.metrics import FrameTracks, TrackingMetrics, evaluate_tracking, require_trackeval
+from dff.tracking.online import TrackerConfig, require_track_extra, track
+from dff.tracking.seq_nms import SeqNMSConfig, seq_nms_results
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class IntervalResult:
     summary_path: Path
     policy: str = "fixed"
     key_share: float | None = None
+    tracking: TrackingMetrics | None = None  # HOTA / MOTA / IDF1 when a tracker was given
 
     @property
     def fps(self) -> float | None:
@@ -80,6 +90,8 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     on_interval: Callable[[IntervalResult], None] | None = None,
+    seq_nms: SeqNMSConfig | None = None,
+    tracker: TrackerConfig | None = None,
 ) -> EvaluationResult | None:
     """Run `model` over every video of the COCO-VID file `ann` (or a loaded CocoVID; images under `img_root`) and
     score it, into `out`.
@@ -90,7 +102,10 @@ def evaluate(
     `weights` (a path or zoo name) is recorded in every results header, so resuming with other weights is refused,
     and in each summary. `sweep` (default: more than one interval) also writes `sweep.json` and `sweep.png`.
     `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each interval's result as
-    soon as it is written. Returns None on ranks other than 0. Raises DFFError subclasses on bad input.
+    soon as it is written. `seq_nms` rescores each video by Seq-NMS before AP; `tracker` tracks each video (one
+    tracker per video, over every detection of the results) and scores HOTA / MOTA / IDF1 against the annotations'
+    instance_ids (both need the 'track' extra). Returns None on ranks other than 0. Raises DFFError subclasses on
+    bad input.
     """
     img_root, out = Path(img_root), Path(out)
     try:
@@ -106,6 +121,9 @@ def evaluate(
         raise InputError("nothing to evaluate: give key intervals or adaptive budgets")
     if not img_root.is_dir():
         raise InputError(f"{img_root}: the image root is not a folder")
+    if tracker is not None:
+        require_track_extra()
+        require_trackeval()
     dataset = ann if isinstance(ann, CocoVID) else CocoVID.load(ann)
     category_ids(dataset, model.class_names)  # fail early on a class / category mismatch
     rank, _ = current()
@@ -116,7 +134,7 @@ def evaluate(
     try:
         for k, policy in schedules:
             model.key_policy = policy
-            r = _evaluate_one(model, dataset, img_root, out, k, metrics, weights, overwrite, progress)
+            r = _evaluate_one(model, dataset, img_root, out, k, metrics, weights, overwrite, progress, seq_nms, tracker)
             if r is not None:
                 results.append(r)
                 if on_interval is not None:
@@ -149,6 +167,8 @@ def _evaluate_one(
     weights: str | Path | None,
     overwrite: bool,
     progress: bool,
+    seq_nms: SeqNMSConfig | None = None,
+    tracker: TrackerConfig | None = None,
 ) -> IntervalResult | None:
     """Run (or resume) one schedule (model.key_policy); rank 0 evaluates and writes the files, the other ranks
     return None."""
@@ -170,8 +190,12 @@ def _evaluate_one(
     stats = run_dataset(model, dataset, img_root, results_path, header, progress=progress)
     if rank != 0:
         return None
-    records = read_records(results_path)
+    records = _over_time(read_records(results_path), seq_nms, tracker)
     ap = evaluate_records(dataset, records, model.class_names, metrics)
+    tracking = None
+    if tracker is not None:
+        tracks = {r.image_id: FrameTracks(r.boxes, r.labels, r.track_ids) for r in records}
+        tracking = evaluate_tracking(dataset, tracks, model.class_names)
     result = IntervalResult(
         key_interval,
         ap,
@@ -181,6 +205,7 @@ def _evaluate_one(
         out / f"summary_{tag}.json",
         "adaptive" if adaptive else "fixed",
         sum(r.is_key_frame for r in records) / max(len(records), 1),
+        tracking,
     )
     write_json_atomic(coco_results(records, category_ids(dataset, model.class_names)), result.coco_results_path)
     summary = {
@@ -197,6 +222,28 @@ def _evaluate_one(
         "model_seconds_this_session": stats.seconds,
         "protocols": {k: PROTOCOLS[k] for k in ap},
         "ap50": {k: v.to_dict(model.class_names) for k, v in ap.items()},
+        "seq_nms": None if seq_nms is None else dataclasses.asdict(seq_nms),
     }
+    if tracking is not None:
+        summary["tracker"] = dataclasses.asdict(tracker)
+        summary["tracking_protocols"] = TRACKING_PROTOCOLS
+        summary["tracking"] = {
+            "overall": dataclasses.asdict(tracking.overall),
+            "class_mean": None if tracking.class_mean is None else dataclasses.asdict(tracking.class_mean),
+            "per_class": {c: dataclasses.asdict(s) for c, s in tracking.per_class.items()},
+        }
     write_json_atomic(summary, result.summary_path)
     return result
+
+
+def _over_time(
+    records: list[FrameRecord], seq_nms: SeqNMSConfig | None, tracker: TrackerConfig | None
+) -> list[FrameRecord]:
+    """Each video's records (in dataset order) with track ids (over all its detections), then Seq-NMS."""
+    out: list[FrameRecord] = []
+    for _, video in groupby(records, key=lambda r: r.video_id):
+        video = list(video)
+        if tracker is not None:
+            video = list(track(video, tracker))
+        out += seq_nms_results(video, seq_nms) if seq_nms is not None else video
+    return out

@@ -40,6 +40,7 @@ class FrameRecord:
     boxes: np.ndarray  # float32 (N, 4)
     scores: np.ndarray  # float32 (N,)
     labels: np.ndarray  # int64 (N,)
+    track_ids: np.ndarray | None = None  # int64 (N,), set by dff.tracking.track after a run; not in the file
 
     def to_json(self) -> str:
         """One JSON line (without the newline)."""

@@ -1,4 +1,5 @@
-"""Pictures of results: boxes with class names and scores, a key-frame marker, and flow fields as colour.
+"""Pictures of results: boxes with class names, scores and track ids, track trails, a key-frame marker, and flow
+fields as colour.
 
 Flow colours follow the usual colour-wheel convention: the hue gives the direction of motion, the saturation its
 magnitude (white = still), normalised by the largest motion in the field unless a fixed `max_magnitude` is given.
@@ -7,6 +8,7 @@ magnitude (white = still), normalised by the largest motion in the field unless 
 from __future__ import annotations
 
 import colorsys
+from collections import deque
 
 import cv2
 import numpy as np
@@ -32,18 +34,23 @@ def draw_detections(
     scores: np.ndarray,
     labels: np.ndarray,
     class_names: tuple[str, ...],
+    track_ids: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A copy of the BGR `image` with each box (xyxy, original pixels) and its 'name 0.87' label drawn."""
+    """A copy of the BGR `image` with each box (xyxy, original pixels) and its 'name 0.87' label drawn, prefixed
+    by '#7 ' when `track_ids` gives the box a track (ids < 0 are in no track)."""
     out = image.copy()
     s = _scale(out)
     thickness = max(1, round(2 * s))
     font_scale = 0.6 * s
     h, w = out.shape[:2]
-    for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+    ids = [-1] * len(scores) if track_ids is None else [int(i) for i in track_ids]
+    for (x1, y1, x2, y2), score, label, track_id in zip(boxes.tolist(), scores.tolist(), labels.tolist(), ids):
         color = class_color(int(label))
         p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
         cv2.rectangle(out, p1, p2, color, thickness, cv2.LINE_AA)
         text = f"{class_names[int(label)]} {score:.2f}"
+        if track_id >= 0:
+            text = f"#{track_id} {text}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness - 1))
         tx = min(max(0, p1[0]), max(0, w - tw - 4))
         ty = p1[1] - th - base - 2 if p1[1] - th - base - 2 >= 0 else min(p1[1], h - th - base - 2)
@@ -59,6 +66,37 @@ def draw_detections(
             cv2.LINE_AA,
         )
     return out
+
+
+class TrackTrails:
+    """The box centres of each track over its last `length` frames, drawn as a polyline per track (a colour per
+    track id); feed every frame in order with :meth:`update`."""
+
+    def __init__(self, length: int = 20) -> None:
+        self.length = length
+        self._points: dict[int, deque[tuple[int, tuple[int, int]]]] = {}
+        self._frame = -1
+
+    def update(self, boxes: np.ndarray, track_ids: np.ndarray) -> None:
+        """Add one frame's tracked boxes (ids < 0 are ignored); tracks unseen for `length` frames are dropped."""
+        self._frame += 1
+        for (x1, y1, x2, y2), track_id in zip(np.asarray(boxes).tolist(), np.asarray(track_ids).tolist()):
+            if track_id >= 0:
+                trail = self._points.setdefault(int(track_id), deque(maxlen=self.length))
+                trail.append((self._frame, (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))))
+        old = [k for k, trail in self._points.items() if trail[-1][0] <= self._frame - self.length]
+        for k in old:
+            del self._points[k]
+
+    def draw(self, image: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
+        """Draw in place the trails of the tracks in `track_ids` (those of the current frame)."""
+        thickness = max(1, round(2 * _scale(image)))
+        for track_id in {int(i) for i in np.asarray(track_ids).tolist() if i >= 0}:
+            points = [p for frame, p in self._points.get(track_id, ()) if frame > self._frame - self.length]
+            if len(points) > 1:
+                color = class_color(track_id)  # the golden-ratio hues spread track ids as well as classes
+                cv2.polylines(image, [np.array(points, np.int32)], False, color, thickness, cv2.LINE_AA)
+        return image
 
 
 def draw_frame_marker(image: np.ndarray, frame: int, is_key_frame: bool) -> np.ndarray:

@@ -49,13 +49,22 @@ class Frame:
 
 
 class FrameSource:
-    """An iterable of `Frame`s with `fps`, `num_frames` (None if unknown) and a display `name`.
+    """An iterable of `Frame`s with `fps`, `num_frames` (None if unknown), a display `name` and `is_stream` (a live
+    stream URL, which cannot be read twice).
 
     Each iteration decodes from the start in a background thread; `close()` (or leaving a `with` block) stops it.
     """
 
-    def __init__(self, name: str, fps: float, num_frames: int | None, produce: Callable[[], Iterator[Frame]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        fps: float,
+        num_frames: int | None,
+        produce: Callable[[], Iterator[Frame]],
+        is_stream: bool = False,
+    ) -> None:
         self.name = name
+        self.is_stream = is_stream
         self.fps = fps
         self.num_frames = num_frames
         self._produce = produce
@@ -111,6 +120,11 @@ def natural_key(path: Path) -> list[object]:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", path.name) if t]
 
 
+def is_stream(source: str | os.PathLike) -> bool:
+    """Whether `open_source` would open `source` as a live stream (a URL of one of `STREAM_SCHEMES`)."""
+    return _is_url(os.fspath(source))
+
+
 def _is_url(text: str) -> bool:
     m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
     return bool(m) and m.group(1).lower() in STREAM_SCHEMES
@@ -159,7 +173,7 @@ def _video_source(name: str, fps: float | None, is_stream: bool) -> FrameSource:
         finally:
             c.close()
 
-    return FrameSource(name, source_fps, None if is_stream else declared, produce)
+    return FrameSource(name, source_fps, None if is_stream else declared, produce, is_stream=is_stream)
 
 
 def _decode(

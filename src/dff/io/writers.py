@@ -33,23 +33,29 @@ def detection_record(
     labels: np.ndarray,
     class_names: tuple[str, ...],
     key_reason: str | None = None,
+    track_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The JSON object of one frame: frame, time_s, key, key_reason (why it is a key frame: "first", "interval",
-    "cut", "residual", ...; null for other frames) and detections (bbox xyxy in original pixels)."""
+    "cut", "residual", ...; null for other frames) and detections (bbox xyxy in original pixels; with `track_ids`
+    also each one's track_id, -1 for none)."""
+    detections = [
+        {
+            "bbox": [round(float(v), 2) for v in box],
+            "score": round(float(s), 5),
+            "label": class_names[int(c)],
+            "class_id": int(c),
+        }
+        for box, s, c in zip(boxes, scores, labels)
+    ]
+    if track_ids is not None:
+        for d, t in zip(detections, track_ids):
+            d["track_id"] = int(t)
     return {
         "frame": int(frame),
         "time_s": round(float(time_s), 6),
         "key": bool(key),
         "key_reason": key_reason,
-        "detections": [
-            {
-                "bbox": [round(float(v), 2) for v in box],
-                "score": round(float(s), 5),
-                "label": class_names[int(c)],
-                "class_id": int(c),
-            }
-            for box, s, c in zip(boxes, scores, labels)
-        ],
+        "detections": detections,
     }
 
 
@@ -125,10 +131,34 @@ class JsonlWriter:
         self.close()
 
 
+def coco_items(
+    image_id: int,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    track_ids: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """One frame's COCO results items: image_id, category_id (class index + 1), bbox xywh, score[, track_id]."""
+    ids = [None] * len(scores) if track_ids is None else [int(t) for t in track_ids]
+    items = []
+    for (x1, y1, x2, y2), s, c, t in zip(boxes.tolist(), scores.tolist(), labels.tolist(), ids):
+        item = {
+            "image_id": image_id,
+            "category_id": int(c) + 1,
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(s, 5),
+        }
+        if t is not None:
+            item["track_id"] = t
+        items.append(item)
+    return items
+
+
 class CocoResultsWriter:
     """Streams a COCO results array ([{image_id, category_id, bbox xywh, score}]) without holding it in memory.
 
-    `image_id` is the frame index plus `image_id_offset`; `category_id` is the class index + 1 (COCO ids start at 1).
+    `image_id` is the frame index plus `image_id_offset`; `category_id` is the class index + 1 (COCO ids start at 1);
+    `track_id` is an extra field when the frame's track ids are given.
     """
 
     def __init__(self, path: str | os.PathLike, image_id_offset: int = 0) -> None:
@@ -139,14 +169,15 @@ class CocoResultsWriter:
         self.frames = 0
         self.image_id_offset = image_id_offset
 
-    def write(self, frame: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
-        for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-            item = {
-                "image_id": int(frame) + self.image_id_offset,
-                "category_id": int(c) + 1,
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(s, 5),
-            }
+    def write(
+        self,
+        frame: int,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        track_ids: np.ndarray | None = None,
+    ) -> None:
+        for item in coco_items(int(frame) + self.image_id_offset, boxes, scores, labels, track_ids):
             try:
                 self._f.write(("\n" if self._first else ",\n") + json.dumps(item, separators=(",", ":")))
             except OSError as e:

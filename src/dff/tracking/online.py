@@ -12,8 +12,9 @@ The ids are online: a detection's id is never revised later.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -131,3 +132,15 @@ class OnlineTracker:
                 if local >= 0:
                     ids[i] = self._ids.setdefault((label, int(local)), len(self._ids) + 1)
         return ids
+
+
+R = TypeVar("R")
+
+
+def track(results: Iterable[R], config: TrackerConfig | None = None) -> Iterator[R]:
+    """One video's per-frame results (dataclasses with ``boxes``, ``scores``, ``labels``, ``track_ids``, e.g.
+    :class:`dff.FrameResult` from ``model.predict``) in frame order, each yielded as soon as it comes in with its
+    ``track_ids`` set by one :class:`OnlineTracker` for the whole video."""
+    tracker = OnlineTracker(config)
+    for r in results:
+        yield dataclasses.replace(r, track_ids=tracker.update(r.boxes, r.scores, r.labels))

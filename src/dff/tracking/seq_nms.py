@@ -9,15 +9,18 @@ Per class, a box in frame t is linked to a box in frame t+1 when their IoU is at
    exceeds ``suppress_iou``; the sequence's boxes and the suppressed ones leave the pool.
 
 until no box is left. A box that links to nothing is a sequence of one and keeps its score. Suppressed boxes are
-removed from the output. The dynamic programme is held as padded ``(T, M)`` arrays; after each selection only the
-frames from the sequence's start onwards are recomputed, and only until a frame's values come out unchanged.
+removed from the output. Boxes scoring below ``min_score`` take no part (they are kept as they are), as the linking
+score threshold of other Seq-NMS implementations does. The dynamic programme is held as padded ``(T, M)`` arrays;
+after each selection only the frames from the sequence's start onwards are recomputed, and only until a frame's
+values come out unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -29,11 +32,13 @@ _IOU_CHUNK = 128
 
 @dataclass(frozen=True)
 class SeqNMSConfig:
-    """Seq-NMS settings: linking IoU (>=), suppression IoU (>), and the rescoring of a sequence ("avg" or "max")."""
+    """Seq-NMS settings: linking IoU (>=), suppression IoU (>), the rescoring of a sequence ("avg" or "max"), and
+    the lowest score of a box that takes part (the others are kept unchanged; 0: every box)."""
 
     link_iou: float = 0.5
     suppress_iou: float = 0.3
     rescore: Literal["avg", "max"] = "avg"
+    min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rescore not in ("avg", "max"):
@@ -42,6 +47,12 @@ class SeqNMSConfig:
             raise InputError(
                 f"seq-nms: link_iou and suppress_iou must lie in [0, 1] (got {self.link_iou}, {self.suppress_iou})"
             )
+        if not self.min_score >= 0.0:
+            raise InputError(f"seq-nms: min_score must be >= 0, got {self.min_score}")
+
+
+BENCHMARKED = SeqNMSConfig(link_iou=0.5, suppress_iou=0.5, rescore="avg", min_score=0.01)
+"""The settings chosen on the dev seed of BENCHMARKS.md ("Objects over time"): what `--seq-nms` uses by default."""
 
 
 @dataclass
@@ -71,9 +82,8 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def _padded(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]):
-    """Stack per-frame (boxes, scores, labels) into (T, M, 4), (T, M), (T, M) arrays and a (T, M) valid mask."""
-    counts = []
+def _check(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """InputError unless every frame is (boxes (N, 4), scores (N,) finite and >= 0, labels (N,))."""
     for t, (b, s, lab) in enumerate(frames):
         b, s, lab = np.asarray(b), np.asarray(s), np.asarray(lab)
         if b.ndim != 2 or b.shape[1] != 4 or s.shape != (len(b),) or lab.shape != (len(b),):
@@ -83,7 +93,11 @@ def _padded(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]):
             )
         if len(s) and not (np.isfinite(s).all() and s.min() >= 0):
             raise InputError(f"seq-nms: frame {t} has negative or non-finite scores")
-        counts.append(len(b))
+
+
+def _padded(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """Stack per-frame (boxes, scores, labels) into (T, M, 4), (T, M), (T, M) arrays and a (T, M) valid mask."""
+    counts = [len(s) for _, s, _ in frames]
     num_frames, width = len(frames), max(counts, default=0)
     boxes = np.zeros((num_frames, width, 4))
     scores = np.zeros((num_frames, width))
@@ -203,10 +217,15 @@ def seq_nms(
 
     Returns one :class:`SeqNMSFrame` per input frame; boxes absent from it were suppressed. A box with no link and
     no overlapping box of its class in its frame can neither suppress nor be suppressed: it is kept as a sequence
-    of one without entering the dynamic programme, which then runs on the remaining boxes only.
+    of one without entering the dynamic programme, which then runs on the remaining boxes only; so is a box
+    scoring below ``config.min_score``.
     """
     config = config or SeqNMSConfig()
-    boxes, scores, labels, valid = _padded(frames)
+    _check(frames)
+    frames = [(np.asarray(b).reshape(-1, 4), np.asarray(s), np.asarray(lab)) for b, s, lab in frames]
+    # Boxes scoring below min_score are set aside before the arrays are built (they come back at the end).
+    index = [np.flatnonzero(s >= config.min_score) for _, s, _ in frames]
+    boxes, scores, labels, valid = _padded([(b[i], s[i], lab[i]) for (b, s, lab), i in zip(frames, index)])
     links = _links(boxes, labels, valid, config.link_iou)
     linked = np.zeros_like(valid)
     linked[:-1] |= links.any(axis=2)
@@ -227,17 +246,41 @@ def seq_nms(
     sequence[rows, take] = sub_sequence
     inert = valid & ~active
     sequence[inert] = sequence.max(initial=-1) + 1 + np.arange(int(inert.sum()))
+    next_id = sequence.max(initial=-1) + 1
     out = []
-    for t, (b, _, lab) in enumerate(frames):
-        keep = np.flatnonzero(sequence[t, : len(b)] >= 0)
-        keep = keep[np.argsort(-new_scores[t, keep], kind="stable")]
+    for t, ((b, s, lab), i) in enumerate(zip(frames, index)):
+        kept = np.flatnonzero(sequence[t, : len(i)] >= 0)
+        low = np.setdiff1d(np.arange(len(s)), i)
+        keep = np.concatenate([i[kept], low])
+        frame_scores = np.concatenate([new_scores[t, kept], s[low].astype(np.float64)])
+        frame_sequence = np.concatenate([sequence[t, kept], next_id + np.arange(len(low))])
+        next_id += len(low)
+        order = np.lexsort((keep, -frame_scores))  # by new score, ties in input order
+        keep = keep[order]
         out.append(
             SeqNMSFrame(
-                boxes=np.asarray(b, dtype=np.float32).reshape(-1, 4)[keep],
-                scores=new_scores[t, keep].astype(np.float32),
-                labels=np.asarray(lab, dtype=np.int64)[keep],
+                boxes=b.astype(np.float32)[keep],
+                scores=frame_scores[order].astype(np.float32),
+                labels=lab.astype(np.int64)[keep],
                 keep=keep.astype(np.int64),
-                sequence=sequence[t, keep],
+                sequence=frame_sequence[order],
             )
         )
+    return out
+
+
+R = TypeVar("R")
+
+
+def seq_nms_results(results: Sequence[R], config: SeqNMSConfig | None = None) -> list[R]:
+    """Seq-NMS over one video's per-frame results, in frame order: each a dataclass with ``boxes``, ``scores``,
+    ``labels`` (a :class:`dff.FrameResult`, a :class:`dff.evaluation.FrameRecord`), replaced by the kept, rescored
+    detections sorted by new score; ``track_ids``, when set, follow their boxes through ``keep``."""
+    kept = seq_nms([(r.boxes, r.scores, r.labels) for r in results], config)
+    out = []
+    for r, k in zip(results, kept):
+        fields = {"boxes": k.boxes, "scores": k.scores, "labels": k.labels}
+        if getattr(r, "track_ids", None) is not None:
+            fields["track_ids"] = np.asarray(r.track_ids)[k.keep]
+        out.append(dataclasses.replace(r, **fields))
     return out
