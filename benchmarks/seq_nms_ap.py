@@ -2,10 +2,12 @@
 
     OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 2 --sweep iou        # dev seed
     OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 2 --sweep min-score  # dev seed
-    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 11 12 13             # report
+    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 2 --sweep smooth     # dev seed
+    OMP_NUM_THREADS=1 python benchmarks/seq_nms_ap.py --work runs/seq_nms --seeds 23 24 25             # report
 
 For each seed, a val set made as `train_tiny.py`'s `stage_val` makes it (20 videos x 60 frames, 480x272) is run by
-the shipped `tiny_synthetic.safetensors` per frame (key interval 1) and with DFF@10. Per run: COCO AP50 (as
+the shipped `tiny_synthetic.safetensors` per frame (key interval 1), with DFF@10 and with Adaptive(budget=10). Per
+run: COCO AP50 (as
 `dff test` computes it) without and with Seq-NMS (per video, over that video's results), Seq-NMS's cost in ms per
 frame, and HOTA / MOTA / IDF1 (overall) of `OnlineTracker` (ByteTrack, library defaults) over the raw detections.
 The detections of each run are kept in --work (JSON lines), so a second run or a sweep does not rerun the model.
@@ -23,10 +25,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import dff
@@ -35,41 +35,63 @@ from dff.data.cocovid import CocoVID
 from dff.evaluation.evaluate import evaluate
 from dff.evaluation.results import FrameRecord
 from dff.evaluation.runner import run_video
-from dff.tracking import FrameTracks, OnlineTracker, SeqNMSConfig, TrackerConfig, evaluate_tracking, seq_nms
+from dff.keyframes import Adaptive, FixedInterval
+from dff.tracking import (
+    BENCHMARKED,
+    FrameTracks,
+    OnlineTracker,
+    SeqNMSConfig,
+    TrackerConfig,
+    evaluate_tracking,
+    seq_nms_results,
+)
 from train_tiny import PRESET, Recipe, stage_val
 
 log = logging.getLogger("seq_nms_ap")
 
-MODES = {"per_frame": 1, "dff": 10}  # name -> key interval
-NAMES = {"per_frame": "per-frame", "dff": "DFF@10"}
+MODES = {"per_frame": lambda: FixedInterval(1), "dff": lambda: FixedInterval(10), "adaptive": lambda: Adaptive(10)}
+"""name -> the key-frame policy of the run (a fresh one per run)."""
+NAMES = {"per_frame": "per-frame", "dff": "DFF@10", "adaptive": "adaptive@10"}
 DEV_SEED = 2
 
 
-@dataclass(frozen=True)
-class Setting:
-    """Seq-NMS's settings, and the lowest score of a box that takes part (the others are kept as they are, as
-    the linking score threshold of other Seq-NMS implementations does; 0: every box)."""
-
-    config: SeqNMSConfig
-    min_score: float = 0.0
-
-    @property
-    def label(self) -> str:
-        c = self.config
-        return f"{c.rescore}, link {c.link_iou}, suppress {c.suppress_iou}, min score {self.min_score}"
+def label(config: SeqNMSConfig) -> str:
+    """A setting's name in the results and tables."""
+    c = config
+    text = f"{c.rescore}, link {c.link_iou}, suppress {c.suppress_iou}, min score {c.min_score}"
+    return text + (f", own weight {c.own_weight}, smooth {c.smooth}" if c.own_weight or c.smooth else "")
 
 
-CHOSEN = Setting(SeqNMSConfig(link_iou=0.5, suppress_iou=0.5, rescore="avg"), min_score=0.01)
-"""The settings reported on the report seeds: the best mean gain of the two modes on the dev seed over both grids
-(BENCHMARKS.md, "Objects over time")."""
+CHOSEN = BENCHMARKED
+"""The settings reported on the report seeds: the best mean gain of per-frame and DFF@10 on the dev seed over the
+grids (BENCHMARKS.md, "Objects over time"), which `--seq-nms` uses by default."""
 GRIDS = {
     "iou": [
-        Setting(SeqNMSConfig(link_iou=link, suppress_iou=suppress, rescore=rescore))
+        SeqNMSConfig(link_iou=link, suppress_iou=suppress, rescore=rescore)
         for rescore, link, suppress in itertools.product(("avg", "max"), (0.3, 0.5, 0.7), (0.3, 0.5))
     ],
     "min-score": [
-        Setting(SeqNMSConfig(link_iou=0.5, suppress_iou=suppress, rescore="avg"), min_score)
+        SeqNMSConfig(link_iou=0.5, suppress_iou=suppress, rescore="avg", min_score=min_score)
         for suppress, min_score in itertools.product((0.3, 0.5), (0.01, 0.05, 0.1, 0.2))
+    ],
+    "smooth": [
+        SeqNMSConfig(link_iou=link, suppress_iou=0.5, min_score=0.01, own_weight=own, smooth=smooth)
+        for link, own, smooth in [
+            (0.5, 0.0, 0),
+            (0.5, 0.5, 0),
+            (0.5, 0.0, 1),
+            (0.5, 0.0, 2),
+            (0.5, 0.0, 3),
+            (0.5, 0.0, 4),
+            (0.5, 0.5, 2),
+            (0.5, 0.5, 3),
+            (0.5, 0.4, 2),
+            (0.5, 0.25, 2),
+            (0.4, 0.25, 2),
+            (0.6, 0.25, 2),
+            (0.5, 0.25, 3),
+            (0.4, 0.25, 3),
+        ]
     ],
 }
 
@@ -96,28 +118,15 @@ def ap50(dataset: CocoVID, videos: list[list[FrameRecord]], class_names: tuple[s
     return evaluate(dataset, records, class_names, metrics=("coco",))["coco_ap50"].mean
 
 
-def rescored(videos: list[list[FrameRecord]], setting: Setting) -> tuple[list[list[FrameRecord]], dict]:
+def rescored(videos: list[list[FrameRecord]], config: SeqNMSConfig) -> tuple[list[list[FrameRecord]], dict]:
     """The records after Seq-NMS per video, and its cost in ms per frame: wall time and this process's CPU time
     (Seq-NMS alone; on a shared machine the CPU time is the steadier of the two)."""
     out, wall, cpu, frames = [], 0.0, 0.0, 0
     for video in videos:
         start, start_cpu = time.perf_counter(), time.process_time()
-        part = [r.scores >= setting.min_score for r in video]
-        kept = seq_nms([(r.boxes[m], r.scores[m], r.labels[m]) for r, m in zip(video, part)], setting.config)
+        out.append(seq_nms_results(video, config))
         wall, cpu = wall + time.perf_counter() - start, cpu + time.process_time() - start_cpu
         frames += len(video)
-        records = []
-        for r, m, k in zip(video, part, kept):
-            boxes = np.concatenate([k.boxes, r.boxes[~m]])
-            scores = np.concatenate([k.scores, r.scores[~m]])
-            labels = np.concatenate([k.labels, r.labels[~m]])
-            order = np.argsort(-scores, kind="stable")
-            records.append(
-                FrameRecord(
-                    r.video_id, r.image_id, r.frame_id, r.is_key_frame, boxes[order], scores[order], labels[order]
-                )
-            )
-        out.append(records)
     return out, {"ms_per_frame": 1000 * wall / frames, "cpu_ms_per_frame": 1000 * cpu / frames}
 
 
@@ -133,18 +142,18 @@ def tracking(dataset: CocoVID, videos: list[list[FrameRecord]], class_names: tup
     return {"hota": o.hota, "mota": o.mota, "idf1": o.idf1, "id_switches": o.id_switches}
 
 
-def measure_seed(model: dff.DFFModel, work: Path, seed: int, settings: list[Setting], track: bool) -> dict:
+def measure_seed(model: dff.DFFModel, work: Path, seed: int, settings: list[SeqNMSConfig], track: bool) -> dict:
     r = Recipe()
     val = stage_val(work, r, seed)
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     out: dict = {}
-    for mode, interval in MODES.items():
-        model.key_interval = interval
+    for mode, policy in MODES.items():
+        model.key_policy = policy()
         videos = detections(model, dataset, val / "Data" / "VID", work / f"detections_seed{seed}_{mode}.jsonl")
         row: dict = {"ap50": ap50(dataset, videos, model.class_names), "seq_nms": {}}
         for setting in settings:
             after, cost = rescored(videos, setting)
-            row["seq_nms"][setting.label] = {"ap50": ap50(dataset, after, model.class_names), **cost}
+            row["seq_nms"][label(setting)] = {"ap50": ap50(dataset, after, model.class_names), **cost}
         if track:
             row["tracking"] = tracking(dataset, videos, model.class_names)
         out[mode] = row
@@ -152,15 +161,18 @@ def measure_seed(model: dff.DFFModel, work: Path, seed: int, settings: list[Sett
     return out
 
 
-def markdown(results: dict[int, dict], setting: Setting) -> str:
-    key = setting.label
+def markdown(results: dict[int, dict], setting: SeqNMSConfig) -> str:
+    key = label(setting)
     lines = [
         f"Seq-NMS ({key}); COCO AP50, all boxes; Seq-NMS's own cost in ms per frame, wall / CPU time, one thread, "
         "on a loaded machine:",
         "",
-        "| val seed | per-frame | + Seq-NMS | gain | DFF@10 | + Seq-NMS | gain "
-        "| Seq-NMS ms/frame (per-frame) | Seq-NMS ms/frame (DFF@10) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| val seed | "
+        + " | ".join(f"{NAMES[m]} | + Seq-NMS | gain" for m in MODES)
+        + " | "
+        + " | ".join(f"Seq-NMS ms/frame ({NAMES[m]})" for m in MODES)
+        + " |",
+        "|---" * (1 + 4 * len(MODES)) + "|",
     ]
     gains: dict[str, list[float]] = {m: [] for m in MODES}
     cells: dict[str, list[list[float]]] = {m: [] for m in MODES}
@@ -181,7 +193,7 @@ def markdown(results: dict[int, dict], setting: Setting) -> str:
             n = len(cells[mode])
             before, after = (sum(c[i] for c in cells[mode]) / n for i in (0, 1))
             row += [f"{before:.1f}", f"{after:.1f}", f"{sum(gains[mode]) / n:+.1f}"]
-        lines.append("| mean | " + " | ".join(row) + " | | |")
+        lines.append("| mean | " + " | ".join(row) + " |" + " |" * len(MODES))
     tracked = [(seed, rows) for seed, rows in results.items() if "tracking" in rows["per_frame"]]
     if tracked:
         lines += [
@@ -212,14 +224,14 @@ def markdown(results: dict[int, dict], setting: Setting) -> str:
 
 def sweep_markdown(results: dict[int, dict]) -> str:
     lines = [
-        "| seed | Seq-NMS setting | per-frame gain | DFF@10 gain | ms/frame (per-frame) |",
-        "|---|---|---|---|---|",
+        "| seed | Seq-NMS setting | " + " | ".join(f"{NAMES[m]} gain" for m in MODES) + " | ms/frame (per-frame) |",
+        "|---" * (3 + len(MODES)) + "|",
     ]
     for seed, rows in results.items():
         for key in rows["per_frame"]["seq_nms"]:
             gains = [100 * (rows[m]["seq_nms"][key]["ap50"] - rows[m]["ap50"]) for m in MODES]
             ms = rows["per_frame"]["seq_nms"][key]["ms_per_frame"]
-            lines.append(f"| {seed} | {key} | {gains[0]:+.2f} | {gains[1]:+.2f} | {ms:.2f} |")
+            lines.append(f"| {seed} | {key} | " + " | ".join(f"{g:+.2f}" for g in gains) + f" | {ms:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -243,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             val = stage_val(args.work, Recipe(), seed)
             dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
-            for mode, interval in MODES.items():
-                model.key_interval = interval
+            for mode, policy in MODES.items():
+                model.key_policy = policy()
                 detections(model, dataset, val / "Data" / "VID", args.work / f"detections_seed{seed}_{mode}.jsonl")
         return 0
     settings = GRIDS[args.sweep] if args.sweep else [CHOSEN]

@@ -50,6 +50,38 @@ def test_hand_built_max_rescoring():
     assert by_input(out, 2) == {0: pytest.approx(0.9), 1: pytest.approx(0.7)}
 
 
+def test_own_weight_and_smoothing_on_the_hand_built_path():
+    # The path A0-B-A2 of HAND: scores 0.9, 0.5, 0.6 (sequence average 2/3); x1 of its boxes 0, 3, 2.
+    out = seq_nms(HAND, SeqNMSConfig(own_weight=0.25, smooth=1))
+    mean = (0.9 + 0.5 + 0.6) / 3
+    assert by_input(out, 0)[0] == pytest.approx(0.25 * 0.9 + 0.75 * mean, abs=1e-6)
+    assert by_input(out, 1)[1] == pytest.approx(0.25 * 0.5 + 0.75 * mean, abs=1e-6)
+    x1 = {t: float(out[t].boxes[list(out[t].keep).index(i), 0]) for t, i in ((0, 0), (1, 1), (2, 0))}
+    assert x1[0] == pytest.approx((0.9 * 0 + 0.5 * 3) / 1.4, abs=1e-5)  # window frames 0-1
+    assert x1[1] == pytest.approx((0.9 * 0 + 0.5 * 3 + 0.6 * 2) / 2.0, abs=1e-5)  # frames 0-2
+    assert x1[2] == pytest.approx((0.5 * 3 + 0.6 * 2) / 1.1, abs=1e-5)  # frames 1-2
+    c = list(out[1].keep).index(2)  # C, a sequence of one: its own score and box
+    assert out[1].scores[c] == pytest.approx(0.2) and list(out[1].boxes[c]) == [1, 0, 11, 10]
+    plain = seq_nms(HAND, SeqNMSConfig(own_weight=1.0))
+    for t in range(3):
+        np.testing.assert_array_equal(plain[t].scores, HAND[t][1][plain[t].keep])
+
+
+def test_smoothing_brings_jittered_boxes_closer_to_the_true_path():
+    rng = np.random.default_rng(0)
+    truth = np.array([[5.0 * t, 10.0, 5.0 * t + 60, 70.0] for t in range(30)])
+    noisy = truth + rng.normal(0, 2.0, truth.shape)
+    video = [frame([b], [0.5 + 0.4 * rng.random()], [0]) for b in noisy]
+    errors = {}
+    for smooth in (0, 2):
+        out = seq_nms(video, SeqNMSConfig(smooth=smooth))
+        boxes = np.stack([f.boxes[0] for f in out])
+        assert len({int(f.sequence[0]) for f in out}) == 1  # one sequence through all frames
+        errors[smooth] = float(np.abs(boxes - truth).mean())
+    assert errors[0] == pytest.approx(float(np.abs(noisy.astype(np.float32) - truth).mean()), rel=1e-5)
+    assert errors[2] < 0.7 * errors[0]
+
+
 def test_second_pass_finds_the_next_sequence_and_classes_stay_apart():
     # Two class-0 objects far apart and one class-1 object on top of the first: three sequences, own averages.
     a, b = [0, 0, 20, 20], [100, 100, 130, 130]
@@ -102,6 +134,12 @@ def test_bad_input_is_refused():
         seq_nms([frame([[0, 0, 1, 1]], [-0.5], [0])])
     with pytest.raises(InputError, match="rescore"):
         SeqNMSConfig(rescore="median")
+    with pytest.raises(InputError, match="own_weight"):
+        SeqNMSConfig(own_weight=1.5)
+    with pytest.raises(InputError, match="smooth"):
+        SeqNMSConfig(smooth=-1)
+    with pytest.raises(InputError, match="smooth"):
+        SeqNMSConfig(smooth=1.5)
 
 
 def reference_seq_nms(video, cfg):

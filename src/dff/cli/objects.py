@@ -11,8 +11,8 @@ from dff.tracking.online import require_track_extra
 
 
 def add_arguments(p: argparse.ArgumentParser, track_help: str) -> None:
-    """--track, --tracker, --seq-nms, --seq-nms-rescore, --seq-nms-link-iou, --seq-nms-suppress-iou,
-    --seq-nms-min-score (the defaults: the settings BENCHMARKS.md chose, `dff.tracking.BENCHMARKED`)."""
+    """--track, --tracker, --seq-nms and its settings --seq-nms-rescore, -link-iou, -suppress-iou, -min-score,
+    -own-weight, -smooth (the defaults: the settings BENCHMARKS.md chose, `dff.tracking.BENCHMARKED`)."""
     p.add_argument("--track", action="store_true", help=track_help)
     p.add_argument("--tracker", choices=TRACKERS, help="with --track: the tracker (default bytetrack)")
     p.add_argument(
@@ -43,6 +43,19 @@ def add_arguments(p: argparse.ArgumentParser, track_help: str) -> None:
         metavar="S",
         help=f"boxes scoring below S take no part and are kept as they are (default {BENCHMARKED.min_score})",
     )
+    p.add_argument(
+        "--seq-nms-own-weight",
+        type=float,
+        metavar="W",
+        help=f"new score = W * own + (1 - W) * the sequence's; 0: the paper's (default {BENCHMARKED.own_weight})",
+    )
+    p.add_argument(
+        "--seq-nms-smooth",
+        type=int,
+        metavar="N",
+        help="each kept box = score-weighted mean of its sequence's boxes within N frames; 0: boxes as detected "
+        f"(default {BENCHMARKED.smooth})",
+    )
 
 
 def tracker_config(args: argparse.Namespace) -> TrackerConfig | None:
@@ -63,6 +76,8 @@ def seq_nms_config(args: argparse.Namespace) -> SeqNMSConfig | None:
         "link_iou": args.seq_nms_link_iou,
         "suppress_iou": args.seq_nms_suppress_iou,
         "min_score": args.seq_nms_min_score,
+        "own_weight": args.seq_nms_own_weight,
+        "smooth": args.seq_nms_smooth,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if not args.seq_nms:

@@ -33,12 +33,20 @@ _IOU_CHUNK = 128
 @dataclass(frozen=True)
 class SeqNMSConfig:
     """Seq-NMS settings: linking IoU (>=), suppression IoU (>), the rescoring of a sequence ("avg" or "max"), and
-    the lowest score of a box that takes part (the others are kept unchanged; 0: every box)."""
+    the lowest score of a box that takes part (the others are kept unchanged; 0: every box).
+
+    Two extensions, off by default (the paper's Seq-NMS): ``own_weight``, the share of a box's own score in its new
+    one (``own_weight * own + (1 - own_weight) * sequence score``), and ``smooth``, the half-window in frames of a
+    score-weighted average of each sequence's boxes (a kept box becomes the mean of its sequence's boxes within
+    ``smooth`` frames, weighted by their own scores; suppression uses the boxes as detected).
+    """
 
     link_iou: float = 0.5
     suppress_iou: float = 0.3
     rescore: Literal["avg", "max"] = "avg"
     min_score: float = 0.0
+    own_weight: float = 0.0
+    smooth: int = 0
 
     def __post_init__(self) -> None:
         if self.rescore not in ("avg", "max"):
@@ -49,9 +57,13 @@ class SeqNMSConfig:
             )
         if not self.min_score >= 0.0:
             raise InputError(f"seq-nms: min_score must be >= 0, got {self.min_score}")
+        if not 0.0 <= self.own_weight <= 1.0:
+            raise InputError(f"seq-nms: own_weight must lie in [0, 1], got {self.own_weight}")
+        if isinstance(self.smooth, bool) or not isinstance(self.smooth, int) or self.smooth < 0:
+            raise InputError(f"seq-nms: smooth must be a whole number of frames >= 0, got {self.smooth!r}")
 
 
-BENCHMARKED = SeqNMSConfig(link_iou=0.5, suppress_iou=0.5, rescore="avg", min_score=0.01)
+BENCHMARKED = SeqNMSConfig(link_iou=0.4, suppress_iou=0.5, rescore="avg", min_score=0.01, own_weight=0.25, smooth=3)
 """The settings chosen on the dev seed of BENCHMARKS.md ("Objects over time"): what `--seq-nms` uses by default."""
 
 
@@ -189,25 +201,40 @@ def _select(
     alive: np.ndarray,
     links: np.ndarray,
     config: SeqNMSConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Select, rescore and suppress until no box is alive: (T, M) new scores and sequence ids (-1: suppressed)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Select, rescore and suppress until no box is alive: (T, M) new scores, sequence ids (-1: suppressed) and
+    (T, M, 4) boxes (smoothed along their sequence when `config.smooth`)."""
     new_scores = np.zeros_like(scores)
+    new_boxes = boxes.copy()
     sequence = np.full(scores.shape, -1, dtype=np.int64)
     if not alive.any():
-        return new_scores, sequence
+        return new_scores, sequence, new_boxes
     paths = _Paths(scores, alive, links)
     reduce = np.mean if config.rescore == "avg" else np.max
     seq_id = 0
     while (path := paths.pop_best()) is not None:
         ts, idx = path
-        new_scores[ts, idx] = reduce(scores[ts, idx])
+        own = scores[ts, idx]
+        new_scores[ts, idx] = config.own_weight * own + (1.0 - config.own_weight) * reduce(own)
+        if config.smooth:
+            new_boxes[ts, idx] = _smoothed(boxes[ts, idx], own, config.smooth)
         sequence[ts, idx] = seq_id
         seq_id += 1
         overlap = _pairwise_iou(boxes[ts, idx][:, None, :], boxes[ts])[:, 0, :]
         alive[ts] &= ~((overlap > config.suppress_iou) & (labels[ts] == labels[ts[0], idx[0]]))
         alive[ts, idx] = False
         paths.refresh(int(ts[0]), int(ts[-1]))
-    return new_scores, sequence
+    return new_scores, sequence, new_boxes
+
+
+def _smoothed(boxes: np.ndarray, weights: np.ndarray, half: int) -> np.ndarray:
+    """Each of a sequence's boxes (L, 4), one per consecutive frame, replaced by the `weights`-weighted mean of the
+    boxes within `half` frames of it (a box whose window weighs nothing stays as it is)."""
+    n = len(boxes)
+    weighted = np.concatenate([np.zeros((1, 5)), np.cumsum(np.c_[boxes * weights[:, None], weights], axis=0)])
+    lo, hi = np.clip(np.arange(n) - half, 0, n), np.clip(np.arange(n) + half + 1, 0, n)
+    window = weighted[hi] - weighted[lo]
+    return np.where(window[:, 4:] > 0, window[:, :4] / np.where(window[:, 4:] > 0, window[:, 4:], 1.0), boxes)
 
 
 def seq_nms(
@@ -237,9 +264,10 @@ def seq_nms(
     rows = np.arange(len(valid))[:, None]
     take = order[:, :width]
     sub_links = links[rows[:-1, :, None], take[:-1, :, None], take[1:, None, :]]
-    sub_scores, sub_sequence = _select(
+    sub_scores, sub_sequence, sub_boxes = _select(
         boxes[rows, take], scores[rows, take], labels[rows, take], active[rows, take], sub_links, config
     )
+    boxes[rows, take] = np.where(active[rows, take][..., None], sub_boxes, boxes[rows, take])
     new_scores = np.where(valid, scores, 0.0)
     sequence = np.full(scores.shape, -1, dtype=np.int64)
     new_scores[rows, take] = np.where(active[rows, take], sub_scores, new_scores[rows, take])
@@ -257,9 +285,10 @@ def seq_nms(
         next_id += len(low)
         order = np.lexsort((keep, -frame_scores))  # by new score, ties in input order
         keep = keep[order]
+        frame_boxes = np.concatenate([boxes[t, kept], b[low].astype(np.float64)])[order]
         out.append(
             SeqNMSFrame(
-                boxes=b.astype(np.float32)[keep],
+                boxes=frame_boxes.astype(np.float32),
                 scores=frame_scores[order].astype(np.float32),
                 labels=lab.astype(np.int64)[keep],
                 keep=keep.astype(np.int64),
