@@ -1,7 +1,7 @@
 """What `dff train --init-from` buys on a new class set: the bundled `tiny_synthetic` model fine-tuned against the
 same recipe from random initialisation, COCO AP50 on the val split, per generator seed.
 
-    python benchmarks/finetune_ap.py --work runs/finetune --seeds 17 18 --threads 2   # ~10 min per seed, 2 cores
+    python benchmarks/finetune_ap.py --work runs/finetune --seeds 20 21 22 --threads 1   # the BENCHMARKS.md run
 
 Per seed: `make_synthetic` draws a training and a val split (480x272, the generator's standard style) from that
 seed; three of the generator's classes (`--classes`, default airplane, car, zebra) are renamed (`--new-names`,
@@ -11,7 +11,7 @@ model's under `--init-from`). The same recipe (`--max-iters`, `--lr`, `--freeze`
 is trained twice, with `--init-from` the bundled model and without it (random ResNet-18, FlowNet and heads), and
 each result is scored with `dff.evaluate` (mmtracking's COCO AP50, DFF with key interval 10). Prints a JSON line
 per seed and a Markdown table, and writes both to --work (finetune_ap.json, finetune_ap.md). Seeds already
-reported on are listed in ARCHITECTURE.md: use fresh ones (17 and up).
+reported on are listed in ARCHITECTURE.md ("Spent val seeds"): use fresh ones.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True, help="working folder (data, runs, results)")
-    p.add_argument("--seeds", type=int, nargs="+", required=True, help="generator seeds (fresh ones: 17 and up)")
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="generator seeds (fresh ones: ARCHITECTURE.md)")
     p.add_argument("--classes", default="airplane,car,zebra", help="three of the generator's classes")
     p.add_argument("--new-names", default="glider,sedan,okapi", help="their new names")
     p.add_argument("--max-iters", type=int, default=600, help="training iterations of each run (default 600)")

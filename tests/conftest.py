@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
+import cv2
 import pytest
 import torch
+
+from dff.cli.demo import CLIP_PATH
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL = SHARED / "data" / "real"
@@ -23,6 +27,19 @@ def need(path: Path) -> Path:
             pytest.fail(f"{reason} and {REQUIRE_SHARED}=1 requires it")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="module")
+def long_source(tmp_path_factory) -> Path:
+    """300 frames (links to one frame of the bundled clip): long enough to be stopped part-way on any machine."""
+    folder = tmp_path_factory.mktemp("long")
+    with av.open(str(CLIP_PATH)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    first = folder / "000000.png"
+    first.write_bytes(cv2.imencode(".png", frame)[1].tobytes())
+    for i in range(1, 300):
+        (folder / f"{i:06d}.png").symlink_to(first)
+    return folder
 
 
 @pytest.fixture()

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -60,19 +59,6 @@ def one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("dff: error: ")]
     assert len(lines) == 1, err
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def long_source(tmp_path_factory) -> Path:
-    """300 frames (links to one frame of the clip): long enough to be stopped part-way on any machine."""
-    folder = tmp_path_factory.mktemp("long")
-    with av.open(str(CLIP)) as c:
-        frame = next(c.decode(video=0)).to_ndarray(format="bgr24")
-    first = folder / "000000.png"
-    first.write_bytes(cv2.imencode(".png", frame)[1].tobytes())
-    for i in range(1, 300):
-        (folder / f"{i:06d}.png").symlink_to(first)
-    return folder
 
 
 @pytest.fixture

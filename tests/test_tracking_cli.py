@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pytest
 
@@ -79,19 +78,6 @@ def iou(a: list[float], b: list[float]) -> float:
 def above(boxes, scores, labels, thr):
     keep = scores >= thr
     return boxes[keep], scores[keep], labels[keep], keep
-
-
-@pytest.fixture(scope="module")
-def long_source(tmp_path_factory) -> Path:
-    """300 frames (links to one frame of the clip): long enough to be stopped part-way on any machine."""
-    folder = tmp_path_factory.mktemp("long")
-    with av.open(str(CLIP)) as c:
-        frame = next(c.decode(video=0)).to_ndarray(format="bgr24")
-    first = folder / "000000.png"
-    first.write_bytes(cv2.imencode(".png", frame)[1].tobytes())
-    for i in range(1, 300):
-        (folder / f"{i:06d}.png").symlink_to(first)
-    return folder
 
 
 def run_dff(*args: object) -> subprocess.Popen:
