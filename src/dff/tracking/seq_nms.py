@@ -231,9 +231,12 @@ def _smoothed(boxes: np.ndarray, weights: np.ndarray, half: int) -> np.ndarray:
     """Each of a sequence's boxes (L, 4), one per consecutive frame, replaced by the `weights`-weighted mean of the
     boxes within `half` frames of it (a box whose window weighs nothing stays as it is)."""
     n = len(boxes)
-    weighted = np.concatenate([np.zeros((1, 5)), np.cumsum(np.c_[boxes * weights[:, None], weights], axis=0)])
-    lo, hi = np.clip(np.arange(n) - half, 0, n), np.clip(np.arange(n) + half + 1, 0, n)
-    window = weighted[hi] - weighted[lo]
+    if n == 1:
+        return boxes
+    weighted = np.zeros((n + 1, 5))
+    np.cumsum(np.concatenate([boxes * weights[:, None], weights[:, None]], axis=1), axis=0, out=weighted[1:])
+    at = np.arange(n)
+    window = weighted[np.minimum(at + half + 1, n)] - weighted[np.maximum(at - half, 0)]
     return np.where(window[:, 4:] > 0, window[:, :4] / np.where(window[:, 4:] > 0, window[:, 4:], 1.0), boxes)
 
 
