@@ -10,7 +10,6 @@ categories that are not model classes, an instance twice in one frame.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from dff.data.cocovid import BOX_TOLERANCE, CocoVID
+from dff.data.files import read_json
 from dff.errors import DatasetError
 from dff.io.image import read_image
 
@@ -70,18 +70,6 @@ class DatasetReport:
         errors = sum(1 for f in self.findings if f.error and f.count)
         lines.append(f"training would fail: {errors} kind(s) of error" if errors else "training would accept it")
         return "\n".join(lines)
-
-
-def _load(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation JSON is missing") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: malformed JSON ({e})") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _duplicates(data: dict, found: Finding) -> None:
@@ -145,7 +133,7 @@ def check_dataset(
     as the trainer does instead of reading its header only.
     """
     path, root = Path(ann), Path(img_root)
-    data = _load(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a COCO-VID file (no 'images' list)")
     refused = Finding(True, "the reader refuses the file")

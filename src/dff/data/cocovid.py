@@ -15,13 +15,13 @@ annotations of an unknown image or category, and boxes that are malformed or out
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from dff.data.files import read_json
 from dff.errors import DatasetError
 
 BOX_TOLERANCE = 1.0
@@ -77,16 +77,7 @@ class CocoVID:
     def load(cls, path: Path | str, check_boxes: bool = True) -> CocoVID:
         """Read and validate a JSON file; DatasetError names the file and the offending record."""
         path = Path(path)
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: annotation JSON is missing") from None
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: malformed JSON ({e})") from None
-        except OSError as e:
-            raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
-        return cls(data, path, check_boxes)
+        return cls(read_json(path), path, check_boxes)
 
     def _validate_images(self) -> None:
         keys = ("file_name", "height", "width") + (("video_id", "frame_id") if self.is_video else ())

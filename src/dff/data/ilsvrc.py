@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dff.data.files import read_xml
 from dff.errors import DatasetError
 
 VID_TRAIN_LIST = "Lists/VID_train_15frames.txt"
@@ -125,14 +126,7 @@ def _required_int(path: Path, node: ET.Element, tag: str, where: str) -> int:
 
 def parse_xml(path: Path) -> XmlAnnotation:
     """Read one ILSVRC annotation XML (VID or DET); DatasetError names the file on any problem."""
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file is missing") from None
-    except ET.ParseError as e:
-        raise DatasetError(f"{path}: malformed XML ({e})") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read annotation file ({e.strerror or e})") from None
+    root = read_xml(path, "annotation file")
     size = root.find("size")
     if size is None:
         raise DatasetError(f"{path}: missing <size>")

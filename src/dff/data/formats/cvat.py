@@ -23,6 +23,7 @@ import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from dff.data.files import read_xml
 from dff.data.formats.common import SourceBox, SourceVideo
 from dff.errors import DatasetError
 
@@ -128,14 +129,7 @@ def read_cvat_video(path: Path | str, file_pattern: str = FILE_PATTERN, name: st
     ``name`` defaults to the file's stem (its folder's name for CVAT's ``annotations.xml``).
     """
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: CVAT XML file is missing") from None
-    except ET.ParseError as e:
-        raise DatasetError(f"{path}: malformed XML ({e})") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
+    root = read_xml(path, "CVAT XML file")
     task = _task(path, root)
     size = _int(path, task.find("size"), "size")
     start, step = _int(path, task.find("start_frame"), "start_frame", 0), _step(path, task)
