@@ -295,7 +295,7 @@ def test_bad_inputs_are_one_line_errors_with_exit_2(finetuned, tmp_path, capsys)
     torch.save(cut, bad)
     code, _, err = _cli([*base, "--out", str(tmp_path / "b"), "--init-from", str(bad)], capsys)
     assert code == 2 and "\n" not in err
-    assert f"{bad}: not a checkpoint of preset 'tiny_synthetic''s architecture: 1 missing, 1 mis-shaped (" in err
+    assert f"{bad}: not a checkpoint of the tiny_synthetic preset's architecture: 1 missing, 1 mis-shaped (" in err
     assert "detector.backbone.layer3.1.conv2.weight" in err and not (tmp_path / "b" / "latest.pth").exists()
     flow_only = tmp_path / "flownet.pth"
     torch.save({f"motion.{k[len('motion.') :]}": v for k, v in state.items() if k.startswith("motion.")}, flow_only)

@@ -143,7 +143,7 @@ def init_from(net: DFF, weights: str | os.PathLike) -> InitReport:
     missing, wrong = _architecture_problems(own, state)
     if missing or wrong:
         raise CheckpointError(
-            f"{path}: not a checkpoint of preset {cfg.name!r}'s architecture: {len(missing)} missing, "
+            f"{path}: not a checkpoint of the {cfg.name} preset's architecture: {len(missing)} missing, "
             f"{len(wrong)} mis-shaped ({checkpoint.short_list(missing + wrong, SHOWN)})"
         )
     n_src = state[f"{CLS}.weight"].shape[0] - 1
