@@ -11,10 +11,8 @@ decoding pass.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -31,11 +29,11 @@ from tqdm import tqdm
 from dff.api import DFFModel, FrameResult
 from dff.data.transforms import image_meta
 from dff.errors import InputError, Terminated
-from dff.io.atomic import atomic_path, write_text_atomic
+from dff.io.atomic import atomic_path
 from dff.io.draw import TrackTrails, draw_detections, draw_frame_marker, flow_picture
 from dff.io.outputs import Output, check_outputs
 from dff.io.sources import Frame, FrameSource
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, coco_items, detection_record, video_format
+from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record, video_format
 from dff.tracking.online import TrackerConfig, require_track_extra, track
 from dff.tracking.seq_nms import SeqNMSConfig, seq_nms_results
 
@@ -289,23 +287,14 @@ def _write_rescored(
     rescored = [_above(r, opts.score_thr) for r in seq_nms_results([r for _, _, r in held], opts.seq_nms)]
     for r in rescored:
         _count(summary, r, model.class_names)
-    if opts.out_json is not None:
-        lines = [
-            json.dumps(_record(i, t, r, model.class_names), separators=(",", ":")) + "\n"
-            for (i, t, _), r in zip(held, rescored)
-        ]
-        if opts.out_json == "-":
-            sys.stdout.writelines(lines)
-            sys.stdout.flush()
-        else:
-            write_text_atomic(opts.out_json, "".join(lines))
+    if opts.out_json is not None:  # the writers' temporary files are moved into place when closed
+        with JsonlWriter(opts.out_json) as jsonl:
+            for (i, t, _), r in zip(held, rescored):
+                jsonl.write(_record(i, t, r, model.class_names))
     if opts.out_coco is not None:
-        items = [
-            item
-            for (i, _, _), r in zip(held, rescored)
-            for item in coco_items(i, r.boxes, r.scores, r.labels, r.track_ids)
-        ]
-        write_text_atomic(opts.out_coco, json.dumps(items, separators=(",", ":")) + "\n")
+        with CocoResultsWriter(opts.out_coco) as coco:
+            for (i, _, _), r in zip(held, rescored):
+                coco.write(i, r.boxes, r.scores, r.labels, r.track_ids)
     if opts.out_video is None:
         return
     asked = stop.requested

@@ -131,29 +131,6 @@ class JsonlWriter:
         self.close()
 
 
-def coco_items(
-    image_id: int,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    labels: np.ndarray,
-    track_ids: np.ndarray | None = None,
-) -> list[dict[str, Any]]:
-    """One frame's COCO results items: image_id, category_id (class index + 1), bbox xywh, score[, track_id]."""
-    ids = [None] * len(scores) if track_ids is None else [int(t) for t in track_ids]
-    items = []
-    for (x1, y1, x2, y2), s, c, t in zip(boxes.tolist(), scores.tolist(), labels.tolist(), ids):
-        item = {
-            "image_id": image_id,
-            "category_id": int(c) + 1,
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(s, 5),
-        }
-        if t is not None:
-            item["track_id"] = t
-        items.append(item)
-    return items
-
-
 class CocoResultsWriter:
     """Streams a COCO results array ([{image_id, category_id, bbox xywh, score}]) without holding it in memory.
 
@@ -177,7 +154,16 @@ class CocoResultsWriter:
         labels: np.ndarray,
         track_ids: np.ndarray | None = None,
     ) -> None:
-        for item in coco_items(int(frame) + self.image_id_offset, boxes, scores, labels, track_ids):
+        ids = [None] * len(scores) if track_ids is None else [int(t) for t in track_ids]
+        for (x1, y1, x2, y2), s, c, t in zip(boxes.tolist(), scores.tolist(), labels.tolist(), ids):
+            item = {
+                "image_id": int(frame) + self.image_id_offset,
+                "category_id": int(c) + 1,
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(s, 5),
+            }
+            if t is not None:
+                item["track_id"] = t
             try:
                 self._f.write(("\n" if self._first else ",\n") + json.dumps(item, separators=(",", ":")))
             except OSError as e:
