@@ -104,8 +104,8 @@ def evaluate(
     `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each interval's result as
     soon as it is written. `seq_nms` rescores each video by Seq-NMS before AP; `tracker` tracks each video (one
     tracker per video, over every detection of the results) and scores HOTA / MOTA / IDF1 against the annotations'
-    instance_ids (both need the 'track' extra). Returns None on ranks other than 0. Raises DFFError subclasses on
-    bad input.
+    instance_ids (the tracker and the metrics need the 'track' extra; Seq-NMS needs nothing more). Returns None
+    on ranks other than 0. Raises DFFError subclasses on bad input.
     """
     img_root, out = Path(img_root), Path(out)
     try:
