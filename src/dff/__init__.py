@@ -10,21 +10,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dff.api import DFFModel, FrameResult, InferenceOptions, build, zero_flow
+    from dff.api import DFFModel, VideoSession, build, step
     from dff.config import PRESETS, DFFConfig, preset
     from dff.evaluation.model_eval import EvaluationResult, IntervalResult, evaluate
+    from dff.io.result import FrameResult
     from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
+    from dff.models.network import zero_flow
+    from dff.run import RunOptions
     from dff.weights import load
 
-__version__ = "0.1.0"
+from dff.version import __version__
 
 _HOME = {
     "DFFModel": "dff.api",
-    "FrameResult": "dff.api",
-    "InferenceOptions": "dff.api",
+    "VideoSession": "dff.api",
+    "step": "dff.api",
+    "FrameResult": "dff.io.result",
+    "RunOptions": "dff.run",
     "build": "dff.api",
     "load": "dff.weights",
-    "zero_flow": "dff.api",
+    "zero_flow": "dff.models.network",
     "Adaptive": "dff.keyframes",
     "FixedInterval": "dff.keyframes",
     "KeyFramePolicy": "dff.keyframes",
@@ -37,8 +42,10 @@ _HOME = {
 }
 __all__ = [
     "DFFModel",
+    "VideoSession",
+    "step",
     "FrameResult",
-    "InferenceOptions",
+    "RunOptions",
     "build",
     "load",
     "zero_flow",

@@ -1,4 +1,8 @@
-"""The public API: `dff.load`, `dff.build` and `DFFModel.predict` over one video's frames.
+"""The public API: `dff.load`, `dff.build`, `DFFModel.predict`, and the video loop (`VideoSession`, `step`).
+
+`DFFModel` is weights, config and class names; how a run goes is a `RunOptions` value passed in. The DFF step is
+written once, in `step`, over any number of videos' sessions at a time (batched stages); `VideoSession.step` is that
+step for one video.
 
 Spec pitfalls handled here: 18, 23 (docs/pitfalls.md maps each to its code and tests).
 """
@@ -9,9 +13,10 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,330 +24,289 @@ import torch
 from dff import checkpoint
 from dff.config import DFFConfig
 from dff.config import preset as get_preset
-from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
+from dff.data.fast_preprocess import as_channels_last, preprocess_hwc
 from dff.data.transforms import ImageMeta, check_frame, preprocess
 from dff.errors import CheckpointError, DFFError, InputError
-from dff.keyframes import FIRST, FixedInterval, Incoming, KeyFramePolicy, Propagated
+from dff.io.result import FrameResult
+from dff.io.sources import Frame
+from dff.keyframes import FIRST, Incoming, KeyFramePolicy, Propagated
 from dff.models.detector import DFF, Detections, KeyState
-from dff.models.fast import fast_network, unshared_hooks, weights_version
-from dff.models.precision import DTYPES, to_compute
-
-if TYPE_CHECKING:
-    import supervision
+from dff.models.fast import unshared_hooks, weights_version
+from dff.models.network import Network, build_network, resolve_device
+from dff.run import RunOptions
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class FrameResult:
-    """Detections of one frame, in original pixels, sorted by descending score (at most 100)."""
-
-    boxes: np.ndarray  # float32 (N, 4) x1, y1, x2, y2
-    scores: np.ndarray  # float32 (N,)
-    labels: np.ndarray  # int64 (N,) index into class_names
-    frame_index: int
-    is_key_frame: bool
-    flow: np.ndarray | None = None  # float32 (2, h, w) feature-resolution flow, non-key frames, if asked
-    key_reason: str | None = None  # why it is a key frame (dff.keyframes: "first", "interval", ...)
-    track_ids: np.ndarray | None = None  # int64 (N,) track ids (dff.tracking; -1: in no confirmed track), if tracked
-
-    def _names(self, class_names: Sequence[str] | None) -> list[str] | None:
-        """The class name of each detection, or None without `class_names`; a label outside them is an error."""
-        if class_names is None:
-            return None
-        bad = self.labels[(self.labels < 0) | (self.labels >= len(class_names))]
-        if len(bad):
-            raise InputError(
-                f"frame {self.frame_index}: label {int(bad[0])} is not among the {len(class_names)} classes"
-            )
-        return [class_names[int(c)] for c in self.labels]
-
-    def to_dict(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """A JSON-ready dict: frame_index, is_key_frame, key_reason, boxes ([x1, y1, x2, y2] original pixels),
-        scores, labels, then class_names (one per detection, when `class_names` is given) and track_ids (when
-        tracked). The flow is left out."""
-        out: dict[str, Any] = {
-            "frame_index": int(self.frame_index),
-            "is_key_frame": bool(self.is_key_frame),
-            "key_reason": self.key_reason,
-            "boxes": np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4).tolist(),
-            "scores": np.asarray(self.scores, dtype=np.float32).tolist(),
-            "labels": [int(c) for c in self.labels],
-        }
-        names = self._names(class_names)
-        if names is not None:
-            out["class_names"] = names
-        if self.track_ids is not None:
-            if len(self.track_ids) != len(self.scores):
-                raise InputError(
-                    f"frame {self.frame_index}: {len(self.track_ids)} track ids for {len(self.scores)} detections"
-                )
-            out["track_ids"] = [int(i) for i in self.track_ids]
-        return out
-
-    def to_supervision(self, class_names: Sequence[str] | None = None) -> supervision.Detections:
-        """The detections as supervision's `sv.Detections` (xyxy, confidence, class_id, tracker_id when tracked,
-        data["class_name"] when `class_names` is given); needs the optional 'track' extra."""
-        try:
-            import supervision as sv
-        except ImportError:
-            raise DFFError(
-                "FrameResult.to_supervision needs the optional 'track' extra (supervision is not installed): "
-                "pip install 'deep-feature-flow[track]'"
-            ) from None
-        names = self._names(class_names)
-        return sv.Detections(
-            xyxy=np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4),
-            confidence=np.asarray(self.scores, dtype=np.float32),
-            class_id=np.asarray(self.labels, dtype=int),
-            tracker_id=None if self.track_ids is None else np.asarray(self.track_ids, dtype=int),
-            data={} if names is None else {"class_name": np.array(names, dtype=str)},
-        )
-
-
-Propagation = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def zero_flow(
-    net: DFF, img: torch.Tensor, key: KeyState, img_shape: tuple[int, int], half: torch.Tensor | None = None
-) -> tuple[torch.Tensor, None]:
-    """The zero-flow ablation, a drop-in for `DFF.propagate`: the key features reused unwarped, no flow."""
-    return key.feats, None
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How `DFFModel.predict` runs; the defaults are the fast path with fp32 results equal to the reference's.
-
-    fast: run the fast network derived from `net` (models/fast.py); False runs `net` itself op for op as
-        mmtracking does (the reference path).
-    dtype: "fp32", or "bf16" / "fp16" for the fast network in reduced precision (opt-in: it changes the numbers).
-    prefetch: decode and preprocess the next frames in a background thread while the model runs.
-    """
-
-    fast: bool = True
-    dtype: str = "fp32"
-    prefetch: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise DFFError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        if self.dtype != "fp32" and not self.fast:
-            raise DFFError(f"the reference path runs in fp32 only, not {self.dtype}")
-
-
-REFERENCE = InferenceOptions(fast=False, prefetch=False)
+Source = str | os.PathLike | np.ndarray | Iterable[np.ndarray] | Iterable[Frame]
+"""What `predict` reads: a path (video file, image, folder, glob, stream URL), one HxWx3 uint8 BGR image, or the
+frames of one video in order (arrays, or `dff.io.sources.Frame`s with their index and time)."""
 
 
 @dataclass
-class ModelInput:
-    """One preprocessed frame: position in the input, frame id in its segment, tensor on the device, geometry."""
+class FrameInput:
+    """One preprocessed frame: position in the source, position in its segment, time, tensor, geometry."""
 
     index: int
     frame_id: int
-    img: torch.Tensor  # (1, 3, Hp, Wp) float32
+    time_s: float | None
+    img: torch.Tensor  # (1, 3, Hp, Wp) float32, normalised and zero-padded
     meta: ImageMeta
     preprocess_s: float  # seconds spent preprocessing it (in the background thread when prefetching)
-    img_half: torch.Tensor | None = None  # (1, 3, Hp/2, Wp/2) 2x2 mean of img, for the fast FlowNet
+    image: np.ndarray | None = None  # the original frame, when the run keeps frames
+    arrival_s: float | None = None  # live sources: when the frame arrived (the run's clock)
 
 
 class DFFModel:
-    """A DFF network in eval mode on a device, with the per-video frame loop.
+    """A DFF model: its weights (a reference `DFF` network, or an ONNX export's graphs), config and class names.
 
-    `key_policy` decides the key frames (default `FixedInterval(cfg.key_interval)`, mmtracking's rule);
-    `propagation` makes a non-key frame's features: None (default) runs the network's own `propagate` (flow and
-    warp); `zero_flow` is the ablation; any function with `DFF.propagate`'s signature may stand in.
+    Runs take a `RunOptions` (`predict(source, run)`, `session(run)`); the network a run needs is built from the
+    weights by `models/network.py`'s factory and kept while the weights stay the same.
     """
 
-    def __init__(self, net: DFF, device: torch.device | str = "cpu", inference: InferenceOptions | None = None) -> None:
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+    def __init__(self, net: DFF | Network, class_names: Sequence[str] | None = None) -> None:
+        if isinstance(net, DFF):
+            net.eval()
+        self.net = net
         self.config: DFFConfig = net.cfg
-        self.class_names: tuple[str, ...] = tuple(net.cfg.class_names)
-        self.key_policy: KeyFramePolicy = FixedInterval(net.cfg.key_interval)
-        self.propagation: Propagation | None = None
-        self.inference = inference or InferenceOptions()
-        self._fast: DFF | None = None
-        self._fast_key: tuple | None = None
+        self.class_names: tuple[str, ...] = tuple(class_names if class_names is not None else net.cfg.class_names)
+        self._networks: dict[tuple, Network] = {}
 
     @property
-    def key_interval(self) -> int | None:
-        """The interval of a `FixedInterval` policy (None for another policy); setting it sets that policy."""
-        return self.key_policy.interval if isinstance(self.key_policy, FixedInterval) else None
+    def device(self) -> torch.device:
+        """Where the weights are."""
+        return self.net.device
 
-    @key_interval.setter
-    def key_interval(self, value: int) -> None:
-        self.key_policy = FixedInterval(value)
+    def network(self, run: RunOptions | None = None) -> Network:
+        """The network `run` asks for (backend, device, dtype), built once and kept while the weights and their
+        hooks stay the same."""
+        run = run or RunOptions()
+        if not isinstance(self.net, DFF):
+            return build_network(self.net, run.backend, run.device, run.dtype)
+        device = str(resolve_device(run.device))
+        key = (run.backend, device, run.dtype, weights_version(self.net), tuple(unshared_hooks(self.net)))
+        if key not in self._networks:
+            if len(self._networks) >= 4:
+                self._networks.pop(next(iter(self._networks)))
+            self._networks[key] = build_network(self.net, run.backend, device, run.dtype)
+        return self._networks[key]
 
-    def predict(
-        self, frames: Iterable[np.ndarray] | str | os.PathLike, *, return_flow: bool = False
-    ) -> Iterator[FrameResult]:
-        """Detect objects in one video's frames, in order (HxWx3 uint8 BGR arrays, or a path to a source).
+    def predict(self, source: Source, run: RunOptions | None = None, **options: Any) -> Iterator[FrameResult]:
+        """Detect objects in one video's frames, in order (`Source`); `options` change fields of `run`, e.g.
+        `predict("clip.mp4", score_thr=0.5, key_policy=dff.FixedInterval(5))`.
 
         A change of frame size starts a new segment: its first frame is a key frame and frame ids restart at 0.
         """
-        session = self.session()
-        for inp in self.inputs(frames):
-            yield session.step(inp, return_flow=return_flow)
+        run = (run or RunOptions()).with_options(**options)
+        session = self.session(run)
+        for inp in self.inputs(source, run):
+            yield session.step(inp)
 
-    def inputs(self, frames: Iterable[np.ndarray] | str | os.PathLike) -> Iterator[ModelInput]:
-        """The frames checked and preprocessed, in order; ahead of the consumer in a background thread when
-        `inference.prefetch` is set (errors are raised at the frame where they occur)."""
-        if isinstance(frames, (str, os.PathLike)):
-            frames = _source_images(frames)
-        if not self.inference.prefetch:
-            return self._preprocessed(frames)
+    def session(self, run: RunOptions | None = None) -> VideoSession:
+        """The frame loop of one video under `run` (default `RunOptions()`)."""
+        run = run or RunOptions()
+        return VideoSession(self.network(run), run, self.class_names)
+
+    def inputs(self, source: Source, run: RunOptions | None = None) -> Iterator[FrameInput]:
+        """The frames of `source` checked and preprocessed, in order; ahead of the consumer in a background thread
+        when `run.prefetch` (errors are raised at the frame where they occur)."""
+        run = run or RunOptions()
+        frames = frames_of(source)
+        if not run.prefetch:
+            return self._preprocessed(frames, run)
         from dff.io.sources import prefetch
 
-        return prefetch(lambda: self._preprocessed(frames), 2, "dff preprocess")
+        return prefetch(lambda: self._preprocessed(frames, run), 2, "dff preprocess")
 
-    def _preprocessed(self, frames: Iterable[np.ndarray]) -> Iterator[ModelInput]:
-        """The fast path preprocesses with numpy/OpenCV only into a channels_last buffer (the same values); the
-        reference path runs transforms.preprocess as mmtracking's pipeline does."""
+    def prepare(self, frame: Frame, frame_id: int, run: RunOptions, arrival_s: float | None = None) -> FrameInput:
+        """One frame preprocessed for `run`: the reference backend as mmtracking's pipeline (transforms.preprocess),
+        the others with numpy / OpenCV into a channels_last buffer (the same values; data/fast_preprocess.py)."""
+        start = time.perf_counter()
+        check_frame(frame.image, f"frame {frame.index}")
+        if run.backend == "reference":
+            img, meta = preprocess(frame.image, self.config.preprocess)
+            img = img[None]
+        else:
+            hwc, meta = preprocess_hwc(frame.image, self.config.preprocess)
+            img = as_channels_last(hwc)
+        image = frame.image if run.keep_frames else None
+        return FrameInput(frame.index, frame_id, frame.time_s, img, meta, time.perf_counter() - start, image, arrival_s)
+
+    def _preprocessed(self, frames: Iterable[Frame], run: RunOptions) -> Iterator[FrameInput]:
         segment_shape, frame_id = None, 0
-        fused = self.inference.fast
-        for index, frame in enumerate(frames):
-            start = time.perf_counter()
-            check_frame(frame, f"frame {index}")
-            if frame.shape != segment_shape:
-                segment_shape, frame_id = frame.shape, 0
-            half = None
-            if fused:
-                hwc, meta = preprocess_hwc(frame, self.config.preprocess)
-                img, half = as_channels_last(hwc), as_channels_last(half_hwc(hwc))
-            else:
-                img, meta = preprocess(frame, self.config.preprocess)
-                img = img[None]
-            yield ModelInput(index, frame_id, img, meta, time.perf_counter() - start, half)
+        for frame in frames:
+            shape = getattr(frame.image, "shape", None)
+            if shape != segment_shape:
+                segment_shape, frame_id = shape, 0
+            yield self.prepare(frame, frame_id, run)
             frame_id += 1
-
-    def session(self) -> VideoSession:
-        """The frame loop of one video on the network that `predict` uses now."""
-        return VideoSession(self, self.inference_net())
-
-    def inference_net(self) -> DFF:
-        """The network `predict` runs: the fast network derived from `net` (rebuilt when net's weights change), or
-        `net` itself for the reference path or when `net` has hooks on modules the fast one does not have."""
-        opts = self.inference
-        if not opts.fast:
-            return self.net
-        hooked = unshared_hooks(self.net)
-        if hooked:
-            log.debug("hooks on %s: running the reference network", ", ".join(hooked))
-            return self.net
-        key = (opts.dtype, self.device, weights_version(self.net))
-        if self._fast is None or self._fast_key != key:
-            self._fast, self._fast_key = None, None
-            self._fast, self._fast_key = fast_network(self.net, DTYPES[opts.dtype]), key
-        return self._fast
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
         """Save weights and config as one .safetensors file (our format); `dtype=torch.float16` halves it."""
-        from dff import __version__
+        if not isinstance(self.net, DFF):
+            raise DFFError(f"{self.net}: an ONNX export has no PyTorch weights to save")
+        from dff.version import __version__
 
         checkpoint.save(self.net, self.config, path, __version__, dtype)
 
 
 class VideoSession:
-    """The frame loop of one video: the DFF step with the key-frame policy, one preprocessed frame at a time.
+    """The frame loop of one video: its key-frame policy and key state over the network's stages.
 
-    Key frame: backbone features (the key state). Other frame: flow to the key frame and the key features warped
-    by it, unless the policy then asks for a key frame. Either way the heads run on the features.
+    `step(inp)` runs one frame (inputs of one video in order, as `DFFModel.inputs` yields them); `dff.api.step`
+    runs one frame of each of several sessions together through batched stages, with the same results.
     """
 
-    def __init__(self, model: DFFModel, net: DFF) -> None:
-        self.model, self.net = model, net
-        self.policy: KeyFramePolicy = copy.deepcopy(model.key_policy)
-        self.dtype = DTYPES[model.inference.dtype] if net is not model.net else torch.float32
+    def __init__(self, net: Network, run: RunOptions, class_names: Sequence[str]) -> None:
+        self.net, self.run, self.class_names = net, run, tuple(class_names)
+        self.policy: KeyFramePolicy = copy.deepcopy(run.policy(net.cfg))
         self.key: KeyState | None = None
         self.key_frame_id = 0
+        self.key_index: int | None = None
 
-    def step(self, inp: ModelInput, return_flow: bool = False) -> FrameResult:
-        """Detections of one frame (inputs of one video in order, as `DFFModel.inputs` yields them)."""
-        net, policy, fid = self.net, self.policy, inp.frame_id
-        with torch.inference_mode():
-            img = self._tensor(inp.img)
-            half = None if inp.img_half is None else self._tensor(inp.img_half)
-            shape = inp.meta.img_shape
-            frame = Incoming(fid, img, shape)
-            if fid == 0 or self.key is None:
-                policy.reset()
-                reason = FIRST
-            else:
-                reason = policy.before(frame)
-            flow = None
-            if reason is None:
-                propagate = self.model.propagation or type(net).propagate
-                feats, flow = propagate(net, img, self.key, shape, half)
-                since = fid - self.key_frame_id
-                reason = policy.after(Propagated(fid, img, shape, since, flow, feats, self.key))
-            if reason is not None:
-                self.key, self.key_frame_id = net.key_features(img, shape, half), fid
-                feats, flow = self.key.feats, None
-                policy.key_frame(frame, reason)
-            detections = net.detect(feats, inp.meta)
-            stride = self.model.config.rpn.stride if return_flow else None
-            return _result(detections, inp.index, reason, flow, stride)
+    def step(self, inp: FrameInput) -> FrameResult:
+        """Detections of one frame."""
+        return step([self], [inp])[0]
 
-    def _tensor(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.model.device, non_blocking=True)
-        return x if self.net is self.model.net else to_compute(x, self.dtype)
+    def _before(self, frame: Incoming) -> str | None:
+        if frame.frame_id == 0 or self.key is None:
+            self.policy.reset()
+            return FIRST
+        return self.policy.before(frame)
 
+    def _after(self, frame: Incoming, feats: torch.Tensor, flow: torch.Tensor | None) -> str | None:
+        since = frame.frame_id - self.key_frame_id
+        return self.policy.after(Propagated(frame.frame_id, frame.img, frame.img_shape, since, flow, feats, self.key))
 
-def _result(
-    d: Detections, index: int, reason: str | None, flow: torch.Tensor | None, flow_stride: int | None
-) -> FrameResult:
-    """FrameResult from the network's output, with one device-to-host copy for the detections."""
-    packed = torch.cat([d.boxes.float(), d.scores.float()[:, None], d.labels.float()[:, None]], dim=1).cpu().numpy()
-    small = None
-    if flow_stride is not None and flow is not None:
-        s = 1.0 / flow_stride
-        small = torch.nn.functional.interpolate(flow.float(), scale_factor=s, mode="bilinear", align_corners=False)
-        small = (small * s)[0].cpu().numpy()
-    return FrameResult(
-        boxes=np.ascontiguousarray(packed[:, :4]),
-        scores=np.ascontiguousarray(packed[:, 4]),
-        labels=packed[:, 5].astype(np.int64),
-        frame_index=index,
-        is_key_frame=reason is not None,
-        flow=small,
-        key_reason=reason,
-    )
+    def _new_key(self, key: KeyState, frame: Incoming, reason: str, index: int) -> None:
+        self.key, self.key_frame_id, self.key_index = key, frame.frame_id, index
+        self.policy.key_frame(frame, reason)
+
+    def _result(self, d: Detections, inp: FrameInput, reason: str | None, flow: torch.Tensor | None) -> FrameResult:
+        """The FrameResult of the network's output: one device-to-host copy, then the run's score / class filter."""
+        packed = torch.cat([d.boxes.float(), d.scores.float()[:, None], d.labels.float()[:, None]], dim=1)
+        packed = packed.cpu().numpy()
+        small = None
+        if self.run.return_flow and flow is not None:
+            s = 1.0 / self.net.cfg.rpn.stride
+            small = torch.nn.functional.interpolate(flow.float(), scale_factor=s, mode="bilinear", align_corners=False)
+            small = (small * s)[0].cpu().numpy()
+        keep = packed[:, 4] >= self.run.score_thr
+        if self.run.classes is not None:
+            keep &= np.isin(packed[:, 5].astype(np.int64), self.run.classes)
+        packed = packed[keep]
+        return FrameResult(
+            boxes=np.ascontiguousarray(packed[:, :4]),
+            scores=np.ascontiguousarray(packed[:, 4]),
+            labels=packed[:, 5].astype(np.int64),
+            frame_index=inp.index,
+            is_key_frame=reason is not None,
+            key_reason=reason,
+            time_s=inp.time_s,
+            key_index=self.key_index,
+            class_names=self.class_names,
+            image=inp.image,
+            flow=small,
+            arrival_s=inp.arrival_s,
+        )
 
 
-def _source_images(source: str | os.PathLike) -> Iterator[np.ndarray]:
-    """The images of a video file, folder, glob or stream; the source is closed when iteration ends."""
+def step(sessions: Sequence[VideoSession], inputs: Sequence[FrameInput]) -> list[FrameResult]:
+    """The DFF step for one frame of each session (of one network), through batched stages.
+
+    A segment's first frame is a key frame; for any other frame the session's policy may ask for one up front, or
+    else the frame is propagated from its key frame (flow, warped key features) and the policy may still ask for
+    one after seeing that. Key frames run the backbone; every frame's features run through the heads. Frames of
+    one padded size share each stage's batch; the results equal separate steps within the golden tolerances.
+    """
+    if len(sessions) != len(inputs):
+        raise InputError(f"{len(sessions)} sessions but {len(inputs)} frames")
+    net = sessions[0].net
+    if any(s.net is not net for s in sessions):
+        raise InputError("sessions of different networks cannot step together")
+    n = len(inputs)
+    with torch.inference_mode():
+        imgs = [inp.img.to(net.device, non_blocking=True) for inp in inputs]
+        frames = [Incoming(inp.frame_id, img, inp.meta.img_shape) for inp, img in zip(inputs, imgs, strict=True)]
+        reasons = [s._before(f) for s, f in zip(sessions, frames, strict=True)]
+        feats: list[torch.Tensor | None] = [None] * n
+        flows: list[torch.Tensor | None] = [None] * n
+        propagated = [i for i in range(n) if reasons[i] is None]
+        for group in _batches(propagated, imgs, lambda i: sessions[i].run.propagation):
+            propagate = sessions[group[0]].run.propagation or type(net).propagate
+            key = KeyState.cat([sessions[i].key for i in group])
+            f, flow = propagate(net, _cat([imgs[i] for i in group]), key, [frames[i].img_shape for i in group])
+            for j, i in enumerate(group):
+                feats[i], flows[i] = f[j : j + 1], None if flow is None else flow[j : j + 1]
+        for i in propagated:
+            reasons[i] = sessions[i]._after(frames[i], feats[i], flows[i])
+        keyed = [i for i in range(n) if reasons[i] is not None]
+        for group in _batches(keyed, imgs):
+            key = net.key_features(_cat([imgs[i] for i in group]), [frames[i].img_shape for i in group])
+            for j, i in enumerate(group):
+                sessions[i]._new_key(key[j], frames[i], reasons[i], inputs[i].index)
+                feats[i], flows[i] = sessions[i].key.feats, None
+        results: list[FrameResult | None] = [None] * n
+        for group in _batches(list(range(n)), imgs):
+            detections = net.detect(_cat([feats[i] for i in group]), [inputs[i].meta for i in group])
+            for i, d in zip(group, detections, strict=True):
+                results[i] = sessions[i]._result(d, inputs[i], reasons[i], flows[i])
+    return results
+
+
+def _batches(indices: list[int], imgs: Sequence[torch.Tensor], by: Any = None) -> list[list[int]]:
+    """`indices` grouped by padded size (and by `by(i)` when given), each group in order."""
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i in indices:
+        groups[(tuple(imgs[i].shape[-2:]), by(i) if by is not None else None)].append(i)
+    return list(groups.values())
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Tensors stacked along the batch axis (one tensor is returned as it is, without a copy)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def frames_of(source: Source) -> Iterator[Frame]:
+    """The frames of a `Source` in order, as `Frame`s (bare arrays get their position as index and no time); a
+    path is opened with `dff.io.sources.open_source` and closed when iteration ends."""
+    if isinstance(source, (str, os.PathLike)):
+        return _source_frames(source)
+    if isinstance(source, np.ndarray):
+        if source.ndim == 3:
+            return iter([Frame(0, None, source)])
+        if source.ndim != 4:
+            raise InputError(
+                f"expected an HxWx3 uint8 BGR image or an NxHxWx3 array of frames, got shape {source.shape}"
+            )
+    return (f if isinstance(f, Frame) else Frame(i, None, f) for i, f in enumerate(source))
+
+
+def _source_frames(source: str | os.PathLike) -> Iterator[Frame]:
     from dff.io.sources import open_source
 
     with open_source(source) as src:
-        for frame in src:
-            yield frame.image
+        yield from src
 
 
 def _config(preset: str | DFFConfig) -> DFFConfig:
     return preset if isinstance(preset, DFFConfig) else get_preset(preset)
 
 
-def _prepare_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DFFError("device 'cuda' requested but CUDA is not available on this machine")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    return device
+def _on(net: DFF, device: str | torch.device) -> DFF:
+    return net.to(resolve_device(device)).eval()
 
 
 def build(preset: str | DFFConfig = "r50_dc5", device: str | torch.device = "cpu") -> DFFModel:
-    """A model with freshly initialised (random) weights."""
-    return DFFModel(DFF(_config(preset)), _prepare_device(device))
+    """A model with freshly initialised (random) weights on `device`."""
+    return DFFModel(_on(DFF(_config(preset)), device))
 
 
 def load(
     path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu"
 ) -> DFFModel:
     """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, or a zoo name
-    (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified).
+    (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified), its weights on
+    `device` (runs place their network where `RunOptions.device` says).
 
     For our format and for zoo names the preset is known; passing a different one is an error. (`dff.load`, in
     dff.weights, also takes an ONNX export's manifest.)
@@ -368,4 +332,4 @@ def load(
     checkpoint.check_state_dict(net, state, path)
     net.load_state_dict(state, strict=True)
     log.debug("loaded %s (%s)", path, cfg.name)
-    return DFFModel(net, _prepare_device(device))
+    return DFFModel(_on(net, device))

@@ -1,15 +1,18 @@
 """`dff detect --inputs`: the detection pipeline over a whole collection of videos, sharded by torchrun, resumable.
 
 Every video gets its own folder `DIR/<name>/` (`output_name`: the file's stem plus a hash of its absolute path, so
-two `clip.mp4` in different folders never collide) holding `detections.jsonl` (and on request `detections.mp4`,
-`coco_results.json`, `flow/`) and, once it is finished, `done.json`, its record, written atomically. Under torchrun
-rank 0 decides which videos are still to run (a video is complete when its record says ok, was made with the same
-settings and its files exist) and spreads them over the ranks by frame count (`assign`); each rank runs only its
-own; at the end rank 0 writes `DIR/index.jsonl` from every video's record.
+two `clip.mp4` in different folders never collide) holding the outputs `Outputs.in_folder` names (`detections.jsonl`
+always; on request `detections.mp4`, `coco_results.json`, `tracks.txt`, `flow/`) and, once it is finished,
+`done.json`, its record, written atomically. Under torchrun rank 0 decides which videos are still to run (a video is
+complete when its record says ok, was made with the same settings — the weights file's SHA-256 among them — and its
+files exist) and spreads them over the ranks by frame count (`assign`); each rank runs only its own; at the end
+rank 0 writes `DIR/index.jsonl` from every video's record. Rank 0 holds a lock on DIR for the whole run, so a second
+run into the same folder is refused at once instead of racing the first one's files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -20,8 +23,9 @@ import shutil
 import signal
 import statistics
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -30,39 +34,38 @@ from tqdm import tqdm
 
 from dff.api import DFFModel
 from dff.distributed import current
-from dff.errors import DFFError, InputError
+from dff.errors import DFFError, InputError, OutputError
 from dff.io.atomic import write_json_atomic, write_text_atomic
 from dff.io.sources import IMAGE_SUFFIXES, natural_key, open_source
+from dff.io.writers import Outputs
 from dff.pipeline import DetectOptions, StopOnInterrupt, detect_source
-from dff.tracking import SeqNMSConfig, TrackerConfig
+from dff.run import RunOptions
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv")
 RECORD = "done.json"
 INDEX = "index.jsonl"
-JSONL, VIDEO, COCO, FLOW = "detections.jsonl", "detections.mp4", "coco_results.json", "flow"
+LOCK = ".dff-collection.lock"
 
 
-@dataclass
+@dataclass(frozen=True)
 class CollectionOptions:
-    """What to write for every video (the JSONL always) and the detection settings shared by all of them."""
+    """What a collection writes for every video (the JSONL always, plus `save`: kinds of `Outputs`), the detection
+    options shared by all of them, the frame rate of frame folders, and the settings recorded with each result."""
 
-    score_thr: float = 0.5
-    class_ids: Sequence[int] | None = None
-    save_video: bool = False
-    save_coco: bool = False
-    save_flow: bool = False
-    max_frames: int | None = None
+    save: tuple[str, ...] = ()  # extra outputs per video: "video", "coco", "mot", "flow"
+    detect: DetectOptions = field(default_factory=DetectOptions)
     fps: float | None = None  # frame rate of frame folders, or override of the videos' own
-    progress: bool = True
-    settings: Mapping[str, object] = field(default_factory=dict)  # what made the outputs (weights, options...)
-    tracker: TrackerConfig | None = None  # track ids, one tracker per video
-    seq_nms: SeqNMSConfig | None = None  # Seq-NMS per video
+    settings: Mapping[str, object] = field(default_factory=dict)  # what made the outputs (weights and their hash...)
+
+    def outputs(self, folder: Path) -> Outputs:
+        """The outputs of one video, in its folder."""
+        return Outputs.in_folder(folder, ("json", *self.save))
 
     def files(self) -> list[str]:
         """The outputs every finished video must have, relative to its folder."""
-        return [JSONL] + [VIDEO] * self.save_video + [COCO] * self.save_coco + [FLOW] * self.save_flow
+        return [Outputs.IN_FOLDER[k] for k in ("json", *self.save)]
 
 
 @dataclass
@@ -230,11 +233,13 @@ def _clear(folder: Path, opts: CollectionOptions) -> None:
     (folder / RECORD).unlink(missing_ok=True)
     for p in folder.glob(".*.tmp*"):
         p.unlink(missing_ok=True)
-    if opts.save_flow and (folder / FLOW).is_dir():
-        shutil.rmtree(folder / FLOW)
+    if "flow" in opts.save and (folder / Outputs.IN_FOLDER["flow"]).is_dir():
+        shutil.rmtree(folder / Outputs.IN_FOLDER["flow"])
 
 
-def run_video(model: DFFModel, source: str, folder: Path, opts: CollectionOptions) -> tuple[VideoRecord | None, bool]:
+def run_video(
+    model: DFFModel, source: str, folder: Path, opts: CollectionOptions, run: RunOptions
+) -> tuple[VideoRecord | None, bool]:
     """Detect in one video into `folder`; returns its record, or None and whether SIGTERM (else Ctrl-C) stopped it
     (then no record is written, so the next run redoes it). Errors of the video itself make a failed record."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -243,23 +248,8 @@ def run_video(model: DFFModel, source: str, folder: Path, opts: CollectionOption
     record = VideoRecord(video=source, out=folder.name, status="ok", rank=current()[0])
     try:
         with open_source(source, fps=opts.fps) as src:
-            summary = detect_source(
-                model,
-                src,
-                DetectOptions(
-                    score_thr=opts.score_thr,
-                    class_ids=opts.class_ids,
-                    out_json=folder / JSONL,
-                    out_video=folder / VIDEO if opts.save_video else None,
-                    out_coco=folder / COCO if opts.save_coco else None,
-                    show_flow=folder / FLOW if opts.save_flow else None,
-                    max_frames=opts.max_frames,
-                    progress=opts.progress,
-                    keep_bar=False,
-                    tracker=opts.tracker,
-                    seq_nms=opts.seq_nms,
-                ),
-            )
+            detect = replace(opts.detect, keep_bar=False)
+            summary = detect_source(model, src, opts.outputs(folder), detect, run)
     except DFFError as e:
         record.status, record.error = "failed", str(e).splitlines()[0] if str(e) else type(e).__name__
         log.debug("failed: %s", record.error)
@@ -280,15 +270,60 @@ def _record_of(source: str, folder: Path) -> VideoRecord:
     return VideoRecord(video=source, out=folder.name, status=r["status"], skipped=True, **{k: r[k] for k in fields})
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (what a result was made from, recorded with it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (a lock file in it); OutputError at once when another run holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise OutputError(
+                f"{folder}: in use by another dff detect run ({holder}); wait for it or use another --out-dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def detect_collection(
-    model: DFFModel, inputs: Sequence[str], out_dir: str | os.PathLike, opts: CollectionOptions
+    model: DFFModel,
+    inputs: Sequence[str],
+    out_dir: str | os.PathLike,
+    opts: CollectionOptions,
+    run: RunOptions | None = None,
 ) -> CollectionResult:
     """Run `model` over every source in `inputs` not yet complete in `out_dir`; the outputs of video `s` go to
     `out_dir / output_name(s)`. Call on every rank of an initialised process group (or without one): rank 0
-    plans, each rank runs its share, rank 0 writes `index.jsonl`. Returns every video's record in input order on
-    rank 0; the other ranks get the records of the videos run in this session, by every rank."""
+    plans (holding `out_dir`'s lock), each rank runs its share, rank 0 writes `index.jsonl`. Returns every video's
+    record in input order on rank 0; the other ranks get the records of the videos run in this session, by every
+    rank."""
+    rank, _ = current()
+    with folder_lock(Path(out_dir)) if rank == 0 else nullcontext():
+        return _detect_collection(model, inputs, Path(out_dir), opts, run or RunOptions())
+
+
+def _detect_collection(
+    model: DFFModel, inputs: Sequence[str], out: Path, opts: CollectionOptions, run: RunOptions
+) -> CollectionResult:
     rank, world = current()
-    out = Path(out_dir)
     names = [output_name(s) for s in inputs]
     clash = {n for n in names if names.count(n) > 1}
     if clash:
@@ -300,7 +335,7 @@ def detect_collection(
         todo = [i for i, n in enumerate(names) if not is_complete(out / n, opts)]
         if len(todo) < len(names):
             log.info("%s: %d of %d videos already done", out, len(names) - len(todo), len(names))
-        weights = video_weights([inputs[i] for i in todo], opts.fps, opts.max_frames)
+        weights = video_weights([inputs[i] for i in todo], opts.fps, opts.detect.max_frames)
         plan = [[[todo[j] for j in share] for share in assign(weights, world)]]
     if world > 1:
         dist.broadcast_object_list(plan, src=0)
@@ -311,7 +346,7 @@ def detect_collection(
         total=len(mine),
         unit="video",
         desc=f"rank {rank}/{world}" if world > 1 else "videos",
-        disable=not opts.progress,
+        disable=not opts.detect.progress,
         dynamic_ncols=True,
     )
     with bar, StopOnInterrupt() as stop:  # a signal between two videos: no next video
@@ -319,7 +354,7 @@ def detect_collection(
             if stop.requested:
                 stopped = stop.signum == signal.SIGTERM
                 break
-            record, terminated = run_video(model, inputs[i], out / names[i], opts)
+            record, terminated = run_video(model, inputs[i], out / names[i], opts, run)
             if record is None:
                 stopped = terminated
                 break

@@ -13,6 +13,9 @@ from typing import Literal
 from dff.classes import VID_CLASSES
 from dff.errors import DFFError
 
+KEY_INTERVAL = 10
+"""mmtracking's key frame interval (its configs' test `frame_stride`): the default of every key-frame schedule."""
+
 BackboneArch = Literal["resnet18", "resnet50", "resnet101", "resnext101_64x4d"]
 
 
@@ -147,7 +150,7 @@ class DFFConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    key_interval: int = 10
+    key_interval: int = KEY_INTERVAL  # the test-time key frame schedule of mmtracking's configs
     class_names: tuple[str, ...] = VID_CLASSES
 
     def __post_init__(self) -> None:

@@ -63,7 +63,7 @@ def current() -> tuple[int, int]:
 
 
 def _device(device: str | None, world: int, local_rank: int) -> torch.device:
-    if device is None:
+    if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and (world > 1 or dev.index is None):
@@ -75,7 +75,7 @@ def _device(device: str | None, world: int, local_rank: int) -> torch.device:
 def distributed(device: str | None, timeout: datetime.timedelta | None = None) -> Iterator[DistContext]:
     """The launch's DistContext, with the process group initialised for the block when there are several ranks.
 
-    `device` None picks `cuda` when available, else `cpu`; `timeout` bounds every collective (torch's default
+    `device` None or "auto" picks `cuda` when available, else `cpu`; `timeout` bounds every collective (torch's default
     when None). A group initialised elsewhere is joined and left as it was.
     """
     world = launch_world_size()

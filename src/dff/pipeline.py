@@ -1,60 +1,59 @@
-"""The detection pipeline behind `dff detect` and `dff demo`: frames in, JSONL / mp4 / COCO / flow pictures out.
+"""The detection pipeline behind `dff detect` and `dff demo`: frames in, results into every writer of `Outputs`.
 
 The decoding runs in a background thread (dff.io.sources), the model in the calling thread, and every output is
 written as each frame finishes, so memory is constant on any length of input. The first Ctrl-C (or SIGTERM) stops
 after the current frame with every output complete and playable; a second one aborts at once (outputs are still
 closed). With `DetectOptions.tracker` every detection gets a track id online (dff.tracking.track), still frame by
-frame. With `DetectOptions.seq_nms` (files only) the results are held until the video ends (or is stopped), then
-rescored by Seq-NMS over the whole video and written once, atomically; the annotated video is drawn in a second
-decoding pass.
+frame. With `DetectOptions.seq_nms` (files only) the results are held until the video ends (or is stopped, or the
+video turns out damaged), then rescored by Seq-NMS over the frames read and written once, atomically; the
+annotated video is drawn in a second decoding pass.
+
+Thresholds: the model keeps every detection; the tracker and Seq-NMS see all of them (of the run's classes);
+`run.score_thr` then selects what the JSONL, video and MOT tracks show, and `DetectOptions.coco_score_thr` what the
+COCO results keep (by default every detection, as an evaluation needs).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
-from dff.api import DFFModel, FrameResult
+from dff.api import DFFModel
 from dff.data.transforms import image_meta
-from dff.errors import InputError, Terminated
-from dff.io.atomic import atomic_path
-from dff.io.draw import TrackTrails, draw_detections, draw_frame_marker, flow_picture
+from dff.errors import DFFError, InputError, Terminated
 from dff.io.outputs import Output, check_outputs
-from dff.io.sources import Frame, FrameSource
-from dff.io.writers import CocoResultsWriter, JsonlWriter, VideoWriter, detection_record, video_format
+from dff.io.result import FrameResult
+from dff.io.sources import FrameSource, open_source
+from dff.io.writers import Outputs, ResultWriter, video_format
+from dff.run import RunOptions
 from dff.tracking.online import TrackerConfig, require_track_extra, track
 from dff.tracking.seq_nms import SeqNMSConfig, seq_nms_results
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectOptions:
-    """What to keep and where to write it; an output left as None is not written."""
+    """What a detection run does besides the model: how many frames, tracking, Seq-NMS, what the COCO results keep,
+    progress."""
 
-    score_thr: float = 0.5
-    class_ids: Sequence[int] | None = None  # keep only these classes (indices into model.class_names)
-    out_json: str | Path | None = None  # JSONL, '-' for stdout
-    out_video: Path | None = None
-    out_coco: Path | None = None
-    show_flow: Path | None = None  # folder for one flow picture per non-key frame
     max_frames: int | None = None
-    progress: bool = True
-    keep_bar: bool = True  # leave the finished progress bar on screen
     tracker: TrackerConfig | None = None  # give every detection a track id (the optional 'track' extra)
     seq_nms: SeqNMSConfig | None = None  # rescore over the whole video, write at the end (files, not streams)
+    coco_score_thr: float = 0.0  # the COCO results keep detections scoring at least this (0: all)
+    progress: bool = True
+    keep_bar: bool = True  # leave the finished progress bar on screen
 
 
 @dataclass
@@ -68,6 +67,7 @@ class DetectSummary:
     frames_with: Counter = field(default_factory=Counter)  # class name -> frames with at least one of them
     interrupted: bool = False
     terminated: bool = False  # stopped by SIGTERM rather than Ctrl-C
+    error: DFFError | None = None  # the source failed part-way (with Seq-NMS: after the frames read were written)
 
     @property
     def fps(self) -> float:
@@ -80,6 +80,12 @@ class DetectSummary:
             f"{self.frames} frames ({self.key_frames} key frames) in {self.seconds:.1f} s, {self.fps:.1f} fps"
             f"{stopped}; detections: {found}"
         )
+
+    def count(self, r: FrameResult) -> None:
+        """Add one frame's shown detections."""
+        names = r.names
+        self.counts.update(names)
+        self.frames_with.update(set(names))
 
 
 class StopOnInterrupt:
@@ -112,6 +118,11 @@ class StopOnInterrupt:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
+    def mark(self, summary: DetectSummary) -> None:
+        """Record in `summary` that the run was stopped, and by which signal."""
+        summary.interrupted = True
+        summary.terminated = self.signum == signal.SIGTERM
+
 
 def summary_exit_code(summary: DetectSummary) -> int:
     """The exit status of a finished run: 0, or 130 / 143 when Ctrl-C / SIGTERM stopped it."""
@@ -120,93 +131,117 @@ def summary_exit_code(summary: DetectSummary) -> int:
     return 130 if summary.interrupted else 0
 
 
-def class_ids_for(names: str | Sequence[str], class_names: Sequence[str]) -> list[int]:
+def class_ids_for(names: str | list[str], class_names: tuple[str, ...]) -> tuple[int, ...]:
     """'car,bicycle' -> their indices in `class_names`; an unknown name is an InputError listing the known ones."""
     wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     unknown = [n for n in wanted if n not in class_names]
     if unknown:
         raise InputError(f"unknown class {', '.join(map(repr, unknown))}; known classes: {', '.join(class_names)}")
-    return [list(class_names).index(n) for n in wanted]
+    return tuple(list(class_names).index(n) for n in wanted)
 
 
-def flow_coverage(frame_shape: tuple[int, ...], model: DFFModel) -> tuple[float, float]:
-    """(h, w) fraction of the padded network input (hence of the feature map) that the frame covers."""
-    meta = image_meta(*frame_shape[:2], model.config.preprocess)
-    return meta.img_shape[0] / meta.pad_shape[0], meta.img_shape[1] / meta.pad_shape[1]
+OPTION = {"json": "--out-json", "video": "--out-video", "coco": "--out-coco", "mot": "--out-mot", "flow": "--show-flow"}
+"""The `dff detect` option of each kind of output (for messages)."""
 
 
-def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> DetectSummary:
-    """Run the model over `source` and write the requested outputs frame by frame; returns a summary.
+def check_detect_outputs(outputs: Outputs, inputs: list[str | os.PathLike], tracker: TrackerConfig | None) -> None:
+    """The checks every detection run makes before any work: each output path (not an input, not shared, writable),
+    the video's extension, and MOT tracks only with a tracker."""
+    check_outputs(
+        [
+            Output(path, OPTION[kind], folder=kind == "flow", make_parents=kind == "flow")
+            for kind, path in outputs.given().items()
+        ],
+        inputs=inputs,
+    )
+    if outputs.video is not None:
+        video_format(outputs.video)
+    if outputs.mot is not None and tracker is None:
+        raise InputError(f"{outputs.mot}: MOTChallenge tracks need track ids: add --track")
+
+
+def detect_source(
+    model: DFFModel,
+    source: FrameSource | str | os.PathLike,
+    outputs: Outputs,
+    opts: DetectOptions | None = None,
+    run: RunOptions | None = None,
+) -> DetectSummary:
+    """Run the model over `source` (a `FrameSource` or a path `open_source` takes) and write each output frame by
+    frame; returns a summary.
 
     The output paths are checked first (OutputError if one is the source, two share a path, or one cannot be
     written), so a bad path fails before any frame is run; so are a stream with `opts.seq_nms` (InputError) and
-    a missing 'track' extra with `opts.tracker` (DFFError). The tracker and Seq-NMS see every detection of the kept
-    classes; `opts.score_thr` selects what is written after them.
+    a missing 'track' extra with `opts.tracker` (DFFError).
     """
-    check_outputs(
-        [
-            Output(opts.out_json, "out_json", make_parents=False) if opts.out_json is not None else None,
-            Output(opts.out_video, "out_video", make_parents=False) if opts.out_video is not None else None,
-            Output(opts.out_coco, "out_coco", make_parents=False) if opts.out_coco is not None else None,
-            Output(opts.show_flow, "show_flow", folder=True) if opts.show_flow is not None else None,
-        ],
-        inputs=[source.name],
-    )
-    if opts.out_video is not None:
-        video_format(opts.out_video)
+    opts, run = opts or DetectOptions(), run or RunOptions()
+    check_detect_outputs(outputs, [source.name if isinstance(source, FrameSource) else source], opts.tracker)
+    if not isinstance(source, FrameSource):
+        source = open_source(source)
     if opts.seq_nms is not None and source.is_stream:
         raise InputError(f"{source.name}: Seq-NMS needs the whole video, so it runs on files, not on streams")
     if opts.tracker is not None:
         require_track_extra()
+    model_run = replace(
+        run,
+        score_thr=0.0,
+        keep_frames=(outputs.video is not None and opts.seq_nms is None) or outputs.flow is not None,
+        return_flow=outputs.flow is not None,
+    )
     summary = DetectSummary()
-    total = source.num_frames
-    if opts.max_frames is not None:
-        total = min(total, opts.max_frames) if total is not None else opts.max_frames
-    pending: deque = deque()
-
-    def images() -> Iterator[np.ndarray]:
-        for f in islice(source, opts.max_frames):
-            pending.append(f)
-            yield f.image
-
-    show_flow = opts.show_flow is not None
-    if show_flow:
-        Path(opts.show_flow).mkdir(parents=True, exist_ok=True)
-    keep_ids = None if opts.class_ids is None else np.asarray(list(opts.class_ids), dtype=np.int64)
-    offline = opts.seq_nms is not None
-    held: list[tuple[int, float, FrameResult]] = []  # with Seq-NMS: (frame index, time, result) until the end
+    total = source.num_frames if opts.max_frames is None else min(source.num_frames or opts.max_frames, opts.max_frames)
+    held: list[FrameResult] = []  # with Seq-NMS: every result (without its frame) until the end
     start = time.perf_counter()
     with StopOnInterrupt() as stop, ExitStack() as stack:
         stack.callback(source.close)
-        writers = None if offline else _Writers(opts, source.fps, model.class_names, stack)
-        predicted = model.predict(images(), return_flow=True) if show_flow else model.predict(images())
-        stack.callback(predicted.close)
-        results = (_of_classes(r, keep_ids) for r in predicted)
+        live = outputs if opts.seq_nms is None else Outputs(flow=outputs.flow)
+        writers = live.open(stack, source.fps, lambda shape: flow_coverage(shape, model))
+        results: Iterator[FrameResult] = model.predict(islice(source, opts.max_frames), model_run)
+        stack.callback(results.close)
         if opts.tracker is not None:
             results = track(results, opts.tracker)
         bar = stack.enter_context(_bar(opts, total, Path(source.name).name or source.name))
-        for r in results:
-            f = pending.popleft()
-            if show_flow and r.flow is not None:
-                size = (f.image.shape[1], f.image.shape[0])
-                picture = flow_picture(r.flow, size, f.index, flow_coverage(f.image.shape, model))
-                _write_png(Path(opts.show_flow) / f"flow_{f.index:06d}.png", picture)
-            if writers is not None:
-                writers.write(f, _above(r, opts.score_thr), summary)
-            else:
-                held.append((f.index, f.time_s, replace(r, flow=None)))
-            summary.frames += 1
-            summary.key_frames += int(r.is_key_frame)
-            bar.update(1)
-            if stop.requested:
-                summary.interrupted = True
-                summary.terminated = stop.signum == signal.SIGTERM
-                break
-        if offline:
+        try:
+            for r in results:
+                if opts.seq_nms is not None:
+                    held.append(replace(r, image=None, flow=None))
+                    _write(writers, r, run, opts, summary, shown=False)
+                else:
+                    _write(writers, r, run, opts, summary)
+                summary.frames += 1
+                summary.key_frames += int(r.is_key_frame)
+                bar.update(1)
+                if stop.requested:
+                    stop.mark(summary)
+                    break
+        except DFFError as e:
+            if opts.seq_nms is None or not held:
+                raise
+            summary.error = e  # a damaged video: Seq-NMS over the frames before the damage, then the error
+        if opts.seq_nms is not None:
             stack.close()  # the model and the decoding stop before Seq-NMS and the writing
-            _write_rescored(model, source, opts, held, summary, stop)
+            _write_rescored(model, source, outputs, opts, run, held, summary, stop)
     summary.seconds = time.perf_counter() - start
+    if summary.error is not None:
+        raise summary.error
     return summary
+
+
+def _write(
+    writers: dict[str, ResultWriter],
+    r: FrameResult,
+    run: RunOptions,
+    opts: DetectOptions,
+    summary: DetectSummary,
+    shown: bool = True,
+) -> None:
+    """One frame into every writer: the COCO results above `opts.coco_score_thr`, the others above
+    `run.score_thr`; the shown detections counted in the summary."""
+    visible = r.subset(r.scores >= run.score_thr)
+    for kind, writer in writers.items():
+        writer.write(r.subset(r.scores >= opts.coco_score_thr) if kind == "coco" else visible)
+    if shown:
+        summary.count(visible)
 
 
 def _bar(opts: DetectOptions, total: int | None, desc: str) -> tqdm:
@@ -215,107 +250,42 @@ def _bar(opts: DetectOptions, total: int | None, desc: str) -> tqdm:
     )
 
 
-def _of_classes(r: FrameResult, keep_ids: np.ndarray | None) -> FrameResult:
-    """`r` with only the detections of the classes `keep_ids` (all when None)."""
-    return r if keep_ids is None else _subset(r, np.isin(r.labels, keep_ids))
-
-
-def _above(r: FrameResult, score_thr: float) -> FrameResult:
-    """`r` with only the detections scoring at least `score_thr`."""
-    return _subset(r, r.scores >= score_thr)
-
-
-def _subset(r: FrameResult, keep: np.ndarray) -> FrameResult:
-    track_ids = None if r.track_ids is None else r.track_ids[keep]
-    return replace(r, boxes=r.boxes[keep], scores=r.scores[keep], labels=r.labels[keep], track_ids=track_ids)
-
-
-class _Writers:
-    """The JSONL, COCO results and annotated video of one run, opened in `stack` (which closes them), written frame
-    by frame (with the track trails)."""
-
-    def __init__(self, opts: DetectOptions, fps: float, class_names: tuple[str, ...], stack: ExitStack) -> None:
-        self.jsonl = stack.enter_context(JsonlWriter(opts.out_json)) if opts.out_json is not None else None
-        self.coco = stack.enter_context(CocoResultsWriter(opts.out_coco)) if opts.out_coco is not None else None
-        self.video = stack.enter_context(VideoWriter(opts.out_video, fps)) if opts.out_video is not None else None
-        self.trails = TrackTrails()
-        self.class_names = class_names
-
-    def write(self, f: Frame, r: FrameResult, summary: DetectSummary) -> None:
-        """One frame's kept detections into every output, and into the summary's counts."""
-        if self.jsonl is not None:
-            self.jsonl.write(_record(f.index, f.time_s, r, self.class_names))
-        if self.coco is not None:
-            self.coco.write(f.index, r.boxes, r.scores, r.labels, r.track_ids)
-        if self.video is not None:
-            self.video.write(_picture(f, r, self.class_names, self.trails))
-        _count(summary, r, self.class_names)
-
-
-def _record(index: int, time_s: float, r: FrameResult, class_names: tuple[str, ...]) -> dict:
-    return detection_record(
-        index, time_s, r.is_key_frame, r.boxes, r.scores, r.labels, class_names, r.key_reason, r.track_ids
-    )
-
-
-def _picture(f: Frame, r: FrameResult, class_names: tuple[str, ...], trails: TrackTrails) -> np.ndarray:
-    picture = draw_detections(f.image, r.boxes, r.scores, r.labels, class_names, r.track_ids)
-    if r.track_ids is not None:
-        trails.update(r.boxes, r.track_ids)
-        trails.draw(picture, r.track_ids)
-    return draw_frame_marker(picture, f.index, r.is_key_frame)
-
-
-def _count(summary: DetectSummary, r: FrameResult, class_names: tuple[str, ...]) -> None:
-    names = [class_names[int(c)] for c in r.labels]
-    summary.counts.update(names)
-    summary.frames_with.update(set(names))
+def flow_coverage(frame_shape: tuple[int, ...], model: DFFModel) -> tuple[float, float]:
+    """(h, w) fraction of the padded network input (hence of the feature map) that the frame covers."""
+    meta = image_meta(*frame_shape[:2], model.config.preprocess)
+    return meta.img_shape[0] / meta.pad_shape[0], meta.img_shape[1] / meta.pad_shape[1]
 
 
 def _write_rescored(
     model: DFFModel,
     source: FrameSource,
+    outputs: Outputs,
     opts: DetectOptions,
-    held: list[tuple[int, float, FrameResult]],
+    run: RunOptions,
+    held: list[FrameResult],
     summary: DetectSummary,
     stop: StopOnInterrupt,
 ) -> None:
-    """Seq-NMS over the held results, then the JSONL and COCO results written once, atomically, then the video
-    drawn while the source is decoded again (a Ctrl-C there stops it with the video complete so far)."""
+    """Seq-NMS over the held results, then the JSONL, COCO results and tracks written once, atomically, then the
+    video drawn while the source is decoded again (a Ctrl-C there stops it with the video complete so far)."""
     if not held:
         return
-    rescored = [_above(r, opts.score_thr) for r in seq_nms_results([r for _, _, r in held], opts.seq_nms)]
-    for r in rescored:
-        _count(summary, r, model.class_names)
-    if opts.out_json is not None:  # the writers' temporary files are moved into place when closed
-        with JsonlWriter(opts.out_json) as jsonl:
-            for (i, t, _), r in zip(held, rescored):
-                jsonl.write(_record(i, t, r, model.class_names))
-    if opts.out_coco is not None:
-        with CocoResultsWriter(opts.out_coco) as coco:
-            for (i, _, _), r in zip(held, rescored):
-                coco.write(i, r.boxes, r.scores, r.labels, r.track_ids)
-    if opts.out_video is None:
+    rescored = seq_nms_results(held, opts.seq_nms)
+    files = Outputs(json=outputs.json, coco=outputs.coco, mot=outputs.mot)
+    with ExitStack() as stack:  # the writers' temporary files are moved into place when closed
+        writers = files.open(stack, source.fps, lambda shape: flow_coverage(shape, model))
+        for r in rescored:
+            _write(writers, r, run, opts, summary)
+    if outputs.video is None:
         return
     asked = stop.requested
-    trails = TrackTrails()
     with ExitStack() as stack:
         stack.callback(source.close)
-        video = stack.enter_context(VideoWriter(opts.out_video, source.fps))
-        bar = stack.enter_context(_bar(opts, len(held), "video"))
-        for f, r in zip(islice(source, len(held)), rescored):
-            video.write(_picture(f, r, model.class_names, trails))
+        video = Outputs(video=outputs.video).open(stack, source.fps, lambda shape: (1.0, 1.0))["video"]
+        bar = stack.enter_context(_bar(opts, len(rescored), "video"))
+        for f, r in zip(islice(source, len(rescored)), rescored):
+            video.write(replace(r.subset(r.scores >= run.score_thr), image=f.image))
             bar.update(1)
             if stop.requested and not asked:
-                summary.interrupted = True
-                summary.terminated = stop.signum == signal.SIGTERM
+                stop.mark(summary)
                 break
-
-
-def _write_png(path: Path, picture: np.ndarray) -> None:
-    """Write a PNG atomically (OSError on a full disk, never a silent failure as cv2.imwrite's)."""
-    ok, data = cv2.imencode(".png", picture)
-    if not ok:
-        raise InputError(f"{path}: could not encode the flow picture")
-    with atomic_path(path, suffix=".png") as tmp:
-        tmp.write_bytes(data.tobytes())

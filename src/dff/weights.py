@@ -18,5 +18,5 @@ def load(
     """An mmtracking `.pth`, our `.safetensors`, a zoo name, or `DIR/manifest.json` of `dff export` (run on
     onnxruntime); see dff.api.load and dff.export.runtime.load_onnx."""
     if os.fspath(path).lower().endswith(".json"):
-        return load_onnx(path, preset, device)
+        return api.DFFModel(load_onnx(path, preset, device))
     return api.load(path, preset, device)

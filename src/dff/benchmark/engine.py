@@ -27,18 +27,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
-from dff.api import DTYPES, REFERENCE, DFFModel, FrameResult, InferenceOptions, ModelInput, VideoSession
+from dff.api import DFFModel, FrameInput, VideoSession
 from dff.benchmark.report import STAGES, BenchmarkReport, agreement, machine_info
 from dff.data.transforms import image_meta
-from dff.keyframes import Adaptive, FixedInterval, Incoming, KeyFramePolicy, Propagated
+from dff.io.result import FrameResult
+from dff.keyframes import POLICIES, FixedInterval, Incoming, KeyFramePolicy, Propagated, make_policy
+from dff.models.precision import DTYPES
+from dff.run import REFERENCE, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,6 @@ _STAGE_OF_MODULE = {
 
 
 PATHS = ("reference", "fast", "onnx")
-POLICIES = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -74,22 +77,22 @@ class Setting:
         policy = "adaptive" if self.policy == "adaptive" else ""
         return f"{self.path}{dtype}@{policy}{self.key_interval}"
 
-    def options(self) -> InferenceOptions:
-        return REFERENCE if self.path == "reference" else InferenceOptions(dtype=self.dtype)
+    def run(self, device: torch.device) -> RunOptions:
+        """The run options of this setting (the reference path as mmtracking runs it: serial preprocessing)."""
+        base = REFERENCE if self.path == "reference" else RunOptions(backend=self.path, dtype=self.dtype)
+        return replace(base, device=str(device), key_policy=self.key_policy())
 
-    def model(self, net: nn.Module, device: torch.device, onnx_manifest: Path | None) -> DFFModel:
-        """The model this setting runs: `net` on a path of its own, or the ONNX export of it."""
+    def model(self, net: nn.Module, onnx_manifest: Path | None) -> DFFModel:
+        """The model this setting runs: `net`, or the ONNX export of it."""
         if self.path != "onnx":
-            return DFFModel(net, device, self.options())
+            return DFFModel(net)
         from dff.export.runtime import load_onnx
 
-        model = load_onnx(onnx_manifest, device=device)
-        model.inference = self.options()
-        return model
+        return DFFModel(load_onnx(onnx_manifest))
 
     def key_policy(self) -> KeyFramePolicy:
         k = self.key_interval
-        return Adaptive(budget=k) if self.policy == "adaptive" else FixedInterval(k)
+        return make_policy(self.policy, k, k if self.policy == "adaptive" else None)
 
 
 def parse_settings(
@@ -229,9 +232,9 @@ class _Run:
         onnx_manifest: Path | None = None,
     ) -> None:
         self.setting = setting
-        self.model = setting.model(net, device, onnx_manifest)
-        self.model.key_policy = setting.key_policy()
-        self.net = self.model.inference_net()  # chosen before the timer's hooks exist, kept for the whole run
+        self.model = setting.model(net, onnx_manifest)
+        self.run = setting.run(device)
+        self.net = self.model.network(self.run)  # chosen before the timer's hooks exist, kept for the whole run
         self.frames = frames
         self.records: list[FrameTiming] = []
         self.results: list[FrameResult] = []
@@ -243,13 +246,13 @@ class _Run:
         """A fresh video from frame 0 (the previous input thread is stopped)."""
         if self._inputs is not None:
             self._inputs.close()
-        self._inputs = self.model.inputs(self.frames)
-        self.session = VideoSession(self.model, self.net)
+        self._inputs = self.model.inputs(self.frames, self.run)
+        self.session = VideoSession(self.net, self.run, self.model.class_names)
 
     def step(self, timer: StageTimer, record: bool) -> None:
         timer.current, timer.roi_end = {}, None
         start = timer._now()
-        inp: ModelInput = next(self._inputs)
+        inp: FrameInput = next(self._inputs)
         got = timer._now()
         result = self.session.step(inp)
         end = timer._now()
@@ -288,10 +291,10 @@ def matmul_peak(
 
 def frame_flops(net: nn.Module, device: torch.device, frames: Sequence[np.ndarray]) -> tuple[float, float | None]:
     """(key, non-key) GFLOPs of the reference network on frames[0] (key) and frames[1] (non-key)."""
-    model = DFFModel(net, device, REFERENCE)
-    model.key_interval = max(2, len(frames))
-    session, counts = model.session(), []
-    for inp in model.inputs(frames[:2]):
+    model = DFFModel(net)
+    run = replace(REFERENCE, device=str(device), key_policy=FixedInterval(max(2, len(frames))))
+    session, counts = model.session(run), []
+    for inp in model.inputs(frames[:2], run):
         counter = FlopCounterMode(display=False)
         with counter:
             session.step(inp)
@@ -396,6 +399,7 @@ def run_benchmark(
             run.session.policy = TimedPolicy(run.session.policy, timer)
         chunk = math.lcm(*(s.key_interval for s in settings))
         say(f"timing {len(frames)} frames x {len(runs)} settings, interleaved in chunks of {chunk}")
+        bar = tqdm(total=len(frames) * len(runs), unit="frame", desc="timing", disable=progress is None, leave=False)
         for start in range(0, len(frames), chunk):
             for run in runs:
                 timer.peak_rss = 0
@@ -403,8 +407,10 @@ def run_benchmark(
                     torch.cuda.reset_peak_memory_stats(device)
                 for _ in range(min(chunk, len(frames) - start)):
                     run.step(timer, record=True)
+                    bar.update(1)
                 peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else timer.peak_rss
                 run.peak_memory = max(run.peak_memory, peak)
+        bar.close()
     finally:
         timer.close()
         exports.cleanup()

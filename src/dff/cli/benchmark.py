@@ -60,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated key-frame policies: fixed (every --key-interval frames), adaptive (each interval > 1 "
         "as the budget: one key frame per that many frames in the long run) (default fixed)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when this machine has it, else the CPU; the default), cpu, cuda[:N]",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument(
         "--matmul-size",
@@ -80,9 +84,12 @@ def _intervals(text: str) -> list[int]:
 
 
 def _model(args: argparse.Namespace) -> tuple[dff.DFFModel, str]:
+    from dff.models.network import resolve_device
+
+    device = resolve_device(args.device)
     if args.weights:
-        return dff.load(args.weights, preset=args.preset, device=args.device), args.weights
-    model = dff.build(args.preset, device=args.device)
+        return dff.load(args.weights, preset=args.preset, device=device), args.weights
+    model = dff.build(args.preset, device=device)
     model.net.load_state_dict(deterministic_state_dict(model.net.state_dict(), seed=0))
     return model, "deterministic (golden recipe, seed 0)"
 

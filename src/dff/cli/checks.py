@@ -15,22 +15,17 @@ def check_score_thr(value: float, option: str = "--score-thr") -> None:
         raise DFFError(f"{option} must be a number in [0, 1], got {value}")
 
 
-def check_key_interval(value: int | None, option: str = "--key-interval") -> None:
-    """A key interval, if given, is at least 1."""
-    if value is not None and value < 1:
-        raise DFFError(f"{option} must be >= 1, got {value}")
-
-
 def check_device(name: str | None, option: str = "--device") -> None:
-    """`name` parses as a torch device and that device exists on this machine (None: the command's default)."""
-    if name is None:
+    """`name` parses as a torch device and that device exists on this machine (None or "auto": the command's
+    default, CUDA when available)."""
+    if name is None or name == "auto":
         return
     import torch
 
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise DFFError(f"{option} {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+        raise DFFError(f"{option} {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cpu":
         return
     if device.type != "cuda":

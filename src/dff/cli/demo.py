@@ -10,10 +10,12 @@ import argparse
 from pathlib import Path
 
 import dff
+from dff.cli import runopts
 from dff.cli.checks import check_device, check_score_thr
 from dff.errors import DFFError
 from dff.io.outputs import Output, check_outputs
 from dff.io.sources import open_source
+from dff.io.writers import Outputs
 from dff.pipeline import DetectOptions, detect_source, summary_exit_code
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("dff_demo_out"), metavar="DIR", help="output folder (default ./dff_demo_out)"
     )
     p.add_argument("--score-thr", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    runopts.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -51,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DFFError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    model = dff.load(MODEL_PATH, preset="tiny_synthetic", device=args.device)
+    model = dff.load(MODEL_PATH, preset="tiny_synthetic", device="cpu")
     source = open_source(CLIP_PATH)
-    opts = DetectOptions(
-        score_thr=args.score_thr, out_json=out / JSONL_NAME, out_video=out / VIDEO_NAME, progress=not args.no_progress
-    )
-    summary = detect_source(model, source, opts)
-    print(f"DFF demo ({model.config.name}, key frame every {model.key_interval} frames) on {Path(source.name).name}:")
+    run = runopts.run_options(args, score_thr=args.score_thr)
+    outputs = Outputs(json=out / JSONL_NAME, video=out / VIDEO_NAME)
+    summary = detect_source(model, source, outputs, DetectOptions(progress=not args.no_progress), run)
+    policy = run.policy(model.config)
+    print(f"DFF demo ({model.config.name}, {policy}) on {Path(source.name).name}:")
     print(
         f"  {summary.frames} frames ({summary.key_frames} key frames) in {summary.seconds:.1f} s: {summary.fps:.1f} fps"
     )

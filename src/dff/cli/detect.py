@@ -1,40 +1,39 @@
-"""`dff detect SOURCE --weights W`: detections of a video, frame folder, glob or stream as JSONL and an mp4;
-`dff detect --inputs LIST_OR_GLOB --out-dir DIR`: the same over a collection of videos (dff.collection), sharded
-over the processes of a torchrun launch."""
+"""`dff detect SOURCE`: detections of a video, frame folder, glob, image or stream as JSONL, an annotated video,
+COCO results and MOTChallenge tracks; `dff detect --inputs LIST_OR_GLOB --out-dir DIR`: the same over a collection
+of videos (dff.collection), sharded over the processes of a torchrun launch. Argument parsing over
+`dff.pipeline.detect_source` / `dff.collection.detect_collection`."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import math
 import sys
 from pathlib import Path
 
-import dff
-from dff import zoo
-from dff.cli import keyframes, objects
-from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
-from dff.collection import CollectionOptions, detect_collection, list_inputs
+from dff.cli import keyframes, objects, runopts
+from dff.cli.checks import check_device, check_score_thr, check_weights_path
 from dff.config import PRESETS
-from dff.distributed import distributed
 from dff.errors import DFFError
-from dff.io.outputs import Output, check_outputs
-from dff.io.sources import is_stream, open_source
-from dff.io.writers import video_format
-from dff.pipeline import DetectOptions, class_ids_for, detect_source, summary_exit_code
-from dff.tracking import SeqNMSConfig, TrackerConfig
+
+log = logging.getLogger(__name__)
 
 DIST_TIMEOUT = datetime.timedelta(hours=12)  # ranks with fewer videos wait for the others at the end
+DEFAULT_WEIGHTS = "dff_r50_dc5_imagenetvid"
+DEFAULT_OUT = Path("dff_detect_out")
+DEFAULT_SCORE_THR = 0.5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "detect",
-        help="detect objects in a video, frame folder, glob or stream",
-        description="Detect objects with DFF. SOURCE is a video file, a folder of jpg/jpeg/png frames (any letter "
-        "case, natural order), a quoted glob, or a stream URL (rtsp/http/udp...). Without --out-json, "
-        "--out-video or --out-coco, the JSONL goes to stdout. With --inputs and --out-dir instead of SOURCE, every "
-        "video of a collection is run (sharded over the processes of a torchrun launch, resumable).",
+        help="detect objects in a video, frame folder, glob, image or stream",
+        description="Detect objects with DFF. SOURCE is a video file, an image, a folder of jpg/jpeg/png frames "
+        "(any letter case, natural order), a quoted glob, or a stream URL (rtsp/http/udp...). Without an --out-* "
+        "option the JSONL goes to stdout when it is a pipe; on a terminal the JSONL and the annotated video are "
+        f"saved in a new folder under ./{DEFAULT_OUT}. With --inputs and --out-dir instead of SOURCE, every video "
+        "of a collection is run (sharded over the processes of a torchrun launch, resumable).",
     )
     p.add_argument("source", metavar="SOURCE", nargs="?")
     p.add_argument(
@@ -51,19 +50,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--save-video", action="store_true", help="with --inputs: also DIR/<name>/detections.mp4")
     p.add_argument("--save-coco", action="store_true", help="with --inputs: also DIR/<name>/coco_results.json")
+    p.add_argument("--save-mot", action="store_true", help="with --inputs and --track: also DIR/<name>/tracks.txt")
     p.add_argument("--save-flow", action="store_true", help="with --inputs: also DIR/<name>/flow/ pictures")
     p.add_argument(
         "--weights",
-        required=True,
-        help=f"checkpoint (.pth from mmtracking or our .safetensors) or zoo name: {', '.join(zoo.ZOO)}",
+        default=DEFAULT_WEIGHTS,
+        help="checkpoint (.pth from mmtracking or our .safetensors), a training checkpoint, an export's "
+        f"manifest.json, or a zoo name (default {DEFAULT_WEIGHTS}: the official R-50 model, downloaded once)",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of a .pth checkpoint (default r50_dc5)")
+    keyframes.add_arguments(p, interval_help="a key frame every N frames (default: the preset's, 10)")
     p.add_argument(
-        "--key-interval", type=int, metavar="N", help="a key frame every N frames (default: the preset's, 10)"
-    )
-    keyframes.add_arguments(p)
-    p.add_argument(
-        "--score-thr", type=float, default=0.5, metavar="S", help="keep detections scoring at least S (default 0.5)"
+        "--score-thr",
+        type=float,
+        metavar="S",
+        help=f"keep detections scoring at least S (default {DEFAULT_SCORE_THR}; the COCO results keep every "
+        "detection unless this is given)",
     )
     p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep, e.g. car,bicycle")
     objects.add_arguments(
@@ -78,14 +80,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="annotated video at the source frame rate (.mp4, .mkv, .mov, .avi or .webm)",
     )
-    p.add_argument("--out-coco", metavar="PATH", type=Path, help="COCO results JSON (image_id = frame index)")
+    p.add_argument(
+        "--out-coco",
+        metavar="PATH",
+        type=Path,
+        help="COCO results JSON (image_id = the frame's 1-based number, category_id = class index + 1)",
+    )
+    p.add_argument(
+        "--out-mot",
+        metavar="PATH",
+        type=Path,
+        help="with --track: MOTChallenge tracks (frame,id,x,y,w,h,conf,-1,-1,-1; frame 1-based)",
+    )
     p.add_argument(
         "--show-flow",
         metavar="DIR",
         type=Path,
-        help="write a colour-wheel picture of the flow of each non-key frame to DIR",
+        help="write a picture of the flow of each non-key frame to DIR",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    runopts.add_arguments(p)
     p.add_argument("--fps", type=float, help="frame rate of a frame folder or glob (default 25); overrides a video's")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,13 +106,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dff.io.sources import is_stream
+
     _check_mode(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise DFFError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        raise DFFError(f"--fps must be > 0, got {args.fps}")
-    check_score_thr(args.score_thr)
-    check_key_interval(args.key_interval)
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 1000):
+        raise DFFError(f"--fps must be in (0, 1000], got {args.fps}")
+    if args.score_thr is not None:
+        check_score_thr(args.score_thr)
     policy = keyframes.key_policy(args)
     check_device(args.device)
     check_weights_path(args.weights)
@@ -108,37 +123,72 @@ def run(args: argparse.Namespace) -> int:
         raise DFFError(f"{args.source}: --seq-nms needs the whole video, so it runs on files, not on streams")
     if args.inputs is not None:
         return run_collection(args, policy, tracker, seq_nms)
-    check_outputs(
-        [
-            Output(args.out_json, "--out-json", make_parents=False) if args.out_json is not None else None,
-            Output(args.out_video, "--out-video", make_parents=False) if args.out_video is not None else None,
-            Output(args.out_coco, "--out-coco", make_parents=False) if args.out_coco is not None else None,
-            Output(args.show_flow, "--show-flow", folder=True) if args.show_flow is not None else None,
-        ],
-        inputs=[args.source, args.weights],
-    )
-    if args.out_video is not None:
-        video_format(args.out_video)  # an extension this PyAV build can write, checked before any work
+    return run_single(args, policy, tracker, seq_nms)
+
+
+def run_single(args: argparse.Namespace, policy: object | None, tracker: object, seq_nms: object) -> int:
+    """`dff detect SOURCE`: one source into the --out-* outputs (or the default ones)."""
+    import dff
+    from dff.io.sources import open_source
+    from dff.io.writers import Outputs
+    from dff.pipeline import DetectOptions, check_detect_outputs, class_ids_for, detect_source, summary_exit_code
+
+    outputs = Outputs(json=args.out_json, video=args.out_video, coco=args.out_coco, mot=args.out_mot)
+    outputs = Outputs(**{**outputs.given(), "flow": args.show_flow})
+    default_folder = None
+    if not any(v is not None for k, v in outputs.given().items() if k != "flow"):
+        if sys.stdout.isatty():
+            default_folder = _fresh_folder(DEFAULT_OUT / (Path(str(args.source).rstrip("/")).stem or "source"))
+            outputs = Outputs(
+                json=default_folder / "detections.jsonl", video=default_folder / "detections.mp4", flow=args.show_flow
+            )
+        else:
+            outputs = Outputs(json="-", flow=args.show_flow)
+    check_detect_outputs(outputs, [args.source, args.weights], tracker)
     source = open_source(args.source, fps=args.fps)
-    model = dff.load(args.weights, preset=args.preset, device=args.device)
-    if policy is not None:
-        model.key_policy = policy
-    outputs = (args.out_json, args.out_video, args.out_coco)
+    if default_folder is not None:
+        default_folder.mkdir(parents=True)
+    model = dff.load(args.weights, preset=args.preset, device="cpu")
+    _warn_bundled(model, args.source)
+    run = runopts.run_options(
+        args,
+        key_policy=policy,
+        score_thr=DEFAULT_SCORE_THR if args.score_thr is None else args.score_thr,
+        classes=class_ids_for(args.classes, model.class_names) if args.classes else None,
+    )
     opts = DetectOptions(
-        score_thr=args.score_thr,
-        class_ids=class_ids_for(args.classes, model.class_names) if args.classes else None,
-        out_json="-" if all(o is None for o in outputs) else args.out_json,
-        out_video=args.out_video,
-        out_coco=args.out_coco,
-        show_flow=args.show_flow,
         max_frames=args.max_frames,
-        progress=not args.no_progress,
         tracker=tracker,
         seq_nms=seq_nms,
+        coco_score_thr=0.0 if args.score_thr is None else args.score_thr,
+        progress=not args.no_progress,
     )
-    summary = detect_source(model, source, opts)
+    summary = detect_source(model, source, outputs, opts, run)
     print(f"{source.name}: {summary.describe()}", file=sys.stderr)
+    if default_folder is not None:
+        print(f"wrote {outputs.json} and {outputs.video}", file=sys.stderr)
     return summary_exit_code(summary)
+
+
+def _fresh_folder(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`... : the first that does not exist yet (nothing earlier is overwritten)."""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _warn_bundled(model: object, source: object) -> None:
+    """A warning when the bundled synthetic-data model runs on anything but its own demo clip."""
+    from dff.cli.demo import CLIP_PATH
+
+    if model.config.name == "tiny_synthetic" and str(Path(str(source)).resolve()) != str(CLIP_PATH):
+        log.warning(
+            "note: the tiny_synthetic model knows only this project's synthetic sprites; on real footage its "
+            "labels mean nothing. For real video use --weights %s (mmtracking's R-50, ImageNet VID).",
+            DEFAULT_WEIGHTS,
+        )
 
 
 def _check_mode(args: argparse.Namespace) -> None:
@@ -150,57 +200,71 @@ def _check_mode(args: argparse.Namespace) -> None:
             else "give a SOURCE, or --inputs LIST_OR_GLOB with --out-dir"
         )
     single = {"--out-json": args.out_json, "--out-video": args.out_video, "--out-coco": args.out_coco}
-    single["--show-flow"] = args.show_flow
+    single.update({"--out-mot": args.out_mot, "--show-flow": args.show_flow})
     many = {"--out-dir": args.out_dir, "--save-video": args.save_video, "--save-coco": args.save_coco}
-    many["--save-flow"] = args.save_flow
+    many.update({"--save-mot": args.save_mot, "--save-flow": args.save_flow})
     if args.inputs is not None:
         given = [k for k, v in single.items() if v is not None]
         if given:
-            raise DFFError(f"{', '.join(given)}: with --inputs, use --out-dir and --save-video/--save-coco/--save-flow")
+            raise DFFError(
+                f"{', '.join(given)}: with --inputs, use --out-dir and --save-video/--save-coco/--save-mot/--save-flow"
+            )
         if args.out_dir is None:
             raise DFFError("--inputs needs --out-dir DIR")
     else:
         given = [k for k, v in many.items() if v not in (None, False)]
         if given:
             raise DFFError(f"{', '.join(given)} needs --inputs")
+    if (args.out_mot is not None or args.save_mot) and not args.track:
+        raise DFFError(f"{'--out-mot' if args.out_mot is not None else '--save-mot'} needs --track (track ids)")
 
 
-def run_collection(
-    args: argparse.Namespace, policy: object, tracker: TrackerConfig | None, seq_nms: SeqNMSConfig | None
-) -> int:
+def run_collection(args: argparse.Namespace, policy: object | None, tracker: object, seq_nms: object) -> int:
     """`dff detect --inputs ... --out-dir DIR`; exit status 2 when a video failed, 130 / 143 when stopped."""
+    import dff
+    from dff.collection import CollectionOptions, detect_collection, file_sha256, list_inputs
+    from dff.distributed import distributed
+    from dff.io.outputs import Output, check_outputs
+    from dff.pipeline import DetectOptions, class_ids_for
+
     inputs = list_inputs(args.inputs)
-    check_outputs([Output(args.out_dir, "--out-dir", folder=True)], inputs=[*inputs, args.weights])
+    check_outputs([Output(args.out_dir, "--out-dir", folder=True)], inputs=[args.inputs, *inputs, args.weights])
+    weights_file = Path(args.weights).expanduser()
+    score_thr = DEFAULT_SCORE_THR if args.score_thr is None else args.score_thr
     settings = {
-        "weights": str(Path(args.weights).resolve()) if Path(args.weights).is_file() else str(args.weights),
+        "weights": str(weights_file.resolve()) if weights_file.is_file() else str(args.weights),
+        "weights_sha256": file_sha256(weights_file) if weights_file.is_file() else None,
         "preset": args.preset,
-        "key_interval": args.key_interval,
         "key_policy": repr(policy) if policy is not None else None,
-        "score_thr": args.score_thr,
+        "backend": args.backend,
+        "dtype": args.dtype,
+        "score_thr": score_thr,
+        "coco_score_thr": args.score_thr,
         "classes": args.classes,
         "fps": args.fps,
         "max_frames": args.max_frames,
         "tracker": repr(tracker) if tracker is not None else None,
         "seq_nms": repr(seq_nms) if seq_nms is not None else None,
     }
+    save = tuple(k for k in ("video", "coco", "mot", "flow") if getattr(args, f"save_{k}"))
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
-        model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device=ctx.device))
-        if policy is not None:
-            model.key_policy = policy
-        opts = CollectionOptions(
-            score_thr=args.score_thr,
-            class_ids=class_ids_for(args.classes, model.class_names) if args.classes else None,
-            save_video=args.save_video,
-            save_coco=args.save_coco,
-            save_flow=args.save_flow,
+        model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device="cpu"))
+        run = runopts.run_options(
+            args,
+            device=str(ctx.device),
+            key_policy=policy,
+            score_thr=score_thr,
+            classes=class_ids_for(args.classes, model.class_names) if args.classes else None,
+        )
+        detect = DetectOptions(
             max_frames=args.max_frames,
-            fps=args.fps,
-            progress=not args.no_progress,
-            settings=settings,
             tracker=tracker,
             seq_nms=seq_nms,
+            coco_score_thr=0.0 if args.score_thr is None else args.score_thr,
+            progress=not args.no_progress,
         )
-        result = detect_collection(model, inputs, args.out_dir, opts)
+        opts = CollectionOptions(save=save, detect=detect, fps=args.fps, settings=settings)
+        result = detect_collection(model, inputs, args.out_dir, opts, run)
     if ctx.is_main:
         for r in result.failed:
             print(f"failed: {r.error}", file=sys.stderr)

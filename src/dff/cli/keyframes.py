@@ -1,17 +1,19 @@
-"""The key-frame options shared by `dff detect`, `dff test` and `dff benchmark`: --key-policy and --key-budget."""
+"""The key-frame options shared by `dff detect` and `dff test` (--key-interval, --key-policy, --key-budget,
+--key-min-interval, --key-max-interval), turned into a policy by the one constructor `dff.keyframes.make_policy`
+(which `dff benchmark`'s settings use too)."""
 
 from __future__ import annotations
 
 import argparse
 
-from dff.errors import DFFError
-from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
-
-POLICIES = ("fixed", "adaptive")
+from dff.keyframes.choose import make_policy
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """--key-policy, --key-budget, --key-min-interval, --key-max-interval (--key-interval is the command's own)."""
+def add_arguments(p: argparse.ArgumentParser, interval_help: str | None = None) -> None:
+    """--key-interval (unless the command has its own), --key-policy, --key-budget, --key-min-interval,
+    --key-max-interval."""
+    if interval_help is not None:
+        p.add_argument("--key-interval", type=int, metavar="N", help=interval_help)
     p.add_argument(
         "--key-policy",
         default="fixed",
@@ -24,23 +26,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--key-budget",
         type=float,
         metavar="N",
-        help="adaptive: frames per key frame in the long run (default: --key-interval, or 10)",
+        help="adaptive: frames per key frame in the long run (default: --key-interval, or the preset's)",
     )
     p.add_argument("--key-min-interval", type=int, metavar="N", help="adaptive: no key frame by score sooner (2)")
     p.add_argument("--key-max-interval", type=int, metavar="N", help="adaptive: a key frame at the latest (3 x budget)")
 
 
-def key_policy(args: argparse.Namespace) -> KeyFramePolicy | None:
-    """The policy the options ask for; None for fixed without --key-interval (the model's default)."""
-    if args.key_policy not in POLICIES:
-        raise DFFError(f"--key-policy must be one of {', '.join(POLICIES)}, got {args.key_policy!r}")
-    adaptive_only = {"--key-budget": args.key_budget, "--key-min-interval": args.key_min_interval}
-    adaptive_only["--key-max-interval"] = args.key_max_interval
-    if args.key_policy == "fixed":
-        given = [k for k, v in adaptive_only.items() if v is not None]
-        if given:
-            raise DFFError(f"{', '.join(given)} needs --key-policy adaptive")
-        return None if args.key_interval is None else FixedInterval(args.key_interval)
-    budget = args.key_budget if args.key_budget is not None else (args.key_interval or 10)
-    extra = {"min_interval": args.key_min_interval, "max_interval": args.key_max_interval}
-    return Adaptive(budget=budget, **{k: v for k, v in extra.items() if v is not None})
+def key_policy(args: argparse.Namespace) -> object | None:
+    """The policy the options ask for; None for fixed without --key-interval (the preset's schedule)."""
+    return make_policy(
+        args.key_policy, args.key_interval, args.key_budget, args.key_min_interval, args.key_max_interval
+    )
+
+
+def adaptive_with(args: argparse.Namespace, budget: float) -> object:
+    """An adaptive policy at `budget` with the command line's other adaptive settings (sweeps of budgets)."""
+    return make_policy("adaptive", None, budget, args.key_min_interval, args.key_max_interval)

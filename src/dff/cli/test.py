@@ -5,9 +5,10 @@ Argument parsing and printing over `dff.evaluate` (dff/evaluation/model_eval.py)
 Under torchrun (`python -m torch.distributed.run --nproc-per-node N -m dff test ...`) whole videos are split across
 the ranks (gloo on CPU, nccl on GPU); rank 0 merges the results in order, evaluates and prints.
 
-Files written to --out, per key interval K: `results_k{K}.jsonl` (streamed, resumable), `coco_results_k{K}.json`
-(COCO results format, as mmdet's `results.bbox.json`) and `summary_k{K}.json`; with --sweep-key-interval also
-`sweep.json` and `sweep.png`. --seq-nms rescores each video before AP (the results file keeps the detector's own
+Files written to --out, per key-frame policy (tag `k{K}` for a key interval K, `adaptive{B}` for an adaptive budget
+B): `results_{tag}.jsonl` (streamed, resumable), `coco_results_{tag}.json` (COCO results format, as mmdet's
+`results.bbox.json`) and `summary_{tag}.json`; with --sweep-key-interval / --sweep-key-budget also `sweep.json` and
+`sweep.png`. --seq-nms rescores each video before AP (the results file keeps the detector's own
 detections); --track adds HOTA / MOTA / IDF1 to the printout and the summary.
 """
 
@@ -19,21 +20,16 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import dff
-from dff.cli import keyframes, objects
+from dff.cli import keyframes, objects, runopts
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.data.cocovid import CocoVID
-from dff.distributed import distributed
 from dff.errors import DFFError
-from dff.evaluation.evaluate import METRICS, format_table, parse_metrics
+from dff.evaluation.evaluate import METRICS, format_table
 from dff.evaluation.model_eval import IntervalResult
 from dff.evaluation.runner import RunStats
-from dff.evaluation.sweep import parse_intervals
-from dff.io.outputs import Output, check_outputs
-from dff.keyframes import Adaptive
 from dff.tracking import SeqNMSConfig
-from dff.tracking.metrics import format_tracking, require_trackeval
+from dff.tracking.metrics import format_tracking
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "coco = mmtracking's box AP@50 (pycocotools); ilsvrc = ILSVRC devkit rule (FGFA); "
         "motion = devkit AP on fast / medium / slow objects (FGFA).",
     )
-    p.add_argument("--weights", required=True, help="checkpoint (.pth from mmtracking or our .safetensors) or zoo name")
+    p.add_argument(
+        "--weights",
+        default="dff_r50_dc5_imagenetvid",
+        help="checkpoint (.pth from mmtracking or our .safetensors), a training checkpoint, an export's manifest.json, "
+        "or a zoo name (default dff_r50_dc5_imagenetvid: the official R-50 model, downloaded once)",
+    )
     p.add_argument("--ann", required=True, type=Path, help="COCO-VID JSON, e.g. annotations/imagenet_vid_val.json")
     p.add_argument(
         "--img-root",
@@ -58,11 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder the images' file_name is relative to (e.g. data/ILSVRC/Data/VID)",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of a .pth checkpoint (default r50_dc5)")
-    p.add_argument(
-        "--key-interval",
-        type=int,
-        help="a key frame every K frames (default: the preset's, 10; 1 = per-frame detector baseline)",
-    )
     p.add_argument(
         "--sweep-key-interval",
         metavar="K,K,...",
@@ -73,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="B,B,...",
         help="also run the adaptive policy at each budget (e.g. 5,10,20) in the sweep table and plot",
     )
-    keyframes.add_arguments(p)
+    keyframes.add_arguments(
+        p, interval_help="a key frame every N frames (default: the preset's, 10; 1 = per-frame detector baseline)"
+    )
     objects.add_arguments(
         p,
         track_help="also track each video (over all its detections) and report HOTA, MOTA and IDF1 against the "
@@ -86,32 +84,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="start again instead of resuming from an existing results file"
     )
-    p.add_argument(
-        "--device",
-        default="cpu",
-        help="cpu, cuda or cuda:N (default cpu; under torchrun cuda uses the rank's LOCAL_RANK GPU)",
-    )
+    runopts.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dff
+    from dff.distributed import distributed
+    from dff.evaluation.evaluate import parse_metrics
+    from dff.io.outputs import Output, check_outputs
+    from dff.tracking.metrics import require_trackeval
+
     try:
         metrics = parse_metrics(args.metric)
-        intervals = parse_intervals(args.sweep_key_interval) if args.sweep_key_interval else None
     except ValueError as e:
         raise DFFError(str(e)) from None
-    try:
-        budgets = [float(b) for b in args.sweep_key_budget.split(",")] if args.sweep_key_budget else []
-    except ValueError:
-        raise DFFError(f"--sweep-key-budget: expected comma-separated numbers, got {args.sweep_key_budget!r}") from None
-    policy = keyframes.key_policy(args)
-    if isinstance(policy, Adaptive) and not budgets:
-        budgets = [policy.budget]
-    if intervals is None and not isinstance(policy, Adaptive):
-        intervals = [args.key_interval] if args.key_interval is not None else None
-    if args.key_interval is not None and args.key_interval < 1:
-        raise DFFError(f"--key-interval must be >= 1, got {args.key_interval}")
+    policies = key_policies(args)
     if not args.img_root.is_dir():
         raise DFFError(f"{args.img_root}: --img-root is not a folder")
     check_device(args.device)
@@ -119,17 +108,17 @@ def run(args: argparse.Namespace) -> int:
     tracker, seq_nms = objects.tracker_config(args), objects.seq_nms_config(args)
     if tracker is not None:
         require_trackeval()
-    check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.weights])
+    check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.img_root, args.weights])
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
         dataset = CocoVID.load(args.ann)
-        model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device=ctx.device))
+        model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device="cpu"))
         result = dff.evaluate(
             model,
             dataset,
             args.img_root,
             args.out,
-            key_intervals=intervals if intervals is not None or budgets else [model.key_interval],
-            key_budgets=budgets,
+            policies=policies or None,
+            run=runopts.run_options(args, device=str(ctx.device)),
             metrics=metrics,
             weights=args.weights,
             sweep=bool(args.sweep_key_interval or args.sweep_key_budget),
@@ -140,18 +129,42 @@ def run(args: argparse.Namespace) -> int:
             tracker=tracker,
         )
         if result is not None and result.sweep_png is not None:
-            print("\n== key-interval sweep ==")
+            print("\n== key-frame sweep ==")
             print(result.sweep_table())
             print(f"plot: {result.sweep_png}")
     return 0
+
+
+def key_policies(args: argparse.Namespace) -> list:
+    """The policies to evaluate, in order: each --sweep-key-interval, each --sweep-key-budget (with the command
+    line's adaptive settings), else the one --key-policy / --key-interval ask for ([]: the preset's)."""
+    from dff.evaluation.sweep import parse_intervals
+
+    try:
+        intervals = parse_intervals(args.sweep_key_interval) if args.sweep_key_interval else []
+    except ValueError as e:
+        raise DFFError(f"--sweep-key-interval: {e}") from None
+    try:
+        budgets = [float(b) for b in args.sweep_key_budget.split(",") if b.strip()] if args.sweep_key_budget else []
+    except ValueError:
+        raise DFFError(f"--sweep-key-budget: expected comma-separated numbers, got {args.sweep_key_budget!r}") from None
+    policies = [keyframes.make_policy("fixed", k) for k in intervals]
+    policies += [keyframes.adaptive_with(args, b) for b in budgets]
+    if args.key_policy == "adaptive":
+        if not budgets:
+            policies.append(keyframes.key_policy(args))
+    elif not budgets:
+        keyframes.key_policy(args)  # the adaptive-only options need --key-policy adaptive (or budgets to sweep)
+    if args.key_policy == "fixed" and args.key_interval is not None and not intervals:
+        policies.insert(0, keyframes.make_policy("fixed", args.key_interval))
+    return policies
 
 
 def _print_interval(
     dataset: CocoVID, class_names: Sequence[str], r: IntervalResult, seq_nms: SeqNMSConfig | None
 ) -> None:
     counts = f"{len(dataset.videos)} videos, {len(dataset.images)} frames"
-    schedule = f"key interval {r.key_interval}" if r.policy == "fixed" else f"{r.policy}, budget {r.key_interval:g}"
-    print(f"\n== {dataset.path.name}: {counts}, {schedule}, key-frame share {r.key_share:.3f} ==")
+    print(f"\n== {dataset.path.name}: {counts}, {r.key_policy}, key-frame share {r.key_share:.3f} ==")
     if seq_nms is not None:
         print(f"after Seq-NMS per video ({seq_nms})")
     print(format_table(r.ap50, class_names))

@@ -16,7 +16,7 @@ annotations of an unknown image or category, and boxes that are malformed or out
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +162,15 @@ class CocoVID:
     def all_annotations(self) -> list[dict]:
         """Every annotation in file order."""
         return self._annotations
+
+    def category_ids(self, class_names: Sequence[str]) -> list[int]:
+        """The category id of each of a model's classes, by name (mmtracking's `get_cat_ids(cat_names=CLASSES)`);
+        DatasetError naming the first classes the file lacks."""
+        by_name = {c.get("name"): c["id"] for c in self.categories}
+        missing = [n for n in class_names if n not in by_name]
+        if missing:
+            raise DatasetError(f"{self.path}: no category named {', '.join(missing[:3])} (the model's classes)")
+        return [by_name[n] for n in class_names]
 
     def iter_videos(self) -> Iterator[tuple[dict, list[dict]]]:
         """Yield ``(video, frames)`` for every video in file order, frames ordered by frame_id from 0."""

@@ -8,6 +8,7 @@ Spec pitfalls handled here: 1, 2, 3, 21 (docs/pitfalls.md maps each to its code 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -26,6 +27,20 @@ class ImageMeta:
     img_shape: tuple[int, int]
     pad_shape: tuple[int, int]
     scale_factor: np.ndarray  # float32 (4,): [w_scale, h_scale, w_scale, h_scale]
+
+
+ImageShapes = torch.Tensor | Sequence[tuple[int, int]] | tuple[int, int]
+"""Each frame's content (h, w) inside its padding, for a batch of frames: an (N, 2) int64 tensor or N pairs, or
+one (h, w) pair shared by the whole batch."""
+
+
+def shapes_tensor(img_shapes: ImageShapes, device: torch.device | str = "cpu") -> torch.Tensor:
+    """`img_shapes` as an (N, 2) int64 tensor on `device` ((1, 2) for one shared pair, which broadcasts); a traced
+    graph's input tensor passes through."""
+    if isinstance(img_shapes, torch.Tensor):
+        return img_shapes.to(device=device, dtype=torch.int64).reshape(-1, 2)
+    pairs = [img_shapes] if len(img_shapes) == 2 and not isinstance(img_shapes[0], Sequence) else img_shapes
+    return torch.tensor([[int(h), int(w)] for h, w in pairs], dtype=torch.int64, device=device).reshape(-1, 2)
 
 
 def rescale_size(w: int, h: int, scale: tuple[int, int] = (1000, 600)) -> tuple[tuple[int, int], float]:

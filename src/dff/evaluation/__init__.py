@@ -4,18 +4,18 @@ See `docs/evaluation.md` for each protocol and every choice made where the refer
 """
 
 from dff.evaluation.ap import APResult, all_point_ap
-from dff.evaluation.coco import coco_ap50, to_coco_results
-from dff.evaluation.evaluate import METRICS, PROTOCOLS, evaluate, format_table
+from dff.evaluation.coco import coco_ap50
+from dff.evaluation.evaluate import METRICS, PROTOCOLS, coco_results, evaluate, format_table
 from dff.evaluation.ilsvrc import MOTION_RANGES, FrameEval, evaluate_ilsvrc
 from dff.evaluation.motion import gt_motion_iou
-from dff.evaluation.results import FrameRecord, read_records
+from dff.evaluation.results import read_records
 from dff.evaluation.runner import RunStats, run_dataset
 
 __all__ = [
     "APResult",
     "all_point_ap",
     "coco_ap50",
-    "to_coco_results",
+    "coco_results",
     "METRICS",
     "PROTOCOLS",
     "evaluate",
@@ -24,7 +24,6 @@ __all__ = [
     "FrameEval",
     "evaluate_ilsvrc",
     "gt_motion_iou",
-    "FrameRecord",
     "read_records",
     "RunStats",
     "run_dataset",

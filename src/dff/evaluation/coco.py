@@ -13,7 +13,6 @@ import io
 import logging
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -22,31 +21,6 @@ from dff.evaluation.ap import APResult, mean_over_classes
 log = logging.getLogger(__name__)
 
 MAX_DETS = (100, 300, 1000)
-
-
-def to_coco_results(
-    image_id: int,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    labels: np.ndarray,
-    category_ids: Sequence[int] | None = None,
-) -> list[dict]:
-    """One frame's detections (xyxy float32, scores, 0-based labels) as COCO result dicts, like mmdet's xyxy2xywh.
-
-    category_ids maps a label to its category id (mmdet's `cat_ids[label]`); default `label + 1`.
-    """
-    out = []
-    for box, score, label in zip(np.asarray(boxes).tolist(), np.asarray(scores).tolist(), np.asarray(labels).tolist()):
-        x1, y1, x2, y2 = box
-        out.append(
-            {
-                "image_id": int(image_id),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "score": float(score),
-                "category_id": int(label) + 1 if category_ids is None else int(category_ids[label]),
-            }
-        )
-    return out
 
 
 def _ground_truth(images: Sequence[dict], annotations: Iterable[dict], num_classes: int) -> COCO:

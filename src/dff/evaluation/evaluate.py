@@ -8,12 +8,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from dff.data.cocovid import CocoVID
-from dff.errors import DatasetError
 from dff.evaluation.ap import APResult
-from dff.evaluation.coco import coco_ap50, to_coco_results
+from dff.evaluation.coco import coco_ap50
 from dff.evaluation.ilsvrc import MOTION_RANGES, FrameEval, evaluate_ilsvrc
 from dff.evaluation.motion import gt_motion_iou
-from dff.evaluation.results import FrameRecord
+from dff.io.result import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +28,6 @@ PROTOCOLS = {
 }
 
 
-def category_ids(dataset: CocoVID, class_names: Sequence[str]) -> list[int]:
-    """The dataset category id of each model class, by name (mmtracking's `get_cat_ids(cat_names=CLASSES)`)."""
-    by_name = {c.get("name"): c["id"] for c in dataset.categories}
-    missing = [n for n in class_names if n not in by_name]
-    if missing:
-        raise DatasetError(f"{dataset.path}: no category named {', '.join(missing[:3])} (the model's classes)")
-    return [by_name[n] for n in class_names]
-
-
 def parse_metrics(text: str) -> tuple[str, ...]:
     """'coco,ilsvrc' -> ('coco', 'ilsvrc'); raises ValueError naming an unknown one."""
     names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
@@ -47,19 +37,19 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
-def coco_results(records: Iterable[FrameRecord], cat_ids: Sequence[int] | None = None) -> list[dict]:
-    """The COCO-format results list (what mmdet writes to `results.bbox.json`); category id `cat_ids[label]`."""
-    out: list[dict] = []
-    for r in records:
-        out += to_coco_results(r.image_id, r.boxes, r.scores, r.labels, cat_ids)
-    return out
+def coco_results(results: Iterable[FrameResult], cat_ids: Sequence[int] | None = None) -> list[dict]:
+    """The COCO-format results list (what mmdet writes to `results.bbox.json`, and `dff detect --out-coco`, through
+    the same `FrameResult.coco_items`); category id `cat_ids[label]`, default label + 1."""
+    category_id = None if cat_ids is None else cat_ids.__getitem__
+    return [item for r in results for item in r.coco_items(category_id)]
 
 
 def evaluate(
-    dataset: CocoVID, records: Sequence[FrameRecord], class_names: Sequence[str], metrics: Sequence[str] = METRICS
+    dataset: CocoVID, records: Sequence[FrameResult], class_names: Sequence[str], metrics: Sequence[str] = METRICS
 ) -> dict[str, APResult]:
-    """AP50 under each requested protocol: keys of `PROTOCOLS` (motion gives the three motion buckets)."""
-    cat_ids = category_ids(dataset, class_names)
+    """AP50 under each requested protocol: keys of `PROTOCOLS` (motion gives the three motion buckets); `records`
+    carry the dataset's image ids."""
+    cat_ids = dataset.category_ids(class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
     anns = [a for a in dataset.all_annotations() if a["category_id"] in label_of]
     by_image = {r.image_id: r for r in records}
@@ -89,7 +79,7 @@ def evaluate(
 def _frame(
     dataset: CocoVID,
     image_id: object,
-    record: FrameRecord | None,
+    record: FrameResult | None,
     label_of: dict[int, int],
     motion: dict[object, float] | None,
 ) -> FrameEval:

@@ -1,8 +1,8 @@
-"""`dff.evaluate`: run a model over a COCO-VID val set at one or more key intervals, resumably, and score it.
+"""`dff.evaluate`: run a model over a COCO-VID val set under one or more key-frame policies, resumably, and score it.
 
-What `dff test` does, as a Python API: per key interval K it streams `results_k{K}.jsonl` (resumable), then writes
-`coco_results_k{K}.json` (COCO results format) and `summary_k{K}.json` (an adaptive budget B: the same files named
-`adaptive{B}`); a sweep also writes `sweep.json` and `sweep.png`.
+What `dff test` does, as a Python API: per policy it streams `results_{tag}.jsonl` (resumable), then writes
+`coco_results_{tag}.json` (COCO results format) and `summary_{tag}.json`, the tag naming the policy (`k10` for
+`FixedInterval(10)`, `adaptive10` for `Adaptive(budget=10)`); a sweep also writes `sweep.json` and `sweep.png`.
 With `seq_nms`, each video's results are rescored by Seq-NMS before AP is computed (the results file keeps the
 detector's own); with `tracker`, each video's results get track ids (kept through Seq-NMS by its `keep`) and
 HOTA / MOTA / IDF1 join the summary. Call it on every rank of a torchrun launch (inside
@@ -13,8 +13,9 @@ the other ranks get None.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -23,22 +24,39 @@ from dff.data.cocovid import CocoVID
 from dff.distributed import current
 from dff.errors import InputError
 from dff.evaluation.ap import APResult
-from dff.evaluation.evaluate import METRICS, PROTOCOLS, category_ids, coco_results, parse_metrics
+from dff.evaluation.evaluate import METRICS, PROTOCOLS, coco_results, parse_metrics
 from dff.evaluation.evaluate import evaluate as evaluate_records
-from dff.evaluation.results import FrameRecord, make_header, read_records, remove_results
+from dff.evaluation.results import make_header, read_records, remove_results
 from dff.evaluation.runner import RunStats, run_dataset
-from dff.evaluation.sweep import SweepPoint, check_intervals, plot_sweep, sweep_table
+from dff.evaluation.sweep import SweepPoint, plot_sweep, sweep_table
 from dff.io.atomic import write_json_atomic
-from dff.keyframes import Adaptive, FixedInterval
+from dff.io.result import FrameResult
+from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
+from dff.run import RunOptions
 from dff.tracking.metrics import PROTOCOLS as TRACKING_PROTOCOLS
 from dff.tracking.metrics import FrameTracks, TrackingMetrics, evaluate_tracking, require_trackeval
 from dff.tracking.online import TrackerConfig, require_track_extra, track
 from dff.tracking.seq_nms import SeqNMSConfig, seq_nms_results
 
 
+def schedule(policy: KeyFramePolicy) -> tuple[str, float, str]:
+    """(kind, number, file tag) of a policy: ("fixed", k, "k{k}"), ("adaptive", budget, "adaptive{budget}"), or for
+    another policy its class name, 0 and a tag from its name and settings."""
+    if isinstance(policy, FixedInterval):
+        return "fixed", policy.interval, f"k{policy.interval}"
+    if isinstance(policy, Adaptive):
+        default = Adaptive(budget=policy.budget)
+        tag = f"adaptive{policy.budget:g}"
+        if repr(policy) != repr(default):  # other settings than the budget's defaults get their own files
+            tag += "-" + hashlib.sha1(repr(policy).encode()).hexdigest()[:8]
+        return "adaptive", policy.budget, tag
+    name = type(policy).__name__.lower()
+    return name, 0.0, f"{name}-{hashlib.sha1(repr(policy).encode()).hexdigest()[:8]}"
+
+
 @dataclass(frozen=True)
 class IntervalResult:
-    """One schedule's run (a fixed key interval, or an adaptive budget in `key_interval`): AP50 per protocol (keys
+    """One policy's run (a fixed key interval, an adaptive budget in `key_interval`, ...): AP50 per protocol (keys
     of `PROTOCOLS`), the share of key frames, this session's timing and the files."""
 
     key_interval: float
@@ -50,6 +68,7 @@ class IntervalResult:
     policy: str = "fixed"
     key_share: float | None = None
     tracking: TrackingMetrics | None = None  # HOTA / MOTA / IDF1 when a tracker was given
+    key_policy: str = ""  # the policy run, as its repr (every setting)
 
     @property
     def fps(self) -> float | None:
@@ -82,8 +101,8 @@ def evaluate(
     ann: Path | str | CocoVID,
     img_root: Path | str,
     out: Path | str,
-    key_intervals: Sequence[int] | None = None,
-    key_budgets: Sequence[float] = (),
+    policies: Sequence[KeyFramePolicy] | None = None,
+    run: RunOptions | None = None,
     metrics: Sequence[str] = METRICS,
     weights: str | Path | None = None,
     sweep: bool | None = None,
@@ -96,54 +115,62 @@ def evaluate(
     """Run `model` over every video of the COCO-VID file `ann` (or a loaded CocoVID; images under `img_root`) and
     score it, into `out`.
 
-    `key_intervals` (fixed schedules) defaults to the model's own unless `key_budgets` (adaptive schedules,
-    `dff.keyframes.Adaptive(budget)`) are given; each is run (or resumed from `out`) in turn and the model's key-frame
-    policy is restored afterwards. `metrics` are names from `METRICS` (or one comma-separated string).
+    `policies` (key-frame policies: `dff.FixedInterval(k)`, `dff.Adaptive(budget=b)`, ...) are run (or resumed from
+    `out`) in turn; default: the run's own (`run.policy(model.config)`, the preset's interval unless `run` says
+    otherwise). `run` gives the backend, precision and device; AP is computed over every detection, so its
+    `score_thr` and `classes` do not apply here. `metrics` are names from `METRICS` (or one comma-separated string).
     `weights` (a path or zoo name) is recorded in every results header, so resuming with other weights is refused,
-    and in each summary. `sweep` (default: more than one interval) also writes `sweep.json` and `sweep.png`.
-    `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each interval's result as
+    and in each summary. `sweep` (default: more than one policy) also writes `sweep.json` and `sweep.png`.
+    `overwrite` starts again instead of resuming. `on_interval` is called on rank 0 with each policy's result as
     soon as it is written. `seq_nms` rescores each video by Seq-NMS before AP; `tracker` tracks each video (one
     tracker per video, over every detection of the results) and scores HOTA / MOTA / IDF1 against the annotations'
     instance_ids (the tracker and the metrics need the 'track' extra; Seq-NMS needs nothing more). Returns None
     on ranks other than 0. Raises DFFError subclasses on bad input.
     """
     img_root, out = Path(img_root), Path(out)
+    run = replace(run or RunOptions(), score_thr=0.0, classes=None, keep_frames=False, return_flow=False)
     try:
         metrics = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
-        if key_intervals is None:
-            key_intervals = [] if key_budgets else [model.key_interval or 10]
-        intervals = check_intervals(key_intervals) if key_intervals else []
-        budgets = [Adaptive(budget=b).budget for b in key_budgets]  # DFFError on a budget < 1
     except ValueError as e:
         raise InputError(str(e)) from None
-    schedules = [(k, FixedInterval(k)) for k in intervals] + [(b, Adaptive(budget=b)) for b in budgets]
-    if not schedules:
-        raise InputError("nothing to evaluate: give key intervals or adaptive budgets")
+    policies = list(policies) if policies is not None else [run.policy(model.config)]
+    if not policies:
+        raise InputError("nothing to evaluate: give at least one key-frame policy")
+    tags = [schedule(p)[2] for p in policies]
+    if len(set(tags)) != len(tags):
+        raise InputError(f"a key-frame policy is listed twice: {', '.join(t for t in tags if tags.count(t) > 1)}")
     if not img_root.is_dir():
         raise InputError(f"{img_root}: the image root is not a folder")
     if tracker is not None:
         require_track_extra()
         require_trackeval()
     dataset = ann if isinstance(ann, CocoVID) else CocoVID.load(ann)
-    category_ids(dataset, model.class_names)  # fail early on a class / category mismatch
+    dataset.category_ids(model.class_names)  # fail early on a class / category mismatch
     rank, _ = current()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    given = model.key_policy
     results = []
-    try:
-        for k, policy in schedules:
-            model.key_policy = policy
-            r = _evaluate_one(model, dataset, img_root, out, k, metrics, weights, overwrite, progress, seq_nms, tracker)
-            if r is not None:
-                results.append(r)
-                if on_interval is not None:
-                    on_interval(r)
-    finally:
-        model.key_policy = given
+    for policy in policies:
+        r = _evaluate_one(
+            model,
+            dataset,
+            img_root,
+            out,
+            replace(run, key_policy=policy),
+            metrics,
+            weights,
+            overwrite,
+            progress,
+            seq_nms,
+            tracker,
+        )
+        if r is not None:
+            results.append(r)
+            if on_interval is not None:
+                on_interval(r)
     if rank != 0:
         return None
-    if not (sweep if sweep is not None else len(schedules) > 1):
+    if not (sweep if sweep is not None else len(policies) > 1):
         return EvaluationResult(dataset, tuple(model.class_names), results)
     points = [r.sweep_point() for r in results]
     write_json_atomic(
@@ -162,7 +189,7 @@ def _evaluate_one(
     dataset: CocoVID,
     img_root: Path,
     out: Path,
-    key_interval: float,
+    run: RunOptions,
     metrics: tuple[str, ...],
     weights: str | Path | None,
     overwrite: bool,
@@ -170,51 +197,52 @@ def _evaluate_one(
     seq_nms: SeqNMSConfig | None = None,
     tracker: TrackerConfig | None = None,
 ) -> IntervalResult | None:
-    """Run (or resume) one schedule (model.key_policy); rank 0 evaluates and writes the files, the other ranks
+    """Run (or resume) one policy (`run.key_policy`); rank 0 evaluates and writes the files, the other ranks
     return None."""
-    adaptive = isinstance(model.key_policy, Adaptive)
-    tag = f"adaptive{key_interval:g}" if adaptive else f"k{key_interval}"
+    kind, number, tag = schedule(run.key_policy)
     results_path = out / f"results_{tag}.jsonl"
     resolved = None if weights is None else str(Path(weights).resolve() if Path(weights).exists() else weights)
-    policy = {"key_policy": repr(model.key_policy)} if adaptive else {}
     header = make_header(
-        key_interval=key_interval,
+        key_interval=number,
+        key_policy=repr(run.key_policy),
         weights=resolved,
         ann=str(dataset.path.resolve()),
         preset=model.config.name,
-        **policy,
     )
     rank, _ = current()
     if rank == 0 and overwrite:
         remove_results(results_path)
-    stats = run_dataset(model, dataset, img_root, results_path, header, progress=progress)
+    stats = run_dataset(model, dataset, img_root, results_path, header, run, progress=progress)
     if rank != 0:
         return None
-    records = _over_time(read_records(results_path), seq_nms, tracker)
+    records = _over_time(read_records(results_path, model.class_names), seq_nms, tracker)
     ap = evaluate_records(dataset, records, model.class_names, metrics)
     tracking = None
     if tracker is not None:
         tracks = {r.image_id: FrameTracks(r.boxes, r.labels, r.track_ids) for r in records}
         tracking = evaluate_tracking(dataset, tracks, model.class_names)
     result = IntervalResult(
-        key_interval,
+        number,
         ap,
         stats,
         results_path,
         out / f"coco_results_{tag}.json",
         out / f"summary_{tag}.json",
-        "adaptive" if adaptive else "fixed",
+        kind,
         sum(r.is_key_frame for r in records) / max(len(records), 1),
         tracking,
+        repr(run.key_policy),
     )
-    write_json_atomic(coco_results(records, category_ids(dataset, model.class_names)), result.coco_results_path)
+    write_json_atomic(coco_results(records, dataset.category_ids(model.class_names)), result.coco_results_path)
     summary = {
         "weights": None if weights is None else str(weights),
         "ann": str(dataset.path),
         "preset": model.config.name,
-        "key_interval": key_interval,
-        "key_policy": repr(model.key_policy),
+        "key_interval": number,
+        "key_policy": repr(run.key_policy),
         "key_share": result.key_share,
+        "backend": run.backend,
+        "dtype": run.dtype,
         "videos": len(dataset.videos),
         "frames": len(dataset.images),
         "fps": result.fps,
@@ -237,10 +265,10 @@ def _evaluate_one(
 
 
 def _over_time(
-    records: list[FrameRecord], seq_nms: SeqNMSConfig | None, tracker: TrackerConfig | None
-) -> list[FrameRecord]:
+    records: list[FrameResult], seq_nms: SeqNMSConfig | None, tracker: TrackerConfig | None
+) -> list[FrameResult]:
     """Each video's records (in dataset order) with track ids (over all its detections), then Seq-NMS."""
-    out: list[FrameRecord] = []
+    out: list[FrameResult] = []
     for _, video in groupby(records, key=lambda r: r.video_id):
         video = list(video)
         if tracker is not None:

@@ -5,8 +5,9 @@ frame present), drops a partial video, and rewrites the file atomically in datas
 run and appended. A distributed run streams each rank to its own part file (`<name>.rank<r>.jsonl`), which
 `consolidate` merges into the main file in dataset order (like mmtracking's `collect_results_cpu`).
 
-Floats are written as the shortest decimal that reads back as the same float32, so a results file holds exactly
-the detector's float32 outputs.
+Each frame line is the project's one record of a frame (`FrameResult.to_record`, the JSONL of `dff detect`) with
+the dataset's `video_id` and `image_id`; its floats are the shortest decimals that read back as the same float32,
+so a results file holds exactly the detector's float32 outputs.
 """
 
 from __future__ import annotations
@@ -14,67 +15,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from dff.errors import DFFError
 from dff.io.atomic import atomic_path
+from dff.io.result import FrameResult
 
 log = logging.getLogger(__name__)
 
 FORMAT = "dff-results"
-VERSION = 1
+VERSION = 2  # 1: columnar lines of an earlier dff (not read; run again with --overwrite)
 
 
-@dataclass(frozen=True)
-class FrameRecord:
-    """Detections of one dataset frame (boxes xyxy in original pixels, labels 0-based)."""
-
-    video_id: int
-    image_id: int
-    frame_id: int
-    is_key_frame: bool
-    boxes: np.ndarray  # float32 (N, 4)
-    scores: np.ndarray  # float32 (N,)
-    labels: np.ndarray  # int64 (N,)
-    track_ids: np.ndarray | None = None  # int64 (N,), set by dff.tracking.track after a run; not in the file
-
-    def to_json(self) -> str:
-        """One JSON line (without the newline)."""
-        return json.dumps(
-            {
-                "video_id": self.video_id,
-                "image_id": self.image_id,
-                "frame_id": self.frame_id,
-                "key": self.is_key_frame,
-                "boxes": _floats(self.boxes).reshape(-1, 4).tolist(),
-                "scores": _floats(self.scores).tolist(),
-                "labels": [int(v) for v in self.labels],
-            }
-        )
-
-    @classmethod
-    def from_json(cls, line: str) -> FrameRecord:
-        """Parse one line written by `to_json`."""
-        d = json.loads(line)
-        return cls(
-            video_id=int(d["video_id"]),
-            image_id=int(d["image_id"]),
-            frame_id=int(d["frame_id"]),
-            is_key_frame=bool(d["key"]),
-            boxes=np.asarray(d["boxes"], np.float32).reshape(-1, 4),
-            scores=np.asarray(d["scores"], np.float32),
-            labels=np.asarray(d["labels"], np.int64),
-        )
-
-
-def _floats(values: np.ndarray) -> np.ndarray:
-    """float32 values as Python floats whose repr is the shortest one that reads back as the same float32."""
-    flat = np.asarray(values, np.float32).ravel()
-    return np.array([float(s) for s in map(str, flat)], dtype=object).reshape(np.shape(values))
+def _line(result: FrameResult) -> str:
+    if result.video_id is None or result.image_id is None:
+        raise DFFError(f"frame {result.frame_index}: a results file needs each frame's video_id and image_id")
+    return json.dumps(result.to_record(), separators=(",", ":"))
 
 
 def make_header(**fields: object) -> dict:
@@ -91,7 +49,7 @@ def _part_paths(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
 
 
-def _read(path: Path, header: dict) -> Iterator[FrameRecord]:
+def _read(path: Path, header: dict) -> Iterator[FrameResult]:
     """Records of one file whose header must equal `header`; an unreadable line (a cut-off write) ends it."""
     with open(path, encoding="utf-8") as f:
         first = f.readline()
@@ -112,14 +70,15 @@ def _read(path: Path, header: dict) -> Iterator[FrameRecord]:
                 log.info("%s: dropping a cut-off last line %d", path, number)
                 return
             try:
-                yield FrameRecord.from_json(line)
-            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+                yield FrameResult.from_record(json.loads(line))
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
                 log.warning("%s: line %d is unreadable; dropping it and what follows", path, number)
                 return
 
 
-def read_records(path: Path) -> list[FrameRecord]:
-    """Every frame record of a finished results file, in file order (the header is not checked)."""
+def read_records(path: Path, class_names: tuple[str, ...] = ()) -> list[FrameResult]:
+    """Every frame of a finished results file, in file order, as FrameResults with `class_names` (the header is not
+    checked beyond its format and version)."""
     with open(path, encoding="utf-8") as f:
         first = f.readline()
     try:
@@ -128,7 +87,9 @@ def read_records(path: Path) -> list[FrameRecord]:
         raise DFFError(f"{path}: not a dff results file (bad header line)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DFFError(f"{path}: not a dff results file")
-    return list(_read(path, header))
+    if header.get("version") != VERSION:
+        raise DFFError(f"{path}: results file version {header.get('version')!r}; this dff reads {VERSION}")
+    return [replace(r, class_names=tuple(class_names)) for r in _read(path, header)]
 
 
 def consolidate(path: Path, header: dict, frames_per_video: Mapping[int, int]) -> set[int]:
@@ -138,12 +99,12 @@ def consolidate(path: Path, header: dict, frames_per_video: Mapping[int, int]) -
     Part files are removed once merged; the main file is replaced atomically.
     """
     sources = ([path] if path.exists() else []) + _part_paths(path)
-    videos: dict[int, dict[int, FrameRecord]] = {}
+    videos: dict[int, dict[int, FrameResult]] = {}
     owner: dict[int, Path] = {}
     for source in sources:
         for r in _read(source, header):
             if owner.setdefault(r.video_id, source) == source:  # a video also complete in an earlier file is skipped
-                videos.setdefault(r.video_id, {})[r.frame_id] = r
+                videos.setdefault(r.video_id, {})[r.frame_index] = r
     complete = {v for v, frames in videos.items() if len(frames) == frames_per_video.get(v, -1)}
     dropped = sorted(set(videos) - complete)
     if dropped:
@@ -155,11 +116,11 @@ def consolidate(path: Path, header: dict, frames_per_video: Mapping[int, int]) -
     return complete
 
 
-def _write_atomic(path: Path, header: dict, records: Iterable[FrameRecord]) -> None:
+def _write_atomic(path: Path, header: dict, records: Iterable[FrameResult]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(header) + "\n")
         for r in records:
-            f.write(r.to_json() + "\n")
+            f.write(_line(r) + "\n")
 
 
 def remove_results(path: Path) -> None:
@@ -169,7 +130,8 @@ def remove_results(path: Path) -> None:
 
 
 class ResultsWriter:
-    """Appends frame records to a results file, one flushed line each; writes the header if the file is new."""
+    """Appends frames to a results file, one flushed line each; writes the header if the file is new (a
+    `dff.io.writers.ResultWriter`)."""
 
     def __init__(self, path: Path, header: dict) -> None:
         self.path = path
@@ -179,9 +141,9 @@ class ResultsWriter:
             self._file.write(json.dumps(header) + "\n")
             self._file.flush()
 
-    def write(self, record: FrameRecord) -> None:
-        """Append one frame and flush it to the OS."""
-        self._file.write(record.to_json() + "\n")
+    def write(self, result: FrameResult) -> None:
+        """Append one frame (with its video_id and image_id) and flush it to the OS."""
+        self._file.write(_line(result) + "\n")
         self._file.flush()
 
     def close(self) -> None:

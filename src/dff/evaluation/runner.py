@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,11 @@ from dff.api import DFFModel
 from dff.data.cocovid import CocoVID
 from dff.distributed import current
 from dff.errors import DatasetError
-from dff.evaluation.results import FrameRecord, ResultsWriter, consolidate, part_path
+from dff.evaluation.results import ResultsWriter, consolidate, part_path
 from dff.io.image import read_image
+from dff.io.result import FrameResult
+from dff.io.sources import Frame
+from dff.run import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +48,32 @@ def split_videos(video_ids: Sequence, world_size: int, rank: int) -> list:
     return [video_ids[i] for i in chunks[rank]]
 
 
-def run_video(model: DFFModel, video: dict, images: list[dict], img_root: Path) -> Iterator[tuple[FrameRecord, float]]:
-    """Detect in one video's frames in order; yields (record, seconds the caller waited for that frame).
+def run_video(
+    model: DFFModel, video: dict, images: list[dict], img_root: Path, run: RunOptions
+) -> Iterator[tuple[FrameResult, float]]:
+    """Detect in one video's frames in order; yields (result with the dataset's video and image ids, seconds the
+    caller waited for that frame).
 
     Decoding and preprocessing run ahead in a background thread (`DFFModel.predict`), so the wait is the model's
     time unless reading images is the slower side.
     """
-    results = iter(model.predict(read_image(img_root / im["file_name"], DatasetError) for im in images))
+    frames = (Frame(im["frame_id"], None, read_image(img_root / im["file_name"], DatasetError)) for im in images)
+    results = iter(model.predict(frames, run))
     for im in images:
         t = time.perf_counter()
         r = next(results)
         seconds = time.perf_counter() - t
-        yield (
-            FrameRecord(
-                video_id=video["id"],
-                image_id=im["id"],
-                frame_id=im["frame_id"],
-                is_key_frame=r.is_key_frame,
-                boxes=r.boxes,
-                scores=r.scores,
-                labels=r.labels,
-            ),
-            seconds,
-        )
+        yield replace(r, video_id=video["id"], image_id=im["id"]), seconds
 
 
 def run_dataset(
-    model: DFFModel, dataset: CocoVID, img_root: Path, results_path: Path, header: dict, progress: bool = True
+    model: DFFModel,
+    dataset: CocoVID,
+    img_root: Path,
+    results_path: Path,
+    header: dict,
+    run: RunOptions,
+    progress: bool = True,
 ) -> RunStats:
     """Run every video not yet complete in `results_path`, then merge; returns this session's stats (all ranks).
 
@@ -100,8 +102,8 @@ def run_dataset(
         ) as bar,
     ):
         for video_id in mine:
-            for record, s in run_video(model, dataset.video(video_id), dataset.frames(video_id), img_root):
-                writer.write(record)
+            for result, s in run_video(model, dataset.video(video_id), dataset.frames(video_id), img_root, run):
+                writer.write(result)
                 frames, seconds = frames + 1, seconds + s
                 bar.update()
     stats = [(frames, seconds)]

@@ -223,7 +223,7 @@ def export_onnx(
     Image sizes are dynamic unless `fixed_size` = (Hp, Wp), the padded network input (multiples of the preset's
     size_divisor), is given. Each graph is checked with onnx.checker. Needs the `onnx` extra.
     """
-    from dff import __version__
+    from dff.version import __version__
 
     try:
         import onnx  # noqa: F401

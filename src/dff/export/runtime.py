@@ -1,7 +1,7 @@
-"""The exported stages on onnxruntime: `ONNXNetwork` has DFF's stage interface, `ONNXModel` is a DFFModel over it.
+"""The exported stages on onnxruntime: `ONNXNetwork` implements the network interface (models/network.py).
 
-`dff.load("DIR/manifest.json")` returns an ONNXModel; its `predict` and `session` are DFFModel's (the same video
-loop, key-frame policies, outputs and errors) and so is the preprocessing (the same values on either path). Every
+`dff.load("DIR/manifest.json")` returns a DFFModel whose weights are an ONNXNetwork: its runs use the onnx
+backend, with the same video loop, key-frame policies, preprocessing, outputs and errors as any other. Every
 stage runs in onnxruntime; on the host stay the preprocessing, the key-frame policy and the numpy copies between
 the stages. Tensors cross as float32 / int64 CPU torch tensors.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dff.api import DFFModel, InferenceOptions
 from dff.config import DFFConfig
-from dff.data.transforms import ImageMeta
+from dff.data.transforms import ImageMeta, ImageShapes, shapes_tensor
 from dff.errors import CheckpointError, DFFError, InputError
 from dff.export.onnx import FORMAT, FORMAT_VERSION, STAGES
 from dff.models.detector import KeyState
@@ -67,13 +67,9 @@ def _shape(img_shape: tuple[int, int]) -> np.ndarray:
 
 
 class ONNXNetwork:
-    """The three stage graphs of an export in onnxruntime sessions, with `DFF`'s stage methods.
+    """The three stage graphs of an export in onnxruntime sessions, with the network interface's stage methods."""
 
-    Used through `ONNXModel`; the video loop calls its own `propagate` (or `dff.zero_flow`, which needs no graph,
-    when `model.propagation` is set to it).
-    """
-
-    def __init__(self, manifest_path: str | os.PathLike, providers: list[str]) -> None:
+    def __init__(self, manifest_path: str | os.PathLike, providers: list) -> None:
         ort = _onnxruntime()
         self.manifest_path = Path(manifest_path)
         self.manifest = read_manifest(self.manifest_path)
@@ -83,6 +79,7 @@ class ONNXNetwork:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = torch.get_num_threads()  # as PyTorch's (OMP_NUM_THREADS)
+        self.providers = providers
         self.sessions = {}
         for name in STAGES:
             file = self.manifest_path.parent / self.manifest["stages"][name]["file"]
@@ -92,13 +89,21 @@ class ONNXNetwork:
                 raise CheckpointError(f"{file}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
         self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
 
-    def to(self, device: torch.device | str) -> ONNXNetwork:
-        """Nothing to move: the sessions' providers were chosen at load time; results come back on the CPU."""
-        return self
+    def __repr__(self) -> str:
+        return str(self.manifest_path)
 
-    def eval(self) -> ONNXNetwork:
-        """Always in inference mode."""
-        return self
+    @property
+    def device(self) -> torch.device:
+        """Where the stages take their inputs: the CPU (onnxruntime copies them to its provider's device)."""
+        return torch.device("cpu")
+
+    @property
+    def execution_device(self) -> torch.device:
+        """The device of the first provider, chosen at load time (`load_onnx(..., device=)`)."""
+        first = self.providers[0]
+        if isinstance(first, tuple) and first[0] == CUDA:
+            return torch.device("cuda", first[1].get("device_id", 0))
+        return torch.device("cpu")
 
     def _run(self, stage: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         used = self._inputs[stage]
@@ -112,50 +117,55 @@ class ONNXNetwork:
                 f"{img.shape[-2]}x{img.shape[-1]}"
             )
 
-    def key_features(self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None) -> KeyState:
-        """key_features.onnx: the key state of a key frame (1, 3, Hp, Wp)."""
+    def key_features(self, img: torch.Tensor, img_shapes: ImageShapes) -> KeyState:
+        """key_features.onnx: the key states of key frames (N, 3, Hp, Wp)."""
         self._check_size(img)
-        feats, motion = self._run("key_features", {"img": _np(img), "img_shape": _shape(img_shape)})
-        return KeyState(torch.from_numpy(feats), torch.from_numpy(motion))
+        shapes = _shapes(img_shapes, len(img))
+        feeds = [{"img": _np(img[i : i + 1]), "img_shape": shapes[i]} for i in range(len(img))]
+        rows = [self._run("key_features", feed) for feed in feeds]
+        return KeyState(_stack(r[0] for r in rows), _stack(r[1] for r in rows))
 
-    def propagate(
-        self, img: torch.Tensor, key: KeyState, img_shape: tuple[int, int], half: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """propagate.onnx: the key features warped to this frame (1, C, h, w) and the flow (1, 2, Hp, Wp)."""
+    def propagate(self, img: torch.Tensor, key: KeyState, img_shapes: ImageShapes) -> tuple[torch.Tensor, torch.Tensor]:
+        """propagate.onnx: the key features warped to these frames (N, C, h, w) and the flow (N, 2, Hp, Wp)."""
         self._check_size(img)
-        feed = {"img": _np(img), "key_feats": _np(key.feats), "key_motion": _np(key.motion)}
-        feats, flow = self._run("propagate", {**feed, "img_shape": _shape(img_shape)})
-        return torch.from_numpy(feats), torch.from_numpy(flow)
+        shapes = _shapes(img_shapes, len(img))
+        rows = [
+            self._run(
+                "propagate",
+                {
+                    "img": _np(img[i : i + 1]),
+                    "key_feats": _np(key.feats[i : i + 1]),
+                    "key_motion": _np(key.motion[i : i + 1]),
+                    "img_shape": shapes[i],
+                },
+            )
+            for i in range(len(img))
+        ]
+        return _stack(r[0] for r in rows), _stack(r[1] for r in rows)
 
-    def detect(self, feats: torch.Tensor, meta: ImageMeta) -> Detections:
-        """detect.onnx: detections in original-image pixels, sorted by descending score."""
-        feed = {
-            "feats": _np(feats),
-            "img_shape": _shape(meta.img_shape),
-            "scale_factor": np.asarray(meta.scale_factor, dtype=np.float32),
-        }
-        boxes, scores, labels = self._run("detect", feed)
-        return Detections(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels.astype(np.int64)))
+    def detect(self, feats: torch.Tensor, metas: Sequence[ImageMeta]) -> list[Detections]:
+        """detect.onnx: each frame's detections in original-image pixels, sorted by descending score."""
+        out = []
+        for i, meta in enumerate(metas):
+            feed = {
+                "feats": _np(feats[i : i + 1]),
+                "img_shape": _shape(meta.img_shape),
+                "scale_factor": np.asarray(meta.scale_factor, dtype=np.float32),
+            }
+            boxes, scores, labels = self._run("detect", feed)
+            out.append(
+                Detections(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels.astype(np.int64)))
+            )
+        return out
 
 
-class ONNXModel(DFFModel):
-    """A DFFModel whose network is an ONNX export on onnxruntime; `predict`, `session`, `key_policy` as DFFModel's.
+def _shapes(img_shapes: ImageShapes, n: int) -> list[np.ndarray]:
+    shapes = shapes_tensor(img_shapes).numpy()
+    return [shapes[i if len(shapes) > 1 else 0] for i in range(n)]
 
-    The graphs are what runs: `inference.fast` only chooses the preprocessing code (both give the same values),
-    and `inference.dtype` must stay "fp32".
-    """
 
-    def __init__(self, net: ONNXNetwork, inference: InferenceOptions | None = None) -> None:
-        super().__init__(net, "cpu", inference or InferenceOptions(fast=False))
-
-    def inference_net(self) -> ONNXNetwork:
-        """The ONNX network (float32 graphs: a reduced `inference.dtype` is an error)."""
-        if self.inference.dtype != "fp32":
-            raise DFFError(f"{self.net.manifest_path}: the ONNX graphs run in fp32, not {self.inference.dtype}")
-        return self.net
-
-    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        raise DFFError(f"{self.net.manifest_path}: an ONNX export has no PyTorch weights to save")
+def _stack(arrays: Iterable[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate(list(arrays)))
 
 
 def providers_for(device: str | torch.device) -> list[str]:
@@ -175,11 +185,11 @@ def providers_for(device: str | torch.device) -> list[str]:
 
 def load_onnx(
     path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu"
-) -> ONNXModel:
+) -> ONNXNetwork:
     """An export (`DIR/manifest.json`) on onnxruntime; `preset`, when given, must be the one it was exported from."""
     net = ONNXNetwork(path, providers_for(device))
     if preset is not None:
         name = preset.name if isinstance(preset, DFFConfig) else preset
         if name != net.cfg.name:
             raise CheckpointError(f"{path}: exported from preset {net.cfg.name!r}, not {name!r}")
-    return ONNXModel(net)
+    return net

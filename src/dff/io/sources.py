@@ -41,10 +41,11 @@ _EXACT_DURATION_FORMATS = ("matroska", "webm", "mov", "mp4")
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: its 0-based position in the source, time in seconds since the first frame, BGR image."""
+    """One frame: its 0-based position in the source, time in seconds since the first frame (None when unknown:
+    frames handed over as bare arrays), BGR image."""
 
     index: int
-    time_s: float
+    time_s: float | None
     image: np.ndarray  # uint8 (H, W, 3) BGR
 
 
@@ -91,7 +92,7 @@ class FrameSource:
 
 
 def open_source(source: str | os.PathLike, fps: float | None = None) -> FrameSource:
-    """Open a video file, image folder, glob pattern or stream URL.
+    """Open a video file, an image file (one frame), an image folder, a glob pattern or a stream URL.
 
     `fps` sets the frame rate of image folders and globs (default 25) and overrides a video's own rate.
     Raises InputError if the source does not exist, holds no images or cannot be opened.
@@ -105,6 +106,8 @@ def open_source(source: str | os.PathLike, fps: float | None = None) -> FrameSou
         if not files:
             raise InputError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)}, any letter case)")
         return _image_source(str(path), files, fps)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        return _image_source(str(path), [path], fps)
     if path.is_file():
         return _video_source(str(path), fps, is_stream=False)
     if glob.has_magic(text):

@@ -1,4 +1,6 @@
-"""Result writers: JSONL (one flushed line per frame), a video encoded with PyAV, and COCO-results JSON.
+"""Result writers, one interface (`ResultWriter`: `write(result)`, `close()`), opened from one list of output
+options (`Outputs`) by single sources and collections alike: JSONL (one flushed record per frame), the annotated
+video (PyAV), COCO results JSON, MOTChallenge tracks, flow pictures.
 
 Every writer is a context manager whose `close()` leaves a complete, valid file, also when the run is interrupted
 (Ctrl-C, SIGTERM) part-way: the JSONL holds every finished frame, the video is finalised and playable, the COCO JSON
@@ -13,50 +15,32 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 import av
 import cv2
 import numpy as np
 
 from dff.errors import InputError, OutputError
+from dff.io.atomic import atomic_path
+from dff.io.draw import TrackTrails, flow_picture
+from dff.io.result import FrameResult
 
 
-def detection_record(
-    frame: int,
-    time_s: float,
-    key: bool,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    labels: np.ndarray,
-    class_names: tuple[str, ...],
-    key_reason: str | None = None,
-    track_ids: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """The JSON object of one frame: frame, time_s, key, key_reason (why it is a key frame: "first", "interval",
-    "cut", "residual", ...; null for other frames) and detections (bbox xyxy in original pixels; with `track_ids`
-    also each one's track_id, -1 for none)."""
-    detections = [
-        {
-            "bbox": [round(float(v), 2) for v in box],
-            "score": round(float(s), 5),
-            "label": class_names[int(c)],
-            "class_id": int(c),
-        }
-        for box, s, c in zip(boxes, scores, labels)
-    ]
-    if track_ids is not None:
-        for d, t in zip(detections, track_ids):
-            d["track_id"] = int(t)
-    return {
-        "frame": int(frame),
-        "time_s": round(float(time_s), 6),
-        "key": bool(key),
-        "key_reason": key_reason,
-        "detections": detections,
-    }
+@runtime_checkable
+class ResultWriter(Protocol):
+    """Writes one frame's result at a time; `close()` leaves a complete file (module docstring)."""
+
+    def write(self, result: FrameResult) -> None:
+        """Add one frame (in order)."""
+
+    def close(self) -> None:
+        """Finish the output."""
 
 
 class _AtomicFile:
@@ -84,7 +68,8 @@ def _named(error: OSError, path: Path) -> OSError:
 
 
 class JsonlWriter:
-    """Writes one JSON object per line and flushes it; `path` '-' writes to stdout.
+    """Writes each frame's record (`FrameResult.to_record`) as one JSON line and flushes it; `path` '-' writes to
+    stdout.
 
     A file is written as `.NAME.*.tmp.jsonl` beside `path` (flushed line by line, so it can be followed while the
     run goes on) and renamed to `path` on close if it holds at least one line.
@@ -100,7 +85,11 @@ class JsonlWriter:
             self._file = _AtomicFile(self.path)
             self._f = open(self._file.tmp, "w", encoding="utf-8")
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, result: FrameResult) -> None:
+        self.write_record(result.to_record())
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """One JSON object as a line (the final summary line of a live run, say)."""
         try:
             self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
             self._f.flush()
@@ -132,38 +121,23 @@ class JsonlWriter:
 
 
 class CocoResultsWriter:
-    """Streams a COCO results array ([{image_id, category_id, bbox xywh, score}]) without holding it in memory.
+    """Streams a COCO results array (`FrameResult.coco_items`: image_id, category_id, bbox xywh, score, track_id when
+    tracked) without holding it in memory.
 
-    `image_id` is the frame index plus `image_id_offset`; `category_id` is the class index + 1 (COCO ids start at 1);
-    `track_id` is an extra field when the frame's track ids are given.
+    image_id: each result's dataset image id when it has one, else its 1-based frame number (the numbering of
+    the project's COCO-VID files); category_id: `category_id(class index)` when given, else the class index + 1.
     """
 
-    def __init__(self, path: str | os.PathLike, image_id_offset: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike, category_id: Callable[[int], int] | None = None) -> None:
         self._file = _AtomicFile(path)
         self._f = open(self._file.tmp, "w", encoding="utf-8")
         self._f.write("[")
         self._first = True
         self.frames = 0
-        self.image_id_offset = image_id_offset
+        self.category_id = category_id
 
-    def write(
-        self,
-        frame: int,
-        boxes: np.ndarray,
-        scores: np.ndarray,
-        labels: np.ndarray,
-        track_ids: np.ndarray | None = None,
-    ) -> None:
-        ids = [None] * len(scores) if track_ids is None else [int(t) for t in track_ids]
-        for (x1, y1, x2, y2), s, c, t in zip(boxes.tolist(), scores.tolist(), labels.tolist(), ids):
-            item = {
-                "image_id": int(frame) + self.image_id_offset,
-                "category_id": int(c) + 1,
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(s, 5),
-            }
-            if t is not None:
-                item["track_id"] = t
+    def write(self, result: FrameResult) -> None:
+        for item in result.coco_items(self.category_id):
             try:
                 self._f.write(("\n" if self._first else ",\n") + json.dumps(item, separators=(",", ":")))
             except OSError as e:
@@ -188,6 +162,43 @@ class CocoResultsWriter:
             self._file.discard()
 
     def __enter__(self) -> CocoResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MotWriter:
+    """MOTChallenge tracks, one line per tracked detection: `frame,id,x,y,w,h,conf,-1,-1,-1` (frame 1-based, box in
+    pixels), as TrackEval and `dff convert-annotations --from mot` read them. Detections in no track (id -1) are left
+    out; results without track ids are an error (run with tracking). Written whole on close, atomically."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.lines: list[str] = []
+        self.frames = 0
+
+    def write(self, result: FrameResult) -> None:
+        if result.track_ids is None:
+            raise InputError(f"{self.path}: MOTChallenge tracks need track ids (run with tracking, --track)")
+        frame = int(result.frame_index) + 1
+        for (x1, y1, x2, y2), score, track_id in zip(
+            result.boxes.tolist(), result.scores.tolist(), result.track_ids.tolist()
+        ):
+            if track_id >= 0:
+                self.lines.append(
+                    f"{frame},{track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{score:.5f},-1,-1,-1\n"
+                )
+        self.frames += 1
+
+    def close(self) -> None:
+        """Write the file (kept only if a frame was written)."""
+        if self.frames:
+            with atomic_path(self.path, suffix=".txt") as tmp:
+                tmp.write_text("".join(self.lines), encoding="utf-8")
+            self.frames = 0
+
+    def __enter__(self) -> MotWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -351,3 +362,118 @@ def _fit(image: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int]) 
     canvas = np.zeros((size[1], size[0], 3), np.uint8)
     canvas[y : y + ih, x : x + iw] = image
     return canvas
+
+
+class AnnotatedVideoWriter:
+    """The annotated video: each result drawn on its frame (`FrameResult.plot`, with the tracks' trails) and
+    encoded by `VideoWriter`; the results must keep their frames (`RunOptions(keep_frames=True)`)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.video = VideoWriter(path, fps)
+        self.trails = TrackTrails()
+
+    def write(self, result: FrameResult) -> None:
+        self.video.write(result.plot(trails=self.trails))
+
+    def close(self) -> None:
+        self.video.close()
+
+    def __enter__(self) -> AnnotatedVideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FlowPictureWriter:
+    """One PNG per non-key frame, `flow_NNNNNN.png` in `folder`: the flow the frame was propagated with
+    (`dff.io.draw.flow_picture`); the results must keep their frames and flow (`keep_frames`, `return_flow`).
+    `coverage(image shape)` is the (h, w) share of the feature map that the frame covers (the rest is padding)."""
+
+    def __init__(self, folder: str | os.PathLike, coverage: Callable[[tuple[int, ...]], tuple[float, float]]) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.coverage = coverage
+
+    def write(self, result: FrameResult) -> None:
+        if result.flow is None:
+            return
+        if result.image is None:
+            raise InputError(f"{self.folder}: flow pictures need the frames (run with keep_frames=True)")
+        image = result.image
+        picture = flow_picture(
+            result.flow, (image.shape[1], image.shape[0]), result.frame_index, self.coverage(image.shape)
+        )
+        ok, data = cv2.imencode(".png", picture)
+        if not ok:
+            raise InputError(f"{self.folder}: could not encode the flow picture of frame {result.frame_index}")
+        with atomic_path(self.folder / f"flow_{result.frame_index:06d}.png", suffix=".png") as tmp:
+            tmp.write_bytes(data.tobytes())
+
+    def close(self) -> None:
+        """Nothing to finish: each picture was written whole."""
+
+    def __enter__(self) -> FlowPictureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run's results go, one field per kind of output (None: not written); the same list for one source
+    (`dff detect SOURCE --out-*`) and for each video of a collection (`Outputs.in_folder`).
+
+    json: JSONL, '-' for stdout; video: the annotated video (.mp4, .mkv, .mov, .avi, .webm); coco: COCO results
+    JSON; mot: MOTChallenge tracks (needs tracking); flow: a folder of flow pictures of the non-key frames.
+    """
+
+    json: str | Path | None = None
+    video: str | Path | None = None
+    coco: str | Path | None = None
+    mot: str | Path | None = None
+    flow: str | Path | None = None
+
+    KINDS = ("json", "video", "coco", "mot", "flow")
+    IN_FOLDER = {
+        "json": "detections.jsonl",
+        "video": "detections.mp4",
+        "coco": "coco_results.json",
+        "mot": "tracks.txt",
+        "flow": "flow",
+    }
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike, kinds: Sequence[str]) -> Outputs:
+        """The outputs of one video of a collection: `folder / IN_FOLDER[kind]` for each kind asked."""
+        unknown = [k for k in kinds if k not in cls.KINDS]
+        if unknown:
+            raise InputError(f"unknown output kind {', '.join(unknown)}; choose from {', '.join(cls.KINDS)}")
+        return cls(**{k: Path(folder) / cls.IN_FOLDER[k] for k in kinds})
+
+    def given(self) -> dict[str, str | Path]:
+        """kind -> path of every output asked for, in `KINDS` order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def needs_frames(self) -> bool:
+        """Whether a writer draws on the frames (the video, the flow pictures)."""
+        return self.video is not None or self.flow is not None
+
+    def open(
+        self,
+        stack: ExitStack,
+        fps: float,
+        coverage: Callable[[tuple[int, ...]], tuple[float, float]],
+        category_id: Callable[[int], int] | None = None,
+    ) -> dict[str, ResultWriter]:
+        """kind -> an open writer for each output asked for, entered in `stack` (which closes them)."""
+        make = {
+            "json": lambda p: JsonlWriter(p),
+            "video": lambda p: AnnotatedVideoWriter(p, fps),
+            "coco": lambda p: CocoResultsWriter(p, category_id),
+            "mot": lambda p: MotWriter(p),
+            "flow": lambda p: FlowPictureWriter(p, coverage),
+        }
+        return {kind: stack.enter_context(make[kind](path)) for kind, path in self.given().items()}

@@ -2,6 +2,7 @@
 
 from dff.keyframes.adaptive import BUDGET, CUT, MAX_INTERVAL, RESIDUAL, Adaptive
 from dff.keyframes.base import FIRST, INTERVAL, FixedInterval, Incoming, KeyFramePolicy, Propagated
+from dff.keyframes.choose import POLICIES, make_policy
 
 __all__ = [
     "FIRST",
@@ -15,4 +16,6 @@ __all__ = [
     "Incoming",
     "KeyFramePolicy",
     "Propagated",
+    "POLICIES",
+    "make_policy",
 ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dff.config import KEY_INTERVAL
 from dff.errors import DFFError
 from dff.keyframes.base import FIRST, Incoming, Propagated
 from dff.keyframes.signals import (
@@ -52,7 +53,7 @@ class Adaptive:
     quantile, residual_weight: the score (`score`).
     """
 
-    budget: float = 10.0
+    budget: float = float(KEY_INTERVAL)
     min_interval: int = 2
     max_interval: int | None = None
     cut_threshold: float = 0.3
@@ -69,11 +70,10 @@ class Adaptive:
     _thumb: tuple | None = field(default=None, init=False, repr=False)
     _cut: bool = field(default=False, init=False, repr=False)
     _key_thumb: torch.Tensor | None = field(default=None, init=False, repr=False)
-    last_score: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.budget, bool) or not self.budget >= 1:
-            raise DFFError(f"key budget must be >= 1 frame per key frame, got {self.budget!r}")
+        if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not 1 <= self.budget < 1e6:
+            raise DFFError(f"key budget must be a number of frames per key frame in [1, 1e6), got {self.budget!r}")
         if self.max_interval is None:
             self.max_interval = max(2, int(round(3 * self.budget)))
         if not 1 <= self.min_interval <= self.max_interval:
@@ -102,7 +102,7 @@ class Adaptive:
     def after(self, frame: Propagated) -> str | None:
         if frame.flow is None or frame.since_key < self.min_interval or self._credit < -self.debt:
             return None
-        score = self.last_score = self.score(frame)
+        score = self.score(frame)
         level = self._level = score if self._level is None else 0.99 * self._level + 0.01 * score
         return RESIDUAL if score > level * self.steepness ** (1.0 - self._credit) else None
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 
+from dff.config import KEY_INTERVAL
 from dff.errors import DFFError
 from dff.models.detector import KeyState
 
@@ -29,7 +30,7 @@ class Incoming:
     """A frame the loop is about to process (tensors on the model's device)."""
 
     frame_id: int  # index in its segment
-    img: torch.Tensor  # (1, 3, Hp, Wp) the preprocessed frame, zero-padded
+    img: torch.Tensor  # (1, 3, Hp, Wp) float32, the preprocessed frame, zero-padded
     img_shape: tuple[int, int]  # its content inside the padding
 
 
@@ -64,7 +65,7 @@ class KeyFramePolicy(Protocol):
 class FixedInterval:
     """mmtracking's rule: the first frame of every segment and every `interval`-th frame after it."""
 
-    interval: int = 10
+    interval: int = KEY_INTERVAL
 
     def __post_init__(self) -> None:
         if isinstance(self.interval, bool) or not isinstance(self.interval, int) or self.interval < 1:

@@ -8,13 +8,14 @@ Spec pitfalls handled here: 14, 18 (docs/pitfalls.md maps each to its code and t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dff.config import DFFConfig
-from dff.data.transforms import ImageMeta
+from dff.data.transforms import ImageMeta, ImageShapes
 from dff.models.backbone import ResNetBackbone
 from dff.models.flownet import FlowNetSimple
 from dff.models.neck import ChannelMapper
@@ -56,27 +57,45 @@ class FasterRCNN(nn.Module):
         """(N, 3, Hp, Wp) normalised image -> (N, C, Hp/16, Wp/16) features."""
         return self.neck(self.backbone(img))
 
-    def detect(self, feats: torch.Tensor, meta: ImageMeta) -> Detections:
-        """Heads on one image's features (1, C, H, W) -> detections in original pixels."""
+    def detect(self, feats: torch.Tensor, metas: Sequence[ImageMeta]) -> list[Detections]:
+        """Heads on N images' features (N, C, H, W) -> each image's detections in original pixels."""
         logits, deltas = self.rpn_head(feats)
-        proposals = self.proposal_generator(logits[0], deltas[0], meta.img_shape)
-        return self.roi_head.detect(feats, proposals, meta.img_shape, meta.scale_factor)
+        proposals = [self.proposal_generator(logits[i], deltas[i], m.img_shape) for i, m in enumerate(metas)]
+        return self.roi_head.detect(feats, proposals, metas)
 
 
 @dataclass
 class KeyState:
-    """What the frames after a key frame need from it: its features and its image as the motion network takes it."""
+    """What the frames after a key frame need from it: its features and its image as the motion network takes it.
+
+    Batched like the stages: row i belongs to the i-th frame (key states of different videos may be stacked)."""
 
     feats: torch.Tensor  # (N, C, Hp/16, Wp/16)
-    motion: torch.Tensor  # the motion network's `encode_key` of the key image
+    motion: torch.Tensor  # (N, ...) the motion network's `encode_key` of the key image
+
+    def __len__(self) -> int:
+        return self.feats.shape[0]
+
+    def __getitem__(self, i: int) -> KeyState:
+        """The key state of row `i` alone (batch of one; views, no copy)."""
+        return KeyState(self.feats[i : i + 1], self.motion[i : i + 1])
+
+    @staticmethod
+    def cat(states: Sequence[KeyState]) -> KeyState:
+        """Key states stacked in order (one state is returned as it is, without a copy)."""
+        if len(states) == 1:
+            return states[0]
+        return KeyState(torch.cat([s.feats for s in states]), torch.cat([s.motion for s in states]))
 
 
 class DFF(nn.Module):
     """Deep Feature Flow as three stateless stages; the video loop (dff.api) decides which frames are key frames.
 
     key_features: backbone features of a key frame.   propagate: flow to the key frame, key features warped by it.
-    detect: RPN and RoI heads on either.   Modules are injected (`fast_network` swaps in fast kernels) or built from
-    `cfg`.
+    detect: RPN and RoI heads on either.   Every stage takes a batch of N frames of one padded size, each with its
+    own content size (`img_shapes`) or `ImageMeta`, and equals N separate calls. Modules are injected
+    (`fast_network` swaps in fast kernels) or built from `cfg`. This class is the `Network` of the reference and
+    fast backends (models/network.py).
     """
 
     def __init__(
@@ -92,17 +111,21 @@ class DFF(nn.Module):
         self.motion = motion or FlowNetSimple(cfg.flow, cfg.preprocess.mean, cfg.preprocess.std)
         self.warp = warp or FlowWarp()
 
-    def key_features(self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None) -> KeyState:
-        """A key frame (N, 3, Hp, Wp): its backbone features, and its image encoded for the motion network."""
-        return KeyState(self.detector.extract_feat(img), self.motion.encode_key(img, img_shape, half))
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (inputs are moved here by the video loop)."""
+        return next(self.parameters(), next(self.buffers())).device
 
-    def propagate(
-        self, img: torch.Tensor, key: KeyState, img_shape: tuple[int, int], half: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Another frame: flow (N, 2, Hp, Wp) to the key frame, and the key features warped by it (N, C, h, w)."""
-        flow = self.motion(img, key.motion, img_shape, half)
+    def key_features(self, img: torch.Tensor, img_shapes: ImageShapes) -> KeyState:
+        """Key frames (N, 3, Hp, Wp): their backbone features, and their images encoded for the motion network."""
+        return KeyState(self.detector.extract_feat(img), self.motion.encode_key(img, img_shapes))
+
+    def propagate(self, img: torch.Tensor, key: KeyState, img_shapes: ImageShapes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Other frames: flow (N, 2, Hp, Wp) to their key frames (row i to `key`'s row i), and the key features
+        warped by it (N, C, h, w)."""
+        flow = self.motion(img, key.motion, img_shapes)
         return self.warp(key.feats, flow), flow
 
-    def detect(self, feats: torch.Tensor, meta: ImageMeta) -> Detections:
-        """One frame's features (1, C, h, w) -> its detections in original-image pixels."""
-        return self.detector.detect(feats, meta)
+    def detect(self, feats: torch.Tensor, metas: Sequence[ImageMeta]) -> list[Detections]:
+        """N frames' features (N, C, h, w) -> each frame's detections in original-image pixels."""
+        return self.detector.detect(feats, metas)

@@ -7,6 +7,8 @@
   (R, C, 7, 7) output is a view of bin-major (R, 49, C) memory.
 - `FastBBoxHead`: the box head's first FC takes the RoI features bin-major (its weight is permuted once), which is
   that memory read without a copy; FC + ReLU fused, fc_cls and fc_reg as one matrix product.
+- `FastRPNHead`: the RPN head's convs fused, rpn_cls and rpn_reg as one 1x1 conv.
+The convs and FCs are of the kind models/fast.py chooses for the device (oneDNN-packed on CPU, standard elsewhere).
 
 Spec pitfalls handled here: 10 (docs/pitfalls.md maps each to its code and tests).
 """
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dff.models.packed import PackedConv, PackedLinear
+from dff.models.packed import FusedConv, FusedLinear, PackedConv, PackedLinear
 from dff.models.precision import to_exact
 from dff.models.roi_head import BBoxHead
 from dff.models.rpn import RPNHead
@@ -72,17 +74,17 @@ def roi_align_channels_last(
 
 
 class FastRPNHead(nn.Module):
-    """RPNHead with packed convs; rpn_cls and rpn_reg run as one 1x1 conv whose output is split."""
+    """RPNHead with fused convs; rpn_cls and rpn_reg run as one 1x1 conv whose output is split."""
 
-    def __init__(self, head: RPNHead) -> None:
+    def __init__(self, head: RPNHead, conv: type[FusedConv] = PackedConv) -> None:
         super().__init__()
         self.num_anchors = head.rpn_cls.out_channels
-        self.rpn_conv = PackedConv(head.rpn_conv, "relu")
+        self.rpn_conv = conv(head.rpn_conv, "relu")
         both = nn.Conv2d(head.rpn_cls.in_channels, self.num_anchors * 5, 1)
         with torch.no_grad():
             both.weight.copy_(torch.cat([head.rpn_cls.weight, head.rpn_reg.weight]))
             both.bias.copy_(torch.cat([head.rpn_cls.bias, head.rpn_reg.bias]))
-        self.rpn_cls_reg = PackedConv(both.to(head.rpn_cls.weight.device))
+        self.rpn_cls_reg = conv(both.to(head.rpn_cls.weight.device))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> logits (N, A, H, W), deltas (N, 4A, H, W) (channels_last views)."""
@@ -107,15 +109,15 @@ class ChannelsLastRoIAlign(nn.Module):
 class FastBBoxHead(nn.Module):
     """BBoxHead for inference: (R, C, S, S) RoI features read bin-major, fused FC+ReLU, fc_cls and fc_reg as one."""
 
-    def __init__(self, bbox: BBoxHead, output_size: int) -> None:
+    def __init__(self, bbox: BBoxHead, output_size: int, linear: type[FusedLinear] = PackedLinear) -> None:
         super().__init__()
         fc1 = bbox.shared_fcs[0]
         s2 = output_size * output_size
         weight = fc1.weight.detach().view(fc1.out_features, -1, s2).transpose(1, 2).reshape(fc1.out_features, -1)
-        self.fc1 = PackedLinear(weight, fc1.bias, "relu")
-        self.fc2 = PackedLinear(bbox.shared_fcs[1].weight, bbox.shared_fcs[1].bias, "relu")
+        self.fc1 = linear(weight, fc1.bias, "relu")
+        self.fc2 = linear(bbox.shared_fcs[1].weight, bbox.shared_fcs[1].bias, "relu")
         self.num_logits = bbox.fc_cls.out_features
-        self.cls_reg = PackedLinear(
+        self.cls_reg = linear(
             torch.cat([bbox.fc_cls.weight, bbox.fc_reg.weight]), torch.cat([bbox.fc_cls.bias, bbox.fc_reg.bias])
         )
 

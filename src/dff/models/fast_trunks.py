@@ -1,9 +1,10 @@
-"""Inference-only versions of the backbone, neck, FlowNet and warp: BatchNorm folded into the convs,
-oneDNN-packed convs with fused activations and residual adds, channels_last throughout.
+"""Inference-only versions of the backbone, neck, FlowNet and warp: BatchNorm folded into the convs, convs with
+fused activations and residual adds (`conv`: oneDNN-packed on CPU, the standard ops elsewhere; models/fast.py
+chooses), channels_last throughout, in the network's compute dtype (the image is cast on entry).
 
 FlowNet's input changes shape but not value: instead of undoing the detector normalisation on the stacked
-6-channel full-resolution pair and then halving it, each image is halved first (2x2 mean, the same as the 0.5
-bilinear resize on these even sizes) and mapped to FlowNet's normalisation on the quarter-size map, with the
+6-channel full-resolution pair and then halving it, each image is halved first (the 0.5 bilinear resize, a 2x2
+mean on these even sizes) and mapped to FlowNet's normalisation on the quarter-size map, with the
 zeroed padding accounted for by the fraction of valid pixels in each 2x2 cell. conv1 is linear before its
 activation, so the key image's half of conv1 (its 3 input channels) is computed once per key frame and added to
 the current image's half on every other frame.
@@ -18,12 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from dff.data.transforms import ImageShapes, shapes_tensor
 from dff.models.backbone import ResNetBackbone
 from dff.models.flownet import FlowNetSimple, _ConvModule, _crop_like
 from dff.models.neck import ChannelMapper
-from dff.models.packed import PackedConv
-from dff.models.precision import to_exact
+from dff.models.packed import FusedConv, PackedConv
+from dff.models.precision import to_compute, to_exact
 from dff.models.warp import warp_grid
+
+Conv = type[FusedConv]  # FusedConv or PackedConv
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -49,13 +53,13 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 class FastBottleneck(nn.Module):
     """torchvision Bottleneck with BN folded: relu(conv3(relu(conv2(relu(conv1(x))))) + downsample(x))."""
 
-    def __init__(self, block: Bottleneck) -> None:
+    def __init__(self, block: Bottleneck, conv: Conv = PackedConv) -> None:
         super().__init__()
-        self.conv1 = PackedConv(fold_conv_bn(block.conv1, block.bn1), "relu")
-        self.conv2 = PackedConv(fold_conv_bn(block.conv2, block.bn2), "relu")
-        self.conv3 = PackedConv(fold_conv_bn(block.conv3, block.bn3), "relu")
+        self.conv1 = conv(fold_conv_bn(block.conv1, block.bn1), "relu")
+        self.conv2 = conv(fold_conv_bn(block.conv2, block.bn2), "relu")
+        self.conv3 = conv(fold_conv_bn(block.conv3, block.bn3), "relu")
         ds = block.downsample
-        self.downsample = None if ds is None else PackedConv(fold_conv_bn(ds[0], ds[1]))
+        self.downsample = None if ds is None else conv(fold_conv_bn(ds[0], ds[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -65,71 +69,70 @@ class FastBottleneck(nn.Module):
 class FastBasicBlock(nn.Module):
     """torchvision BasicBlock with BN folded: relu(conv2(relu(conv1(x))) + downsample(x))."""
 
-    def __init__(self, block: BasicBlock) -> None:
+    def __init__(self, block: BasicBlock, conv: Conv = PackedConv) -> None:
         super().__init__()
-        self.conv1 = PackedConv(fold_conv_bn(block.conv1, block.bn1), "relu")
-        self.conv2 = PackedConv(fold_conv_bn(block.conv2, block.bn2), "relu")
+        self.conv1 = conv(fold_conv_bn(block.conv1, block.bn1), "relu")
+        self.conv2 = conv(fold_conv_bn(block.conv2, block.bn2), "relu")
         ds = block.downsample
-        self.downsample = None if ds is None else PackedConv(fold_conv_bn(ds[0], ds[1]))
+        self.downsample = None if ds is None else conv(fold_conv_bn(ds[0], ds[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         return self.conv2(self.conv1(x), residual=identity)
 
 
-def _fast_block(block: nn.Module) -> nn.Module:
+def _fast_block(block: nn.Module, conv: Conv) -> nn.Module:
     if isinstance(block, Bottleneck):
-        return FastBottleneck(block)
+        return FastBottleneck(block, conv)
     if isinstance(block, BasicBlock):
-        return FastBasicBlock(block)
+        return FastBasicBlock(block, conv)
     raise TypeError(f"no fast version of {type(block).__name__}")
 
 
 class FastResNet(nn.Module):
-    """ResNetBackbone for inference: (N, 3, H, W) -> (N, C, H/s, W/s) channels_last."""
+    """ResNetBackbone for inference: (N, 3, H, W) -> (N, C, H/s, W/s) channels_last, in the weights' dtype."""
 
-    def __init__(self, backbone: ResNetBackbone) -> None:
+    def __init__(self, backbone: ResNetBackbone, conv: Conv = PackedConv) -> None:
         super().__init__()
-        self.conv1 = PackedConv(fold_conv_bn(backbone.conv1, backbone.bn1), "relu")
+        self.conv1 = conv(fold_conv_bn(backbone.conv1, backbone.bn1), "relu")
         self.maxpool = backbone.maxpool
         self.stages = list(backbone.stages)
         for name in self.stages:
-            setattr(self, name, nn.Sequential(*(_fast_block(b) for b in getattr(backbone, name))))
+            setattr(self, name, nn.Sequential(*(_fast_block(b, conv) for b in getattr(backbone, name))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.conv1(x))
+        x = self.maxpool(self.conv1(to_compute(x, self.conv1.weight.dtype)))
         for name in self.stages:
             x = getattr(self, name)(x)
         return x
 
 
 class FastChannelMapper(nn.Module):
-    """ChannelMapper for inference: ReLU(conv3x3) as one packed conv."""
+    """ChannelMapper for inference: ReLU(conv3x3) as one fused conv."""
 
-    def __init__(self, neck: ChannelMapper) -> None:
+    def __init__(self, neck: ChannelMapper, conv: Conv = PackedConv) -> None:
         super().__init__()
-        self.conv = PackedConv(neck.convs[0].conv, "relu")
+        self.conv = conv(neck.convs[0].conv, "relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
-def _packed(module: _ConvModule) -> PackedConv:
+def _fused(module: _ConvModule, conv: Conv) -> FusedConv:
     act = module.act
     if act is None:
-        return PackedConv(module.conv)
-    return PackedConv(module.conv, "leaky_relu", act.negative_slope)
+        return conv(module.conv)
+    return conv(module.conv, "leaky_relu", act.negative_slope)
 
 
 class FastFlowNet(nn.Module):
     """FlowNetSimple for inference with the same interface, each image prepared on its own (module docstring).
 
-    `encode_key(img, img_shape, half)` is the key image's half of conv1 (with the bias), made once per key frame;
-    `forward(img, key, img_shape, half)` -> flow (N, 2, Hp, Wp) in float32, as FlowNetSimple's. `half`: the image's
-    2x2 mean when the preprocessing made it (saves the pooling here).
+    `encode_key(img, img_shapes)` is the key image's half of conv1 (with the bias), made once per key frame;
+    `forward(img, key, img_shapes)` -> flow (N, 2, Hp, Wp) in float32, as FlowNetSimple's.
     """
 
-    def __init__(self, flownet: FlowNetSimple) -> None:
+    def __init__(self, flownet: FlowNetSimple, conv: Conv = PackedConv) -> None:
         super().__init__()
         self.cfg = flownet.cfg
         if self.cfg.img_scale_factor != 0.5:
@@ -148,46 +151,44 @@ class FastFlowNet(nn.Module):
             current.weight.copy_(conv1.weight[:, :3])
             key.weight.copy_(conv1.weight[:, 3:])
             key.bias.copy_(conv1.bias)
-        self.conv1_current, self.conv1_key = PackedConv(current), PackedConv(key)
+        self.conv1_current, self.conv1_key = conv(current), conv(key)
         self.slope1 = flownet.conv1[0].act.negative_slope
         self.encoder = nn.ModuleList(
-            [nn.Sequential(*(_packed(m) for m in getattr(flownet, f"conv{i}"))) for i in range(2, 7)]
+            [nn.Sequential(*(_fused(m, conv) for m in getattr(flownet, f"conv{i}"))) for i in range(2, 7)]
         )
         self.decoder = nn.ModuleList(
             [
                 nn.ModuleList(
                     [
-                        _packed(getattr(flownet, f"deconv{k}")),
-                        _packed(getattr(flownet, f"predict_flow{k + 1}")),
-                        _packed(getattr(flownet, f"upsample_flow{k}")),
+                        _fused(getattr(flownet, f"deconv{k}"), conv),
+                        _fused(getattr(flownet, f"predict_flow{k + 1}"), conv),
+                        _fused(getattr(flownet, f"upsample_flow{k}"), conv),
                     ]
                 )
                 for k in (5, 4, 3, 2)
             ]
         )
-        self.predict_flow = _packed(flownet.predict_flow)
+        self.predict_flow = _fused(flownet.predict_flow, conv)
 
-    def prepare(self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised padded image (N, 3, Hp, Wp), or its 2x2 mean `half` if already made -> FlowNet input at half
-        resolution (N, 3, Hp/2, Wp/2)."""
+    def prepare(self, img: torch.Tensor, img_shapes: ImageShapes) -> torch.Tensor:
+        """Normalised padded images (N, 3, Hp, Wp), float32 -> FlowNet inputs at half resolution (N, 3, Hp/2, Wp/2)
+        in the compute dtype: the 0.5 bilinear resize (the 2x2 mean) in float32, then FlowNet's normalisation."""
         hp, wp = img.shape[-2:]
-        pooled = F.avg_pool2d(img, 2) if half is None else half.to(img.dtype)
-        ys = (torch.arange(hp, device=img.device) < img_shape[0]).to(img.dtype).view(-1, 2).mean(1)
-        xs = (torch.arange(wp, device=img.device) < img_shape[1]).to(img.dtype).view(-1, 2).mean(1)
-        valid = ys[:, None] * xs[None, :]
-        return pooled * self.scale + self.shift * valid
+        half = F.interpolate(img, scale_factor=0.5, mode="bilinear", align_corners=False)
+        half = to_compute(half, self.scale.dtype)
+        shapes = shapes_tensor(img_shapes, img.device)
+        ys = (torch.arange(hp, device=img.device)[None] < shapes[:, :1]).to(half.dtype).view(-1, hp // 2, 2).mean(2)
+        xs = (torch.arange(wp, device=img.device)[None] < shapes[:, 1:]).to(half.dtype).view(-1, wp // 2, 2).mean(2)
+        valid = (ys[:, :, None] * xs[:, None, :])[:, None]
+        return half * self.scale + self.shift * valid
 
-    def encode_key(
-        self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The key image's part of conv1 before its activation (N, c1, Hp/4, Wp/4)."""
-        return self.conv1_key(self.prepare(img, img_shape, half))
+    def encode_key(self, img: torch.Tensor, img_shapes: ImageShapes) -> torch.Tensor:
+        """The key images' part of conv1 before its activation (N, c1, Hp/4, Wp/4)."""
+        return self.conv1_key(self.prepare(img, img_shapes))
 
-    def forward(
-        self, img: torch.Tensor, key: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Flow (N, 2, Hp, Wp) from img to the key frame whose `encode_key` is `key`."""
-        current = self.prepare(img, img_shape, half)
+    def forward(self, img: torch.Tensor, key: torch.Tensor, img_shapes: ImageShapes) -> torch.Tensor:
+        """Flow (N, 2, Hp, Wp) from img to the key frames whose `encode_key` is `key`."""
+        current = self.prepare(img, img_shapes)
         x = F.leaky_relu_(self.conv1_current(current, residual=key), self.slope1)
         outs = []
         for stage in self.encoder:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dff.config import FlowConfig
+from dff.data.transforms import ImageShapes, shapes_tensor
 
 
 class _ConvModule(nn.Module):
@@ -100,19 +101,21 @@ class FlowNetSimple(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def prepare(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> torch.Tensor:
-        """Undo detector normalisation, apply FlowNet's (RGB x/255 - mean), zero the padding, downsample x0.5."""
+    def prepare(self, pair: torch.Tensor, img_shapes: ImageShapes) -> torch.Tensor:
+        """Undo detector normalisation, apply FlowNet's (RGB x/255 - mean), zero each pair's padding (outside its
+        img_shape), downsample x0.5."""
         x = pair * self.img_std + self.img_mean
         x = x / self.flow_std - self.flow_mean
-        rows = torch.arange(x.shape[-2], device=x.device)[:, None] < img_shape[0]
-        cols = torch.arange(x.shape[-1], device=x.device)[None, :] < img_shape[1]
-        x = torch.where(rows & cols, x, 0.0)  # img_shape may be ints or 0-d tensors (dff.export traces it)
+        shapes = shapes_tensor(img_shapes, x.device)  # a tensor input when dff.export traces it
+        rows = torch.arange(x.shape[-2], device=x.device)[None, :, None] < shapes[:, 0, None, None]
+        cols = torch.arange(x.shape[-1], device=x.device)[None, None, :] < shapes[:, 1, None, None]
+        x = torch.where((rows & cols)[:, None], x, 0.0)
         return F.interpolate(x, scale_factor=self.cfg.img_scale_factor, mode="bilinear", align_corners=False)
 
-    def predictions(self, pair: torch.Tensor, img_shape: tuple[int, int]) -> list[torch.Tensor]:
+    def predictions(self, pair: torch.Tensor, img_shapes: ImageShapes) -> list[torch.Tensor]:
         """The decoder's raw flow predictions, coarse to fine (flow6 ... flow2, strides 128 ... 8 of the padded
         image), all in one unit: pixels / (8 * flow_scale_factor), as FlowNet's multi-scale training loss uses them."""
-        x = self.prepare(pair, img_shape)
+        x = self.prepare(pair, img_shapes)
         outs = []
         for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.conv6):
             for layer in stage:
@@ -142,16 +145,12 @@ class FlowNetSimple(nn.Module):
         up = 4 / self.cfg.img_scale_factor
         return F.interpolate(flow, scale_factor=up, mode="bilinear", align_corners=False) * self.unit
 
-    def encode_key(
-        self, img: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def encode_key(self, img: torch.Tensor, img_shapes: ImageShapes) -> torch.Tensor:
         """What `forward` needs of the key frame: here the normalised key image itself (N, 3, Hp, Wp), stacked
-        behind each current image. (`half`, the image's 2x2 mean, is for the fast FlowNet; not used here.)"""
+        behind each current image."""
         return img
 
-    def forward(
-        self, img: torch.Tensor, key: torch.Tensor, img_shape: tuple[int, int], half: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Flow (N, 2, Hp, Wp) from the current image (N, 3, Hp, Wp) to the key frame (`encode_key`'s output), in
-        padded-image pixels; channel 0 = x, 1 = y."""
-        return self.upsample(self.predictions(torch.cat([img, key], dim=1), img_shape)[-1])
+    def forward(self, img: torch.Tensor, key: torch.Tensor, img_shapes: ImageShapes) -> torch.Tensor:
+        """Flow (N, 2, Hp, Wp) from the current images (N, 3, Hp, Wp) to their key frames (`encode_key`'s output),
+        in padded-image pixels; channel 0 = x, 1 = y."""
+        return self.upsample(self.predictions(torch.cat([img, key], dim=1), img_shapes)[-1])

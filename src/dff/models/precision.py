@@ -1,4 +1,4 @@
-"""The reduced-precision policy of the fast path (`InferenceOptions(dtype="bf16" | "fp16")`), in one place.
+"""The reduced-precision policy of the fast backend (`RunOptions(dtype="bf16" | "fp16")`), in one place.
 
 In the compute dtype: the image entering the network (`to_compute`), and from it every convolution and matrix
 product of the backbone, neck, RPN head, FlowNet and box head, the warp's and RoIAlign's feature tables.

@@ -5,15 +5,16 @@ Spec pitfalls handled here: 3, 10, 11, 12 (docs/pitfalls.md maps each to its cod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from dff.config import RoIConfig
+from dff.data.transforms import ImageMeta
 from dff.models import box_coder
 from dff.models.nms import batched_nms
 from dff.models.precision import to_exact
@@ -84,27 +85,43 @@ class RoIHead(nn.Module):
         return self.bbox_head(self.roi_align(feats, rois))
 
     def detect(
-        self, feats: torch.Tensor, proposals: torch.Tensor, img_shape: tuple[int, int], scale_factor: np.ndarray
+        self, feats: torch.Tensor, proposals: Sequence[torch.Tensor], metas: Sequence[ImageMeta]
+    ) -> list[Detections]:
+        """N images: features (N, C, H, W) and each image's proposals (n_i, 5) -> each image's detections in original
+        pixels. RoIAlign and the box head run once over every image's RoIs; the post-processing per image."""
+        rois_xyxy = [to_exact(p[:, :4]) for p in proposals]
+        counts = [r.shape[0] for r in rois_xyxy]
+        if sum(counts) == 0:
+            return [_empty(feats.device) for _ in metas]
+        index = torch.repeat_interleave(
+            torch.arange(len(counts), device=feats.device), torch.tensor(counts, device=feats.device)
+        )
+        rois = torch.cat([index[:, None].to(rois_xyxy[0]), torch.cat(rois_xyxy)], dim=1)
+        cls_score, bbox_pred = self(feats, rois)
+        return [
+            self.postprocess(c, b, r, m)
+            for c, b, r, m in zip(cls_score.split(counts), bbox_pred.split(counts), rois_xyxy, metas, strict=True)
+        ]
+
+    def postprocess(
+        self, cls_score: torch.Tensor, bbox_pred: torch.Tensor, rois_xyxy: torch.Tensor, meta: ImageMeta
     ) -> Detections:
-        """One image: proposals (n, 5) -> detections in original pixels (spec 3.4 RCNN post-processing).
+        """One image's box-head outputs on its RoIs (n, 4) -> its detections (spec 3.4 RCNN post-processing).
 
         Softmax, keep (RoI, class) pairs scoring > score_thr, decode only those, rescale to the original image,
         class-aware NMS, first max_per_img (float32 at any precision: models/precision.py).
         """
-        rois_xyxy = to_exact(proposals[:, :4])
         if rois_xyxy.shape[0] == 0:
-            return _empty(feats.device)
-        rois = torch.cat([rois_xyxy.new_zeros((rois_xyxy.shape[0], 1)), rois_xyxy], dim=1)
-        cls_score, bbox_pred = self(feats, rois)
+            return _empty(rois_xyxy.device)
         scores = F.softmax(to_exact(cls_score), dim=-1)[:, :-1]
         pairs = (scores > self.cfg.score_thr).nonzero(as_tuple=False)
         if pairs.shape[0] == 0:
-            return _empty(feats.device)
+            return _empty(rois_xyxy.device)
         roi_idx, labels = pairs[:, 0], pairs[:, 1]
         scores = scores[roi_idx, labels]
         deltas = to_exact(bbox_pred).view(bbox_pred.shape[0], -1, 4)[roi_idx, labels]
-        boxes = box_coder.decode(rois_xyxy[roi_idx], deltas, self.cfg.target_stds, max_shape=img_shape)
-        boxes = boxes / boxes.new_tensor(scale_factor)
+        boxes = box_coder.decode(rois_xyxy[roi_idx], deltas, self.cfg.target_stds, max_shape=meta.img_shape)
+        boxes = boxes / boxes.new_tensor(meta.scale_factor)
         keep = batched_nms(boxes, scores, labels, self.cfg.nms_iou, self.cfg.max_per_img)
         return Detections(boxes[keep], scores[keep], labels[keep])
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from dff.data.cocovid import CocoVID
 from dff.errors import DatasetError, DFFError, InputError
-from dff.evaluation.evaluate import category_ids
 
 PROTOCOLS: dict[str, str] = {
     "HOTA": "HOTA (Luiten et al. 2020; TrackEval): mean over IoU thresholds 0.05..0.95 of sqrt(DetA * AssA)",
@@ -146,7 +145,7 @@ def evaluate_tracking(
     unknown = [k for k in tracks if k not in image_ids]
     if unknown:
         raise InputError(f"{dataset.path}: tracking results for unknown image id {unknown[0]!r}")
-    cat_ids = category_ids(dataset, class_names)
+    cat_ids = dataset.category_ids(class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
     num_classes = len(class_names)
     config = {"THRESHOLD": MATCH_IOU, "PRINT_CONFIG": False}

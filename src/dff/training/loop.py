@@ -406,7 +406,7 @@ class _Checkpoints:
         """Write `model.safetensors` on rank 0; its path there, None on the other ranks."""
         if not self.d.is_main:
             return None
-        from dff import __version__
+        from dff.version import __version__
 
         model_path = self.out / "model.safetensors"
         checkpoint.save(self.r.net, self.r.cfg, model_path, __version__)
