@@ -12,15 +12,16 @@ import torchvision
 from torch import nn
 
 import dff
-from dff.api import REFERENCE, InferenceOptions, zero_flow
-from dff.data.fast_preprocess import as_channels_last, half_hwc, preprocess_hwc
+from dff.data.fast_preprocess import as_channels_last, preprocess_hwc
 from dff.data.transforms import preprocess
 from dff.models.detector import DFF
-from dff.models.fast import fast_network
+from dff.models.fast import KERNELS, fast_network
 from dff.models.fast_heads import ChannelsLastRoIAlign, FastBBoxHead, roi_align_channels_last
 from dff.models.fast_trunks import FastFlowWarp, fold_conv_bn
+from dff.models.network import zero_flow
 from dff.models.nms import nms_top_k
-from dff.models.packed import PackedConv, PackedLinear
+from dff.models.packed import FusedConv, FusedLinear, PackedConv, PackedLinear
+from dff.run import REFERENCE, RunOptions
 from dff.models.roi_head import BBoxHead
 from dff.models.warp import FlowWarp
 from tests.conftest import REAL, need
@@ -41,15 +42,14 @@ def golden_model(tmp_path_factory):
     return load_golden(tmp_path_factory.mktemp("golden_fast"))
 
 
-@pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["fast", "reference"])
-def test_path_matches_golden(golden_model, options):
+@pytest.mark.parametrize("run", [RunOptions(device="cpu"), REFERENCE], ids=["fast", "reference"])
+def test_path_matches_golden(golden_model, run):
     z, frames, model = golden_model
-    model.inference = options
     rec = Recorder(model.net)
-    assert (model.inference_net() is not model.net) == options.fast
+    assert (model.network(run) is not model.net) == (run.backend != "reference")
     results = {}
     for start, stop in GOLDEN_SEGMENTS:
-        for r in model.predict(frames[start:stop]):
+        for r in model.predict(frames[start:stop], run):
             results[start + r.frame_index] = (r, rec.current)
             rec.next_frame()
     for i, (r, seen) in results.items():
@@ -64,7 +64,7 @@ def test_path_matches_golden(golden_model, options):
         assert len(props) == int(z[f"f{i}/num_proposals"])
         np.testing.assert_allclose(props[:20], z[f"f{i}/proposals"][:20], atol=0.05, rtol=0, err_msg=f"f{i}")
         np.testing.assert_allclose(props[:20, 4], z[f"f{i}/proposals"][:20, 4], atol=1e-4, rtol=0)
-        detections_match(r, z[f"f{i}/detections"], f"{'fast' if options.fast else 'reference'} frame {i}")
+        detections_match(r, z[f"f{i}/detections"], f"{run.backend} frame {i}")
 
 
 def _real_frames(n: int, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
@@ -103,16 +103,20 @@ def _tiny_at_stride(stride: int) -> dff.DFFConfig:
     )
 
 
-@pytest.mark.parametrize("use_flow,stride", [(True, 16), (False, 16), (True, 8)])
-def test_tiny_fast_equals_reference(use_flow, stride):
+@pytest.mark.parametrize(
+    "use_flow,stride,kernels", [(True, 16, "cpu"), (False, 16, "cpu"), (True, 8, "cpu"), (True, 16, "cuda")]
+)
+def test_tiny_fast_equals_reference(use_flow, stride, kernels):
+    """The fast network equals the reference, with the CPU kernels and with the CUDA table's (run on CPU tensors)."""
     torch.manual_seed(0)
     model = dff.build(_tiny_at_stride(stride))
-    model.key_interval, model.propagation = 3, DFF.propagate if use_flow else zero_flow
+    policy = dff.FixedInterval(3)
+    propagation = None if use_flow else zero_flow
     frames = _real_frames(7)
-    model.inference = REFERENCE
-    ref = list(model.predict(frames, return_flow=True))
-    model.inference = InferenceOptions()
-    fast = list(model.predict(frames, return_flow=True))
+    ref = list(model.predict(frames, REFERENCE, key_policy=policy, propagation=propagation, return_flow=True))
+    run = RunOptions(device="cpu", key_policy=policy, propagation=propagation, return_flow=True)
+    session = dff.VideoSession(fast_network(model.net, "cpu", kernels=KERNELS[kernels]), run, model.class_names)
+    fast = [session.step(inp) for inp in model.inputs(frames, run)]
     assert [r.is_key_frame for r in fast] == [True, False, False] * 2 + [True]
     for a, b in zip(ref, fast):
         _same_detections(a, b)
@@ -126,22 +130,23 @@ def test_fast_copy_follows_weights_and_hooks():
     torch.manual_seed(0)
     model = dff.build("tiny_synthetic")
     frames = _real_frames(2)
-    first = model.inference_net()
-    assert isinstance(first, DFF) and first is not model.net and model.inference_net() is first
-    before = list(model.predict(frames))
+    run = RunOptions(device="cpu")
+    first = model.network(run)
+    assert isinstance(first, DFF) and first is not model.net and model.network(run) is first
+    before = list(model.predict(frames, run))
     with torch.no_grad():
         model.net.detector.roi_head.bbox_head.fc_cls.bias[0] += 5.0  # in place: class 0 wins everywhere
-    assert model.inference_net() is not first
-    after = list(model.predict(frames))
+    assert model.network(run) is not first
+    after = list(model.predict(frames, run))
     assert (after[0].labels[:5] == 0).all() and not (before[0].labels[:5] == 0).all()
     # A hook on a module the fast network does not have sends predict to the reference network, which runs it.
     seen = []
     handle = model.net.detector.backbone.layer1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    assert model.inference_net() is model.net
-    list(model.predict(frames))
+    assert model.network(run) is model.net
+    list(model.predict(frames, run))
     assert len(seen) == 1
     handle.remove()
-    assert model.inference_net() is not model.net
+    assert model.network(run) is not model.net
 
 
 def test_optimize_leaves_the_training_network_alone():
@@ -157,11 +162,10 @@ def test_optimize_leaves_the_training_network_alone():
 def test_low_precision_is_opt_in():
     torch.manual_seed(0)
     model = dff.build("tiny_synthetic")
-    assert model.inference.dtype == "fp32"
+    assert RunOptions().dtype == "fp32"
     with pytest.raises(dff.errors.DFFError):
-        InferenceOptions(fast=False, dtype="bf16")
-    model.inference = InferenceOptions(dtype="bf16")
-    results = list(model.predict(_real_frames(2)))
+        RunOptions(backend="reference", dtype="bf16")
+    results = list(model.predict(_real_frames(2), device="cpu", dtype="bf16"))
     assert results[0].boxes.dtype == np.float32 and results[0].scores.dtype == np.float32
     assert all(np.all(np.diff(r.scores) <= 0) for r in results)
 
@@ -176,8 +180,6 @@ def test_fused_preprocessing_is_bit_identical():
     assert torch.equal(img[0], ref)
     assert (meta.img_shape, meta.pad_shape) == (meta2.img_shape, meta2.pad_shape) == ((563, 1000), (576, 1008))
     np.testing.assert_array_equal(meta.scale_factor, meta2.scale_factor)
-    half = as_channels_last(half_hwc(hwc))
-    torch.testing.assert_close(half, torch.nn.functional.avg_pool2d(ref[None], 2), atol=1e-6, rtol=0)
 
 
 def test_nms_top_k_equals_truncated_nms():
@@ -249,6 +251,11 @@ def test_folded_and_packed_convs_equal_the_originals():
         deconv = nn.ConvTranspose2d(16, 4, 4, 2, 1, bias=False)
         y = PackedConv(deconv, "leaky_relu", 0.1)(expected)
         torch.testing.assert_close(y, torch.nn.functional.leaky_relu(deconv(expected), 0.1), atol=1e-5, rtol=1e-5)
+        for kind in (PackedConv, FusedConv):
+            torch.testing.assert_close(kind(folded, "relu")(x, residual=residual), expected, atol=1e-5, rtol=1e-5)
+            y = kind(deconv, "leaky_relu", 0.1)(expected)
+            torch.testing.assert_close(y, torch.nn.functional.leaky_relu(deconv(expected), 0.1), atol=1e-5, rtol=1e-5)
         lin = nn.Linear(30, 5)
         v = torch.randn(7, 30, generator=g)
-        torch.testing.assert_close(PackedLinear(lin.weight, lin.bias, "relu")(v), torch.relu(lin(v)))
+        for kind in (PackedLinear, FusedLinear):
+            torch.testing.assert_close(kind(lin.weight, lin.bias, "relu")(v), torch.relu(lin(v)))

@@ -101,6 +101,33 @@ class DFFModel:
         for inp in self.inputs(source, run):
             yield session.step(inp)
 
+    def predict_many(
+        self, sources: Sequence[Source], run: RunOptions | None = None, **options: Any
+    ) -> Iterator[tuple[int, FrameResult]]:
+        """Several videos through one network at once: each step takes the next frame of every video not yet
+        finished and runs them through the batched stages (`step`); yields (index of the source, result) in that
+        order. Each video's results equal `predict` on it alone (within the golden tolerances)."""
+        run = (run or RunOptions()).with_options(**options)
+        streams = {i: self.inputs(s, run) for i, s in enumerate(sources)}
+        sessions = {i: self.session(run) for i in streams}
+        try:
+            while streams:
+                batch = []
+                for i, stream in list(streams.items()):
+                    inp = next(stream, None)
+                    if inp is None:
+                        del streams[i]
+                    else:
+                        batch.append((i, inp))
+                if batch:
+                    results = step([sessions[i] for i, _ in batch], [inp for _, inp in batch])
+                    yield from zip([i for i, _ in batch], results, strict=True)
+        finally:
+            for stream in streams.values():
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+
     def session(self, run: RunOptions | None = None) -> VideoSession:
         """The frame loop of one video under `run` (default `RunOptions()`)."""
         run = run or RunOptions()
