@@ -56,3 +56,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def frame_result(
+    video_id: int | None,
+    image_id: int | None,
+    frame: int,
+    key: bool,
+    boxes,
+    scores,
+    labels,
+    track_ids=None,
+):
+    """A dataset frame's FrameResult (what the evaluation reads): ids, frame index, key flag, detections."""
+    import numpy as np
+
+    from dff.io.result import FrameResult
+
+    return FrameResult(
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(scores, np.float32),
+        np.asarray(labels, np.int64),
+        frame_index=frame,
+        is_key_frame=key,
+        track_ids=None if track_ids is None else np.asarray(track_ids, np.int64),
+        video_id=video_id,
+        image_id=image_id,
+    )

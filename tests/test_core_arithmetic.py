@@ -8,13 +8,12 @@ import torch
 
 import dff
 import dff.errors
-from dff.api import zero_flow
 from dff.config import BackboneConfig, FlowConfig, PreprocessConfig, RPNConfig, preset
 from dff.data.transforms import padded_size, preprocess, rescale_size, scale_factor_for
 from dff.models import anchors, box_coder
 from dff.models.backbone import ResNetBackbone
-from dff.models.detector import DFF
 from dff.models.flownet import FlowNetSimple
+from dff.models.network import zero_flow
 from dff.models.warp import FlowWarp, warp_grid
 
 
@@ -152,12 +151,11 @@ def test_key_frame_schedule_and_segments():
     model = dff.build("tiny_synthetic")
     frames = [np.full((96, 160, 3), i * 10, np.uint8) for i in range(23)]
     assert [r.is_key_frame for r in model.predict(frames)] == [i % 10 == 0 for i in range(23)]
-    model.key_interval = 4
-    keys = [r.frame_index for r in model.predict(frames[:9]) if r.is_key_frame]
+    keys = [r.frame_index for r in model.predict(frames[:9], key_policy=dff.FixedInterval(4)) if r.is_key_frame]
     assert keys == [0, 4, 8]
     # a size change starts a new segment: its first frame is a key frame and ids restart
     mixed = frames[:3] + [np.zeros((120, 160, 3), np.uint8)] * 6
-    assert [r.is_key_frame for r in model.predict(mixed)] == [
+    assert [r.is_key_frame for r in model.predict(mixed, key_policy=dff.FixedInterval(4))] == [
         True,
         False,
         False,
@@ -169,20 +167,18 @@ def test_key_frame_schedule_and_segments():
         False,
     ]
     with pytest.raises(dff.errors.DFFError):
-        model.key_interval = 0
+        dff.FixedInterval(0)
 
 
 def test_zero_flow_mode_reuses_key_features():
     model = dff.build("tiny_synthetic")
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (96, 160, 3), dtype=np.uint8) for _ in range(3)]
-    model.propagation = zero_flow
-    out = list(model.predict(frames, return_flow=True))
+    out = list(model.predict(frames, propagation=zero_flow, return_flow=True))
     assert all(r.flow is None for r in out) and [r.is_key_frame for r in out] == [True, False, False]
     assert [r.key_reason for r in out] == ["first", None, None]
     for r in out[1:]:  # the key frame's features, unwarped, under the same geometry: the key frame's detections
         np.testing.assert_array_equal(r.boxes, out[0].boxes)
         np.testing.assert_array_equal(r.scores, out[0].scores)
-    model.propagation = DFF.propagate
     out = list(model.predict(frames, return_flow=True))
     assert out[0].flow is None and out[1].flow.shape == (2, 12, 20)

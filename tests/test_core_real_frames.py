@@ -28,14 +28,13 @@ def real_frames(n: int) -> list[np.ndarray]:
 def test_preset_runs_on_real_frames(preset, n):
     model = dff.build(preset)
     model.net.load_state_dict(deterministic_state_dict(model.net.state_dict(), seed=1))
-    model.key_interval = 2
     shapes = {}
     model.net.detector.backbone.register_forward_hook(lambda m, a, o: shapes.__setitem__("c5", tuple(o.shape)))
     model.net.motion.register_forward_hook(lambda m, a, o: shapes.__setitem__("flow", tuple(o.shape)))
     model.net.warp.register_forward_hook(lambda m, a, o: shapes.__setitem__("warped", tuple(o.shape)))
     frames = real_frames(n)
     assert frames[0].shape == (720, 1280, 3)
-    results = list(model.predict(frames))
+    results = list(model.predict(frames, device="cpu", key_policy=dff.FixedInterval(2)))
     assert [r.is_key_frame for r in results] == [i % 2 == 0 for i in range(n)]
     assert shapes["c5"] == (1, 2048, 36, 63)
     assert shapes["flow"] == (1, 2, 576, 1008) and shapes["warped"] == (1, 512, 36, 63)

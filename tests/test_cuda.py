@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import dff
-from dff.api import REFERENCE, InferenceOptions
 from dff.golden import deterministic_state_dict
 from dff.models.detector import DFF
+from dff.run import REFERENCE, RunOptions
 from tests.conftest import GOLDEN
 
 pytestmark = [
@@ -36,18 +36,19 @@ def golden_rows_found(result: dff.FrameResult, golden: np.ndarray) -> list[bool]
     ]
 
 
-@pytest.mark.parametrize("inference", [REFERENCE, InferenceOptions()], ids=["reference", "default"])
-def test_golden_on_cuda_with_tf32_off(inference: InferenceOptions, tmp_path: Path):
+@pytest.mark.parametrize(
+    "run", [REFERENCE.with_options(device="cuda"), RunOptions(device="cuda")], ids=["reference", "default"]
+)
+def test_golden_on_cuda_with_tf32_off(run: RunOptions, tmp_path: Path):
     template = DFF(dff.preset("r50_dc5")).state_dict()
     ckpt = tmp_path / "dff_r50_seed0.pth"
     classes = list(dff.preset("r50_dc5").class_names)
     torch.save({"state_dict": deterministic_state_dict(template, 0), "meta": {"CLASSES": classes}}, ckpt)
     model = dff.load(ckpt, preset="r50_dc5", device="cuda")
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32  # spec pitfall 23
-    model.inference = inference
     z = np.load(GOLDEN / "golden_r50_seed0.npz")
     frames = [cv2.imread(str(p)) for p in sorted((GOLDEN / "frames_seed0").glob("*.png"))]
-    results = list(model.predict(frames))
+    results = list(model.predict(frames, run))
     assert [r.is_key_frame for r in results] == [i % 10 == 0 for i in range(12)]
     for i, r in enumerate(results):
         hits = golden_rows_found(r, z[f"f{i}/detections"])

@@ -18,7 +18,7 @@ from dff.data.formats import convert_annotations
 from dff.data.formats.cvat import read_cvat_video
 from dff.data.synthetic import SYNTHETIC_CLASSES, SyntheticSet, SyntheticVideo, make_synthetic
 from dff.evaluation.evaluate import evaluate
-from dff.evaluation.results import FrameRecord
+from tests.conftest import frame_result
 
 NAME_OF = dict(zip(VID_WNIDS, VID_CLASSES))
 IMAGE_FIELDS = ("file_name", "height", "width", "id", "frame_id", "video_id")
@@ -180,20 +180,22 @@ def test_converted_ground_truth_scores_ap50_100(synthetic, tmp_path):
             anns = dataset.annotations(img["id"])
             boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32)
             records.append(
-                FrameRecord(
-                    video_id=video["id"],
-                    image_id=img["id"],
-                    frame_id=img["frame_id"],
-                    is_key_frame=True,
-                    boxes=boxes.reshape(-1, 4),
-                    scores=np.linspace(1.0, 0.5, len(anns), dtype=np.float32),
-                    labels=np.array([label_of[a["category_id"]] for a in anns], np.int64),
+                frame_result(
+                    video["id"],
+                    img["id"],
+                    img["frame_id"],
+                    True,
+                    boxes.reshape(-1, 4),
+                    np.linspace(1.0, 0.5, len(anns), dtype=np.float32),
+                    np.array([label_of[a["category_id"]] for a in anns], np.int64),
                 )
             )
     results = evaluate(dataset, records, classes, metrics=("coco", "ilsvrc"))
     assert results["coco_ap50"].mean == pytest.approx(1.0)
     assert results["ilsvrc_ap50"].mean == pytest.approx(1.0)
-    shifted = [FrameRecord(r.video_id, r.image_id, r.frame_id, True, r.boxes + 30, r.scores, r.labels) for r in records]
+    shifted = [
+        frame_result(r.video_id, r.image_id, r.frame_index, True, r.boxes + 30, r.scores, r.labels) for r in records
+    ]
     assert evaluate(dataset, shifted, classes, metrics=("coco",))["coco_ap50"].mean < 0.5
 
 

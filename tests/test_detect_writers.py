@@ -1,4 +1,4 @@
-"""Result writers (JSONL, video, COCO results) and drawing helpers."""
+"""Result writers (JSONL, video, COCO results, MOT tracks, one interface) and drawing helpers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import av
 import numpy as np
 import pytest
 
-from dff.errors import OutputError
+from dff.errors import InputError, OutputError
 from dff.io.draw import color_wheel, draw_detections, draw_frame_marker, flow_picture, flow_to_color
+from dff.io.result import FrameResult
 from dff.io.writers import (
+    AnnotatedVideoWriter,
     CocoResultsWriter,
     JsonlWriter,
+    MotWriter,
+    Outputs,
+    ResultWriter,
     VideoWriter,
-    detection_record,
     video_codec,
     video_format,
 )
@@ -24,41 +28,108 @@ from dff.io.writers import (
 NAMES = ("airplane", "car", "bicycle")
 
 
+def result(frame: int, boxes, scores, labels, **more) -> FrameResult:
+    return FrameResult(
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(scores, np.float32),
+        np.asarray(labels, np.int64),
+        frame_index=frame,
+        is_key_frame=more.pop("key", False),
+        class_names=NAMES,
+        **more,
+    )
+
+
 def decode(path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="bgr24") for f in c.decode(c.streams.video[0])]
 
 
-def test_detection_record_schema():
-    rec = detection_record(
-        7,
-        0.28,
-        False,
-        np.array([[1.234, 2, 30.5, 40]], np.float32),
-        np.array([0.91234567], np.float32),
-        np.array([2]),
-        NAMES,
-    )
+def test_record_schema():
+    r = result(7, [[1.234, 2, 30.5, 40]], [0.91234567], [2], time_s=0.28, key_index=5)
+    rec = r.to_record()
     assert rec == {
         "frame": 7,
         "time_s": 0.28,
         "key": False,
         "key_reason": None,
-        "detections": [{"bbox": [1.23, 2.0, 30.5, 40.0], "score": 0.91235, "label": "bicycle", "class_id": 2}],
+        "key_frame": 5,
+        "detections": [{"bbox": [1.234, 2.0, 30.5, 40.0], "score": 0.91234565, "class_id": 2, "label": "bicycle"}],
     }
     assert json.loads(json.dumps(rec)) == rec
-    key = detection_record(0, 0.0, True, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), NAMES, "cut")
-    assert key["key"] and key["key_reason"] == "cut" and key["detections"] == []
+    back = FrameResult.from_record(json.loads(json.dumps(rec)), NAMES)
+    assert np.array_equal(back.boxes, r.boxes) and np.array_equal(back.scores, r.scores)  # float32 kept exactly
+    key = result(0, np.zeros((0, 4)), [], [], key=True, key_reason="cut", time_s=0.0, key_index=0)
+    assert key.to_record()["key"] and key.to_record()["key_reason"] == "cut" and key.to_record()["detections"] == []
+    live = result(3, [], [], [], time_s=0.12, arrival_s=10.0, ready_s=10.25, video_id=2, image_id=40)
+    rec = live.to_record()
+    assert (rec["arrival_s"], rec["ready_s"], rec["latency_s"], rec["video_id"], rec["image_id"]) == (
+        10,
+        10.25,
+        0.25,
+        2,
+        40,
+    )
+
+
+def test_every_writer_is_a_result_writer(tmp_path):
+    outputs = Outputs.in_folder(tmp_path, Outputs.KINDS)
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        writers = outputs.open(stack, 25.0, lambda shape: (1.0, 1.0))
+        assert set(writers) == set(Outputs.KINDS)
+        assert all(isinstance(w, ResultWriter) for w in writers.values())
+        image = np.zeros((48, 64, 3), np.uint8)
+        for i in range(3):
+            writers_input = result(i, [[1, 2, 30, 40]], [0.9], [1], track_ids=np.array([4]), image=image)
+            for w in writers.values():
+                w.write(writers_input)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Outputs.IN_FOLDER.values())
+    assert len((tmp_path / "detections.jsonl").read_text().splitlines()) == 3
+    assert len(decode(tmp_path / "detections.mp4")) == 3
+    assert [p.name for p in (tmp_path / "flow").iterdir()] == []  # no flow in these results
+
+
+def test_mot_tracks_are_motchallenge_lines(tmp_path):
+    path = tmp_path / "tracks.txt"
+    with MotWriter(path) as w:
+        w.write(result(0, [[10, 20, 50, 80], [5, 5, 9, 9]], [0.9, 0.3], [1, 2], track_ids=np.array([3, -1])))
+        w.write(result(1, [[12, 20, 52, 80]], [0.8], [1], track_ids=np.array([3])))
+    assert path.read_text().splitlines() == [
+        "1,3,10.00,20.00,40.00,60.00,0.90000,-1,-1,-1",
+        "2,3,12.00,20.00,40.00,60.00,0.80000,-1,-1,-1",
+    ]
+    with pytest.raises(InputError, match="track ids"), MotWriter(tmp_path / "t2.txt") as w:
+        w.write(result(0, [[1, 1, 2, 2]], [0.5], [0]))
+
+
+def test_annotated_video_draws_each_result_on_its_frame(tmp_path):
+    path = tmp_path / "a.mp4"
+    frame = np.full((96, 128, 3), 200, np.uint8)
+    with AnnotatedVideoWriter(path, 10.0) as w:
+        for i in range(2):
+            w.write(result(i, [[20, 20, 100, 80]], [0.9], [1], image=frame))
+    first = decode(path)[0]
+    assert np.abs(first.astype(int) - frame.astype(int)).max() > 100  # a box and a label drawn
+    with pytest.raises(dff_errors().DFFError, match="no image"):
+        result(0, [], [], []).plot()
+
+
+def dff_errors():
+    import dff.errors
+
+    return dff.errors
 
 
 def test_jsonl_lines_are_flushed_as_written(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("old\n")
     with JsonlWriter(path) as w:
-        w.write({"frame": 0})
+        w.write_record({"frame": 0})
         (tmp,) = tmp_path.glob(".d.*.tmp.jsonl")  # written beside the target, flushed line by line
         assert tmp.read_text() == '{"frame":0}\n' and path.read_text() == "old\n"
-        w.write({"frame": 1})
+        w.write(result(1, [], [], []))
         assert len(tmp.read_text().splitlines()) == 2
     assert len(path.read_text().splitlines()) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
@@ -81,7 +152,7 @@ def test_full_disk_names_the_output_and_keeps_the_old_file(tmp_path, monkeypatch
     w = JsonlWriter(path)
     monkeypatch.setattr(w, "_f", _FullDisk())
     with pytest.raises(OSError) as e:
-        w.write({"frame": 0})
+        w.write_record({"frame": 0})
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
     w.close()
     assert path.read_text() == "old\n"
@@ -104,11 +175,12 @@ class _FullDisk:
 def test_coco_results_stream_and_close_on_error(tmp_path):
     path = tmp_path / "coco.json"
     with pytest.raises(RuntimeError), CocoResultsWriter(path) as w:
-        w.write(3, np.array([[10, 20, 50, 60]], np.float32), np.array([0.5], np.float32), np.array([1]))
+        w.write(result(2, [[10, 20, 50, 60]], [0.5], [1]))
         assert not path.exists()  # only the temporary file exists until close
-        w.write(4, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        w.write(result(3, np.zeros((0, 4)), [], []))
         raise RuntimeError("stop")
-    assert json.loads(path.read_text()) == [{"image_id": 3, "category_id": 2, "bbox": [10, 20, 40, 40], "score": 0.5}]
+    # image_id: the frame's 1-based number, as the project's COCO-VID files number a video's frames
+    assert json.loads(path.read_text()) == [{"image_id": 3, "bbox": [10, 20, 40, 40], "score": 0.5, "category_id": 2}]
     assert [p.name for p in tmp_path.iterdir()] == ["coco.json"]
 
 

@@ -9,9 +9,10 @@ from dff.classes import VID_CLASSES
 from dff.data.cocovid import CocoVID
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import make_synthetic
-from dff.evaluation.evaluate import category_ids, coco_results, evaluate, format_table, parse_metrics
+from dff.evaluation.evaluate import coco_results, evaluate, format_table, parse_metrics
 from dff.evaluation.motion import gt_motion_iou
-from dff.evaluation.results import FrameRecord
+from dff.io.result import FrameResult
+from tests.conftest import frame_result
 
 MOTION = ("motion_fast", "motion_medium", "motion_slow")
 
@@ -24,14 +25,14 @@ def val_set(tmp_path_factory) -> CocoVID:
     return CocoVID.load(path)
 
 
-def records_from_gt(dataset: CocoVID, keep=lambda ann: True) -> list[FrameRecord]:
+def records_from_gt(dataset: CocoVID, keep=lambda ann: True) -> list[FrameResult]:
     out = []
     for video, images in dataset.iter_videos():
         for im in images:
             anns = [a for a in dataset.annotations(im["id"]) if keep(a)]
             boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32)
             out.append(
-                FrameRecord(
+                frame_result(
                     video["id"],
                     im["id"],
                     im["frame_id"],
@@ -82,7 +83,7 @@ def test_metric_subset_and_results_format(val_set):
     assert set(evaluate(val_set, records, VID_CLASSES, parse_metrics("motion"))) == set(MOTION)
     with pytest.raises(ValueError, match="bogus"):
         parse_metrics("coco,bogus")
-    res = coco_results(records[:1], category_ids(val_set, VID_CLASSES))
+    res = coco_results(records[:1], val_set.category_ids(VID_CLASSES))
     first = val_set.annotations(records[0].image_id)[0]
     assert res[0]["image_id"] == records[0].image_id
     assert res[0]["bbox"] == pytest.approx(first["bbox"]) and res[0]["category_id"] == first["category_id"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dff.evaluation.ap import all_point_ap
-from dff.evaluation.coco import coco_ap50, to_coco_results
+from dff.evaluation.coco import coco_ap50
+from tests.conftest import frame_result
 from dff.evaluation.ilsvrc import MOTION_RANGES, FrameEval, evaluate_ilsvrc, gt_thresholds, iou_plus1
 
 GT_BOX = [10.0, 10.0, 40.0, 30.0]  # xywh
@@ -36,7 +37,7 @@ def run_both(frames: list[dict], num_classes: int = 3):
         det_boxes = np.array([d[0] for d in f["dets"]], np.float32).reshape(-1, 4)
         scores = np.array([d[1] for d in f["dets"]], np.float32)
         labels = np.array([d[2] for d in f["dets"]], np.int64)
-        results += to_coco_results(i, det_boxes, scores, labels)
+        results += frame_result(None, i, 0, True, det_boxes, scores, labels).coco_items()
         evals.append(
             FrameEval(
                 gt_boxes=np.array([xyxy(g[0]) for g in f["gt"]], np.float64).reshape(-1, 4),
@@ -182,7 +183,6 @@ def test_no_detections_and_no_ground_truth():
 
 
 def test_coco_bbox_conversion_matches_mmdet():
-    res = to_coco_results(
-        7, np.array([[1.5, 2.25, 11.5, 4.25]], np.float32), np.array([0.5], np.float32), np.array([29])
-    )
-    assert res == [{"image_id": 7, "bbox": [1.5, 2.25, 10.0, 2.0], "score": 0.5, "category_id": 30}]
+    r = frame_result(None, 7, 0, True, np.array([[1.5, 2.25, 11.5, 4.25]], np.float32), [0.5], [29])
+    assert r.coco_items() == [{"image_id": 7, "bbox": [1.5, 2.25, 10.0, 2.0], "score": 0.5, "category_id": 30}]
+    assert r.coco_items(lambda c: 100 + c)[0]["category_id"] == 129

@@ -9,7 +9,6 @@ import pytest
 
 from dff.errors import DFFError
 from dff.evaluation.results import (
-    FrameRecord,
     ResultsWriter,
     consolidate,
     make_header,
@@ -18,26 +17,36 @@ from dff.evaluation.results import (
     remove_results,
 )
 from dff.evaluation.runner import split_videos
+from dff.io.result import FrameResult
+from tests.conftest import frame_result
 
 HEADER = make_header(key_interval=10, weights="w.safetensors", ann="val.json", preset="tiny_synthetic")
 FRAMES = {7: 3, 3: 2, 5: 1}  # video id -> frames, in dataset order
 
 
-def record(video: int, frame: int, n: int = 2, seed: int = 0) -> FrameRecord:
+def record(video: int, frame: int, n: int = 2, seed: int = 0) -> FrameResult:
     rng = np.random.default_rng(seed + 100 * video + frame)
-    return FrameRecord(
-        video_id=video,
-        image_id=100 * video + frame,
-        frame_id=frame,
-        is_key_frame=frame == 0,
-        boxes=(rng.random((n, 4)) * 1000).astype(np.float32),
-        scores=rng.random(n).astype(np.float32),
-        labels=rng.integers(0, 30, n),
+    return frame_result(
+        video,
+        100 * video + frame,
+        frame,
+        frame == 0,
+        (rng.random((n, 4)) * 1000).astype(np.float32),
+        rng.random(n).astype(np.float32),
+        rng.integers(0, 30, n),
     )
 
 
-def same(a: FrameRecord, b: FrameRecord) -> bool:
-    fields = ("video_id", "image_id", "frame_id", "is_key_frame")
+def line(r: FrameResult) -> str:
+    return json.dumps(r.to_record())
+
+
+def back(r: FrameResult) -> FrameResult:
+    return FrameResult.from_record(json.loads(line(r)))
+
+
+def same(a: FrameResult, b: FrameResult) -> bool:
+    fields = ("video_id", "image_id", "frame_index", "is_key_frame")
     arrays = ("boxes", "scores", "labels")
     return all(getattr(a, f) == getattr(b, f) for f in fields) and all(
         np.array_equal(getattr(a, f), getattr(b, f)) for f in arrays
@@ -46,7 +55,7 @@ def same(a: FrameRecord, b: FrameRecord) -> bool:
 
 def test_float32_values_round_trip_exactly():
     rng = np.random.default_rng(1)
-    r = FrameRecord(
+    r = frame_result(
         1,
         2,
         3,
@@ -55,11 +64,11 @@ def test_float32_values_round_trip_exactly():
         np.concatenate([rng.random(498), [1e-4, 0.99999994]]).astype(np.float32),
         rng.integers(0, 30, 500),
     )
-    back = FrameRecord.from_json(r.to_json())
-    assert same(r, back)
-    assert back.boxes.dtype == np.float32 and back.labels.dtype == np.int64
-    empty = FrameRecord(1, 2, 0, True, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    assert same(empty, FrameRecord.from_json(empty.to_json()))
+    r2 = back(r)
+    assert same(r, r2)
+    assert r2.boxes.dtype == np.float32 and r2.labels.dtype == np.int64
+    empty = frame_result(1, 2, 0, True, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert same(empty, back(empty))
 
 
 def test_resume_keeps_complete_videos_and_drops_the_partial_one(tmp_path):
@@ -70,7 +79,7 @@ def test_resume_keeps_complete_videos_and_drops_the_partial_one(tmp_path):
             w.write(record(7, f))
         w.write(record(3, 0))  # video 3 interrupted after its first frame
     with open(path, "a") as f:
-        f.write(record(3, 1).to_json()[:25])  # and a cut-off line
+        f.write(line(record(3, 1))[:25])  # and a cut-off line
     assert consolidate(path, HEADER, FRAMES) == {7}
     lines = path.read_text().splitlines()
     assert json.loads(lines[0]) == HEADER and len(lines) == 4
@@ -88,7 +97,7 @@ def test_parts_merge_in_dataset_order(tmp_path):
         for f in range(3):
             w.write(record(7, f))
     assert consolidate(path, HEADER, FRAMES) == {7, 3, 5}
-    got = [(r.video_id, r.frame_id) for r in read_records(path)]
+    got = [(r.video_id, r.frame_index) for r in read_records(path)]
     assert got == [(7, 0), (7, 1), (7, 2), (3, 0), (3, 1), (5, 0)]
     assert not list(tmp_path.glob("*.rank*"))
 

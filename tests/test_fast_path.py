@@ -21,9 +21,9 @@ from dff.models.fast_trunks import FastFlowWarp, fold_conv_bn
 from dff.models.network import zero_flow
 from dff.models.nms import nms_top_k
 from dff.models.packed import FusedConv, FusedLinear, PackedConv, PackedLinear
-from dff.run import REFERENCE, RunOptions
 from dff.models.roi_head import BBoxHead
 from dff.models.warp import FlowWarp
+from dff.run import REFERENCE, RunOptions
 from tests.conftest import REAL, need
 from tests.test_golden import (
     Recorder,

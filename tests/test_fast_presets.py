@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import dff
-from dff.api import REFERENCE, InferenceOptions
 from dff.config import PreprocessConfig
 from dff.golden import deterministic_state_dict
 from dff.models.detector import DFF
+from dff.run import REFERENCE, RunOptions
 from tests.conftest import GOLDEN
 
 SIZE = (320, 180)  # (W, H) of the resized golden frames
@@ -31,9 +31,7 @@ def small_model(preset: str, folder: Path) -> dff.DFFModel:
     template = DFF(cfg).state_dict()
     ckpt = folder / f"{preset}_seed0.pth"
     torch.save({"state_dict": deterministic_state_dict(template, 0), "meta": {"CLASSES": list(cfg.class_names)}}, ckpt)
-    model = dff.load(ckpt, preset=cfg, device="cpu")
-    model.key_interval = 2
-    return model
+    return dff.load(ckpt, preset=cfg, device="cpu")
 
 
 def same_detections(fast: dff.FrameResult, ref: dff.FrameResult, what: str) -> None:
@@ -58,10 +56,9 @@ def test_fast_equals_reference(preset: str, tmp_path: Path, one_thread):
         for i in (0, 1)
     ]
     model = small_model(preset, tmp_path)
-    model.inference = REFERENCE
-    ref = list(model.predict(frames))
-    model.inference = InferenceOptions()
-    fast = list(model.predict(frames))
+    policy = dff.FixedInterval(2)
+    ref = list(model.predict(frames, REFERENCE, key_policy=policy))
+    fast = list(model.predict(frames, RunOptions(device="cpu", key_policy=policy)))
     assert [r.is_key_frame for r in ref] == [r.is_key_frame for r in fast] == [True, False]
     for i, (f, r) in enumerate(zip(fast, ref)):
         assert len(r.scores) >= 20, f"{preset} frame {i}: only {len(r.scores)} reference detections"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dff
-from dff.api import REFERENCE, InferenceOptions
+from dff.run import REFERENCE, RunOptions
 from dff.errors import DFFError
 from dff.keyframes import CUT, FIRST, INTERVAL, Adaptive, FixedInterval, Incoming, Propagated
 
@@ -23,12 +23,13 @@ def _frames(n: int, size=(96, 160)) -> list[np.ndarray]:
 
 def test_fixed_interval_is_mmtracking_rule_per_segment():
     model = dff.build("tiny_synthetic")
-    model.key_interval = 3
+    run = RunOptions(key_policy=FixedInterval(3))
     frames = _frames(5) + _frames(4, size=(80, 128))  # a size change starts a new segment
-    out = list(model.predict(frames))
+    out = list(model.predict(frames, run))
     assert [r.key_reason for r in out] == [FIRST, None, None, INTERVAL, None, FIRST, None, None, INTERVAL]
     assert [r.is_key_frame for r in out] == [r.key_reason is not None for r in out]
-    assert model.key_interval == 3 and model.key_policy == FixedInterval(3)
+    assert [r.key_index for r in out] == [0, 0, 0, 3, 3, 5, 5, 5, 8]
+    assert run.key_policy == FixedInterval(3) and not hasattr(model, "key_policy")  # a run is a value
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "3"])
@@ -63,27 +64,24 @@ class FlowLimit:
         self.keys.append((frame.frame_id, reason))
 
 
-@pytest.mark.parametrize("options", [InferenceOptions(), REFERENCE], ids=["fast", "reference"])
-def test_a_policy_decides_from_the_propagated_flow(options):
+@pytest.mark.parametrize("run", [RunOptions(device="cpu"), REFERENCE], ids=["fast", "reference"])
+def test_a_policy_decides_from_the_propagated_flow(run):
     torch.manual_seed(0)
     model = dff.build("tiny_synthetic")
-    model.inference = options
     frames = _frames(6)
-    model.key_policy = FlowLimit(limit=float("inf"))
-    plain = list(model.predict(frames, return_flow=True))
+    plain = list(model.predict(frames, run, key_policy=FlowLimit(limit=float("inf")), return_flow=True))
     assert [r.is_key_frame for r in plain] == [True] + [False] * 5
-    model.key_policy = FlowLimit(limit=-1.0)  # every propagated frame is judged too far: each one becomes a key
-    keyed = list(model.predict(frames))
+    policy = FlowLimit(limit=-1.0)  # every propagated frame is judged too far: each one becomes a key
+    keyed = list(model.predict(frames, run, key_policy=policy))
     assert [r.key_reason for r in keyed] == [FIRST] + ["motion"] * 5
-    assert model.key_policy.seen == [] and model.key_policy.keys == []  # the loop works on its own copy
-    session = model.session()
-    for inp in model.inputs(frames):
+    assert policy.seen == [] and policy.keys == []  # the loop works on its own copy
+    session = model.session(run.with_options(key_policy=policy))
+    for inp in model.inputs(frames, run):
         session.step(inp)
     assert session.policy.keys == [(0, FIRST)] + [(i, "motion") for i in range(1, 6)]
     assert [s[:2] for s in session.policy.seen] == [(i, 1) for i in range(1, 6)]
     # a frame redone as a key frame gets exactly the detections of a key frame
-    model.key_interval = 1
-    per_frame = list(model.predict(frames))
+    per_frame = list(model.predict(frames, run, key_policy=FixedInterval(1)))
     for a, b in zip(per_frame, keyed):
         np.testing.assert_array_equal(a.boxes, b.boxes)
         np.testing.assert_array_equal(a.scores, b.scores)
@@ -128,14 +126,14 @@ def test_adaptive_keeps_the_budget_and_keys_every_cut():
     fast = _moving_scene(200, seed=2, speed=6.0)
     still = [calm[0]] * 200
     frames = calm + fast + still
-    model.key_policy = Adaptive(budget=10)
-    out = list(model.predict(frames))
+    policy = Adaptive(budget=10)
+    out = list(model.predict(frames, device="cpu", key_policy=policy))
     keys = [r.frame_index for r in out if r.is_key_frame]
     assert abs(len(keys) - len(frames) / 10) <= 0.05 * len(frames) / 10, len(keys)
     assert out[200].key_reason == CUT and out[400].key_reason == CUT
     assert sum(1 for r in out if r.key_reason == CUT) == 2
     gaps = np.diff(keys)
-    assert gaps.max() <= model.key_policy.max_interval
+    assert gaps.max() <= policy.max_interval
 
 
 def test_signals_measure_the_flow_error_and_new_content():

@@ -1,4 +1,4 @@
-"""Measured drift of `InferenceOptions(dtype="bf16" / "fp16")` from fp32: the bundled tiny model on the bundled clip.
+"""Measured drift of `RunOptions(dtype="bf16" / "fp16")` from fp32: the bundled tiny model on the bundled clip.
 
 Measured (torch 2.14.1, CPU, one thread; 60 frames of demo_clip.mp4 at 480x272, key interval 10): fp32 gives 160
 detections scoring >= 0.5. Each is matched to the reduced-precision detection of the same label with the highest IoU.
@@ -20,7 +20,6 @@ import torch
 from torchvision.ops import box_iou
 
 import dff
-from dff.api import InferenceOptions
 
 ASSETS = Path(dff.__file__).resolve().parent / "assets"
 THR = 0.5  # dff demo's score threshold
@@ -39,8 +38,7 @@ class Drift:
 
 def predict(dtype: str) -> list[dff.FrameResult]:
     model = dff.load(ASSETS / "tiny_synthetic.safetensors", preset="tiny_synthetic")
-    model.inference = InferenceOptions(dtype=dtype)
-    return list(model.predict(ASSETS / "demo_clip.mp4"))
+    return list(model.predict(ASSETS / "demo_clip.mp4", device="cpu", dtype=dtype))
 
 
 def drift(base: list[dff.FrameResult], other: list[dff.FrameResult]) -> Drift:
@@ -94,6 +92,5 @@ def test_the_measure_sees_a_real_change(fp32):
     """The drift measure is not blind: the same fp32 model with a key frame every 20 frames instead of 10 moves
     detections far beyond the bf16 bounds, so those bounds would catch a path that computes something else."""
     model = dff.load(ASSETS / "tiny_synthetic.safetensors", preset="tiny_synthetic")
-    model.key_interval = 20
-    d = drift(fp32, list(model.predict(ASSETS / "demo_clip.mp4")))
+    d = drift(fp32, list(model.predict(ASSETS / "demo_clip.mp4", device="cpu", key_policy=dff.FixedInterval(20))))
     assert d.unmatched > 0 and d.box_max > 12.0 and d.crossed > 4, d  # measured: 16, 44.0 px, 76
