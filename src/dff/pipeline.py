@@ -189,7 +189,7 @@ def detect_source(model: DFFModel, source: FrameSource, opts: DetectOptions) -> 
             f = pending.popleft()
             if show_flow and r.flow is not None:
                 size = (f.image.shape[1], f.image.shape[0])
-                picture = flow_picture(r.flow, size, f.index, flow_coverage(f.image.shape, model))
+                picture = flow_picture(r.flow, size, f.index, flow_coverage(f.image.shape, model), f.image)
                 _write_png(Path(opts.show_flow) / f"flow_{f.index:06d}.png", picture)
             if writers is not None:
                 writers.write(f, _above(r, opts.score_thr), summary)
