@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from dff.evaluation.sweep import SweepPoint, plot_sweep, sweep_figure
 from dff.io.draw import (
     class_color,
     draw_detections,
@@ -186,3 +187,40 @@ def test_flow_picture_shows_only_the_field_over_the_image():
     assert (pic[60, 10:240] == 96).all()  # grey (still) where the image is; the padding's colour is cropped away
     with pytest.raises(ValueError, match="120x60"):
         flow_picture(flow, (300, 120), frame=3, image=np.zeros((60, 120, 3), np.uint8))
+
+
+def crowded_sweep() -> list[SweepPoint]:
+    """Fourteen key intervals and five adaptive budgets under five protocols: close points, long labels."""
+    base = {"coco_ap50": 0.74, "ilsvrc_ap50": 0.71, "motion_fast": 0.52, "motion_medium": 0.69, "motion_slow": 0.8}
+    schedules = (
+        ("fixed", (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50, 105), 1.0, 0.012),
+        ("adaptive", (2, 5, 10, 20, 105), 0.93, 0.009),
+    )
+    points = []
+    for policy, values, speed, loss in schedules:
+        for k in values:
+            fps = speed * 2.6 * k / (1 + 0.09 * (k - 1))
+            ap = {p: v - loss * np.log(k) * (3 if p == "motion_fast" else 1) for p, v in base.items()}
+            points.append(SweepPoint(k, fps, ap, policy, 1 / k))
+    return points
+
+
+def test_sweep_point_labels_do_not_collide_and_the_legend_covers_no_data(tmp_path):
+    fig = sweep_figure(crowded_sweep())
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    by_fps, by_share = fig.axes
+    texts = {t.get_text(): t for t in by_fps.texts}
+    boxes = [t.get_window_extent(renderer).extents.tolist() for t in by_fps.texts]
+    assert len(boxes) >= 40 and {"k=1", "k=105", "adaptive 10"} <= set(texts)  # some are left out
+    for a, b in itertools.combinations(boxes, 2):
+        assert not intersect(a, b), (a, b)
+    inside = by_fps.get_window_extent(renderer).extents.tolist()
+    assert all(inside[0] <= b[0] and b[2] <= inside[2] and inside[1] <= b[1] and b[3] <= inside[3] for b in boxes)
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 10  # one entry per protocol and policy, for both panels
+    where = legend.get_window_extent(renderer).extents.tolist()
+    for ax in (by_fps, by_share):
+        assert not intersect(where, ax.get_window_extent(renderer).extents.tolist())
+    plot_sweep(crowded_sweep(), tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
