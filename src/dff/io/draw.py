@@ -2,10 +2,10 @@
 fields drawn over the frame.
 
 Labels never overlap: `place_labels` puts them greedily, highest score first, at the first free place around their
-box (above it, inside at the top, below it, inside at the bottom, then shifted along those edges, then down its
-sides), clear of the frame marker's corner (`marker_rect`). A label that fits nowhere is shortened to its track id
-(or class name), and left out if even that fits nowhere. With tracking a box, its label and its trail take the
-track's colour, else the class's colour.
+box (above it, inside it at the top, below it, inside it at the bottom, each at its left edge first and then along
+the edge, then down its sides), clear of the frame marker's corner (`marker_rect`). A label that fits nowhere is
+shortened to its track id (or class name), and left out if even that fits nowhere. With tracking a box, its label
+and its trail take the track's colour, else the class's colour.
 
 Flow colours follow the usual colour-wheel convention: the hue gives the direction of the flow vector, the
 saturation its magnitude (white = still), normalised by the largest motion in the field unless a fixed
@@ -25,6 +25,7 @@ import numpy as np
 
 KEY_COLOR = (40, 40, 230)  # BGR red
 WARP_COLOR = (140, 140, 140)
+GREY = 96  # the flow picture's background without a frame, and its legend's
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GOLDEN = 0.618033988749895
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels, the ends exclusive
@@ -94,9 +95,9 @@ def place_labels(
 
     Greedy, highest score first (row order without `scores`): each label takes the first of its candidate places
     that keeps a 1-pixel gap from every label already placed and every `keep_clear` rectangle. Candidates, each
-    moved inside the image: above the box at its left edge, inside it at the top, then shifted along the top edge
-    (right-aligned, centred, steps of half the label), the same below the box and inside at the bottom, then down
-    the box's sides inside it and outside it.
+    moved inside the image: above the box (at its left edge, right-aligned, centred, then in steps of half the
+    label along it), then at the same positions inside the box at its top, below the box, inside it at its bottom,
+    then down the box's sides inside it and outside it.
     """
     corners = np.rint(np.asarray(boxes, np.float64).reshape(-1, 4)).astype(np.int64).tolist()
     sizes = np.asarray(sizes, np.int64).reshape(-1, 2).tolist()
@@ -144,11 +145,16 @@ def marker_rect(image_shape: tuple[int, ...], frame: int = 0) -> Rect:
     return 0, 0, tw + 2 * pad, th + base + 2 * pad
 
 
+def _track_ids(track_ids: np.ndarray | None, n: int) -> list[int]:
+    """The track id of each of `n` boxes, -1 for none."""
+    return [-1] * n if track_ids is None else [int(t) for t in np.asarray(track_ids).reshape(-1).tolist()]
+
+
 def _label_texts(
     scores: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], track_ids: np.ndarray | None
 ) -> tuple[list[str], list[str]]:
     """Each box's label, '#7 name 0.87' (untracked: 'name 0.87'), and its short form, '#7' (untracked: 'name')."""
-    ids = [-1] * len(scores) if track_ids is None else np.asarray(track_ids).tolist()
+    ids = _track_ids(track_ids, len(scores))
     names = [class_names[int(c)] for c in np.asarray(labels).tolist()]
     full = [
         f"{n} {s:.2f}" if t < 0 else f"#{t} {n} {s:.2f}" for n, s, t in zip(names, np.asarray(scores).tolist(), ids)
@@ -213,10 +219,11 @@ def draw_detections(
     if len(scores) == 0:
         return out
     style = _LabelStyle.of(out.shape)
-    ids = [-1] * len(scores) if track_ids is None else np.asarray(track_ids).tolist()
-    colors = [track_color(t) if t >= 0 else class_color(c) for t, c in zip(ids, np.asarray(labels).tolist())]
-    for i in np.argsort(scores, kind="stable"):
-        x1, y1, x2, y2 = np.rint(boxes[i]).astype(int).tolist()
+    ids = _track_ids(track_ids, len(scores))
+    colors = [track_color(t) if t >= 0 else class_color(int(c)) for t, c in zip(ids, np.asarray(labels).tolist())]
+    corners = np.rint(boxes).astype(np.int64).tolist()
+    for i in np.argsort(scores, kind="stable").tolist():
+        x1, y1, x2, y2 = corners[i]
         cv2.rectangle(out, (x1, y1), (x2, y2), colors[i], style.thickness, cv2.LINE_AA)
     texts, rects = label_layout(out.shape, boxes, scores, labels, class_names, track_ids, keep_clear)
     for i in np.flatnonzero(rects[:, 0] >= 0):
@@ -271,52 +278,42 @@ def draw_frame_marker(image: np.ndarray, frame: int, is_key_frame: bool) -> np.n
     return image
 
 
-def _hue_image(fx: np.ndarray, fy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The fully saturated BGR colour of each vector's direction, and each vector's magnitude."""
-    magnitude, angle = cv2.cartToPolar(fx.astype(np.float32), fy.astype(np.float32), angleInDegrees=True)
-    hsv = np.full(fx.shape + (3,), 255, np.uint8)
-    hsv[..., 0] = (angle / 2).astype(np.uint8) % 180
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR), magnitude
+FLOW_OPACITY = 0.8  # in `flow_picture`: the colour's opacity over the frame at the field's longest vector
 
 
-def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """A (2, h, w) flow field (channel 0 = x, 1 = y) as a uint8 BGR (h, w, 3) colour-wheel image."""
+def flow_to_color(
+    flow: np.ndarray, max_magnitude: float | None = None, background: np.ndarray | None = None, opacity: float = 1.0
+) -> np.ndarray:
+    """A (2, h, w) flow field (channel 0 = x, 1 = y) as a uint8 BGR (h, w, 3) colour-wheel image: the fully
+    saturated hue of each vector's direction laid over `background` (BGR (h, w, 3); default white, which makes the
+    magnitude the saturation), as opaque as the vector is long relative to `max_magnitude` (default: the field's
+    longest), times `opacity`."""
     fx, fy = flow[0].astype(np.float32), flow[1].astype(np.float32)
     magnitude, angle = cv2.cartToPolar(fx, fy, angleInDegrees=True)
     top = float(max_magnitude) if max_magnitude else float(magnitude.max())
-    hsv = np.empty(fx.shape + (3,), np.uint8)
+    hsv = np.full(fx.shape + (3,), 255, np.uint8)
     hsv[..., 0] = (angle / 2).astype(np.uint8) % 180
-    saturation = magnitude * (255.0 / top) if top > 0 else np.zeros_like(magnitude)
-    hsv[..., 1] = np.clip(saturation, 0, 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    hue = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)
+    alpha = np.clip(magnitude * (opacity / top), 0, opacity) if top > 0 else np.zeros_like(magnitude)
+    base = np.float32(255) if background is None else background.astype(np.float32)
+    return (base + (hue - base) * alpha[..., None] + 0.5).astype(np.uint8)
 
 
-def color_wheel(size: int = 64) -> np.ndarray:
-    """The legend: a (size, size, 3) BGR disc coloured as `flow_to_color` colours a vector from its centre."""
+def color_wheel(size: int = 64, background: int = 255, opacity: float = 1.0) -> np.ndarray:
+    """The legend: a (size, size, 3) BGR disc coloured as `flow_to_color` colours a vector from its centre (over a
+    `background` grey level, with `opacity`), black outside the disc."""
     r = (size - 1) / 2
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    disc = flow_to_color(np.stack([x - r, y - r]), max_magnitude=r)
+    grey = np.full((size, size, 3), background, np.uint8)
+    disc = flow_to_color(np.stack([x - r, y - r]), max_magnitude=r, background=grey, opacity=opacity)
     disc[(x - r) ** 2 + (y - r) ** 2 > r * r] = 0
     return disc
-
-
-FLOW_OPACITY = 0.8  # the colour's opacity over the frame at the field's largest motion
-
-
-def _blend(base: np.ndarray, fx: np.ndarray, fy: np.ndarray, top: float) -> np.ndarray:
-    """`base` (BGR uint8) with the hue of each vector laid over it, as opaque as the vector is long (relative to
-    `top`, up to FLOW_OPACITY)."""
-    colour, magnitude = _hue_image(fx, fy)
-    alpha = np.clip(magnitude * (FLOW_OPACITY / top), 0, FLOW_OPACITY) if top > 0 else np.zeros_like(magnitude)
-    alpha = alpha[..., None]
-    return (base * (1 - alpha) + colour * alpha + 0.5).astype(np.uint8)
 
 
 def _dimmed(image: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
     """The frame in grey at half brightness (a mid-grey picture without one), as BGR."""
     if image is None:
-        return np.full((size[1], size[0], 3), 96, np.uint8)
+        return np.full((size[1], size[0], 3), GREY, np.uint8)
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     return cv2.cvtColor(cv2.convertScaleAbs(grey, alpha=0.5, beta=16), cv2.COLOR_GRAY2BGR)
 
@@ -354,16 +351,14 @@ def flow_picture(
     field = cv2.resize(np.ascontiguousarray(flow.transpose(1, 2, 0), np.float32), full, interpolation=cv2.INTER_LINEAR)
     fx, fy = field[:h, :w, 0] * stride_x, field[:h, :w, 1] * stride_y
     top = float(np.sqrt(fx * fx + fy * fy).max())
-    picture = _blend(_dimmed(image, size), fx, fy, top)
+    picture = flow_to_color(np.stack([fx, fy]), top, _dimmed(image, size), FLOW_OPACITY)
     s = _scale(picture.shape)
     if arrows and top > 0:
         _draw_arrows(picture, fx, fy, top, s)
     if min(w, h) >= 64:
-        n = min(w, h) // 5
-        r = (n - 1) / 2
-        y, x = np.mgrid[0:n, 0:n].astype(np.float32)
-        legend = _blend(np.full((n, n, 3), 96, np.uint8), x - r, y - r, r)
-        inside = (x - r) ** 2 + (y - r) ** 2 <= r * r
+        legend = color_wheel(min(w, h) // 5, GREY, FLOW_OPACITY)
+        n = legend.shape[0]
+        inside = legend.any(axis=2)
         picture[h - n - 4 : h - 4, w - n - 4 : w - 4][inside] = legend[inside]
     _caption(picture, f"frame {frame}: flow to the key frame, max {top:.1f} px", 0.6 * s, max(1, round(1.5 * s)))
     return picture
