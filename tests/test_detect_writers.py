@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dff.errors import InputError, OutputError
-from dff.io.draw import color_wheel, draw_detections, draw_frame_marker, flow_picture, flow_to_color
+from dff.io.draw import color_wheel, draw_detections, draw_frame_marker, flow_to_color
 from dff.io.result import FrameResult
 from dff.io.writers import (
     AnnotatedVideoWriter,
@@ -266,14 +266,6 @@ def test_flow_colours():
     assert half[0, 0].tolist() == [128, 128, 255]  # half the magnitude: half saturated
     wheel = color_wheel(33)
     assert wheel[0, 0].tolist() == [0, 0, 0] and wheel[16, 32].tolist() == [0, 0, 255]
-
-
-def test_flow_picture_covers_only_the_image():
-    flow = np.zeros((2, 4, 8), np.float32)
-    flow[0, :, 6:] = 1.0  # the last two columns move right ...
-    pic = flow_picture(flow, (300, 120), frame=3, coverage=(1.0, 0.75))  # ... and lie over padding
-    assert pic.shape == (120, 300, 3)
-    assert (pic[60, 150:290] == 255).all()  # the padding's colour was cropped away
 
 
 def test_draw_detections_and_marker():

@@ -26,7 +26,7 @@ from dff.data.synthetic.ilsvrc import make_synthetic
 from dff.errors import InputError
 from dff.evaluation.evaluate import evaluate
 from dff.evaluation.results import read_records
-from dff.io.draw import TrackTrails, draw_detections
+from dff.io.draw import TrackTrails, class_color, draw_detections, label_layout, track_color
 from dff.io.sources import FrameSource, open_source
 from dff.pipeline import DetectOptions, detect_source
 from dff.tracking import BENCHMARKED, FrameTracks, SeqNMSConfig, TrackerConfig, evaluate_tracking, seq_nms, track
@@ -174,8 +174,13 @@ def test_track_ids_are_drawn_in_the_label():
     plain = draw_detections(image, box, score, label, names)
     assert np.array_equal(draw_detections(image, box, score, label, names, np.array([-1])), plain)
     with_id = draw_detections(image, box, score, label, names, np.array([7]))
-    changed = np.argwhere((with_id != plain).any(axis=2))
-    assert len(changed) > 20 and changed[:, 0].max() <= 51  # only the label above the box, which got longer
+    plain_texts, (plain_rect,) = label_layout(image.shape, box, score, label, names)
+    id_texts, (id_rect,) = label_layout(image.shape, box, score, label, names, np.array([7]))
+    assert plain_texts == ["dog 0.90"] and id_texts == ["#7 dog 0.90"]
+    assert id_rect[2] - id_rect[0] > plain_rect[2] - plain_rect[0]  # the label above the box got longer
+    x1, y1, x2, _ = id_rect.tolist()
+    assert with_id[y1, x1:x2].tolist() == [list(track_color(7))] * (x2 - x1)  # in the track's colour
+    assert plain[y1, x1 + 1].tolist() == list(class_color(1))  # untracked: the class's
 
 
 def test_trails_follow_a_moving_track():

@@ -402,7 +402,7 @@ class FlowPictureWriter:
             raise InputError(f"{self.folder}: flow pictures need the frames (run with keep_frames=True)")
         image = result.image
         picture = flow_picture(
-            result.flow, (image.shape[1], image.shape[0]), result.frame_index, self.coverage(image.shape)
+            result.flow, (image.shape[1], image.shape[0]), result.frame_index, self.coverage(image.shape), image
         )
         ok, data = cv2.imencode(".png", picture)
         if not ok:
