@@ -100,6 +100,20 @@ def test_a_fast_consumer_takes_every_paced_frame_when_it_is_due(tmp_path):
     assert (source.received, source.taken, source.dropped) == (10, 10, 0)
 
 
+def test_a_video_paced_at_another_rate(tmp_path):
+    video = tmp_path / "ten.mkv"
+    with VideoWriter(video, fps=25) as w:
+        for i in range(10):
+            w.write(np.full((64, 96, 3), 20 * i, np.uint8))
+    with open_live(video) as own, open_live(video, fps=50) as faster:
+        assert (own.fps, faster.fps) == (25.0, 50.0)
+        for source, rate in ((own, 25), (faster, 50)):
+            frames = list(source)
+            assert [f.time_s for f in frames] == pytest.approx([k / rate for k in range(10)], abs=1e-6)
+            arrivals = [f.arrival_s - frames[0].arrival_s for f in frames]
+            assert arrivals == pytest.approx([k / rate for k in range(10)], abs=1e-6)
+
+
 def test_latest_with_a_timeout(tmp_path):
     with open_live(levels_folder(tmp_path / "f", 3), fps=2) as source:  # frames due at 0, 0.5, 1.0 s
         assert source.latest().index == 0

@@ -10,7 +10,8 @@ always works on a recent frame instead of falling further behind.
   only (frame threads would hold back one frame each).
 - Cameras: `"0"` is `/dev/video0`; a `/dev/videoN` path is itself. They open through FFmpeg's v4l2 input.
 - Anything else (a video file, a frame folder, a glob) is paced: frame k becomes available at `start + time_s`
-  in real time, a stand-in for a camera. Its clock starts at the consumer's first request.
+  in real time (`start + k / fps` when `fps` is given), a stand-in for a camera. Its clock starts at the
+  consumer's first request.
 
 Each `LiveFrame` is a `dff.io.sources.Frame` (source index, stream time, image) with `arrival_s`: the
 `time.monotonic()` at which it was decoded (streams, cameras) or scheduled (paced files). Counting starts at the
@@ -200,7 +201,8 @@ class LiveSource:
 def open_live(source: str | os.PathLike, fps: float | None = None) -> LiveSource:
     """Open `source` live: a stream URL or a camera as it comes, anything else paced at its frame rate.
 
-    `fps` overrides the frame rate (a paced file's pace; a camera's requested rate). Raises InputError at once
+    `fps` overrides the frame rate (a paced file's: frame k at k / fps; a camera's requested rate; a stream's only
+    where its frames carry no timestamps). Raises InputError at once
     if the source cannot be opened (missing file, camera or stream: the errors of `dff.io.sources`).
     """
     text = os.fspath(source)
@@ -261,9 +263,10 @@ def _open_paced(path: str, fps: float | None) -> LiveSource:
         start = time.monotonic()
         with files:
             for frame in files:
-                due = start + frame.time_s
+                time_s = frame.index / fps if fps else frame.time_s  # a video's own timestamps unless overridden
+                due = start + time_s
                 if stop.wait(max(0.0, due - time.monotonic())):
                     return
-                yield LiveFrame(frame.index, frame.time_s, frame.image, due)
+                yield LiveFrame(frame.index, time_s, frame.image, due)
 
     return LiveSource(files.name, files.fps, "paced", produce)
