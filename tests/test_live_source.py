@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -245,6 +246,20 @@ def test_the_sender_command_loops_and_keeps_time(tmp_path, monkeypatch):
     assert all(b > a + 10 for a, b in zip(levels[:10], levels[1:10]))  # ten different pictures ...
     assert np.allclose(levels[10:], levels[:16], atol=2)  # ... then the same again
     assert all(0 < delay < 1.5 for _, delay, _ in frames)  # received after it was sent, on the same clock
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_sender_command_stops_cleanly_on_a_signal(tmp_path, sig):
+    folder = levels_folder(tmp_path / "f", 5)
+    url = f"udp://127.0.0.1:{free_udp_port()}"  # nobody listens: UDP does not care
+    cmd = [sys.executable, "-m", "dff.live.sender", str(folder), url, "--loop"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(proc.stdout.readline())["event"] == "start"
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    end = json.loads(out)
+    assert proc.returncode == 0 and err == "" and end["event"] == "end" and end["frames_sent"] >= 5
 
 
 def test_the_sender_command_errors_are_one_line(tmp_path):
