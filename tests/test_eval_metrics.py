@@ -7,8 +7,8 @@ import pytest
 
 from dff.evaluation.ap import all_point_ap
 from dff.evaluation.coco import coco_ap50
-from tests.conftest import frame_result
 from dff.evaluation.ilsvrc import MOTION_RANGES, FrameEval, evaluate_ilsvrc, gt_thresholds, iou_plus1
+from tests.conftest import frame_result
 
 GT_BOX = [10.0, 10.0, 40.0, 30.0]  # xywh
 FAR = [200.0, 200.0, 240.0, 240.0]  # xyxy, overlaps nothing

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import dff
-from dff.run import REFERENCE, RunOptions
 from dff.errors import DFFError
 from dff.keyframes import CUT, FIRST, INTERVAL, Adaptive, FixedInterval, Incoming, Propagated
+from dff.run import REFERENCE, RunOptions
 
 
 def _frames(n: int, size=(96, 160)) -> list[np.ndarray]:
