@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -128,10 +128,11 @@ class DFFModel:
                 if close is not None:
                     close()
 
-    def session(self, run: RunOptions | None = None) -> VideoSession:
-        """The frame loop of one video under `run` (default `RunOptions()`)."""
+    def session(self, run: RunOptions | None = None, keys: DeferredKeys | None = None) -> VideoSession:
+        """The frame loop of one video under `run` (default `RunOptions()`); `keys`: key frames computed beside the
+        loop (live runs, `dff.live.keys`)."""
         run = run or RunOptions()
-        return VideoSession(self.network(run), run, self.class_names)
+        return VideoSession(self.network(run), run, self.class_names, keys)
 
     def inputs(self, source: Source, run: RunOptions | None = None) -> Iterator[FrameInput]:
         """The frames of `source` checked and preprocessed, in order; ahead of the consumer in a background thread
@@ -176,19 +177,38 @@ class DFFModel:
         checkpoint.save(self.net, self.config, path, __version__, dtype)
 
 
+class DeferredKeys(Protocol):
+    """Key frames computed beside the frame loop (`dff.live.keys`): `request` starts the backbone pass of a frame
+    (False while one is still running: the request is dropped), `landed` hands over a finished key state."""
+
+    def request(self, net: Network, img: torch.Tensor, img_shape: tuple[int, int], tag: Any) -> bool:
+        """Start computing `net.key_features` of `img` (1, 3, Hp, Wp) in the background; `tag` comes back with it."""
+
+    def landed(self) -> tuple[KeyState, Any] | None:
+        """A key state that has finished since the last call, with its tag, or None."""
+
+
 class VideoSession:
     """The frame loop of one video: its key-frame policy and key state over the network's stages.
 
     `step(inp)` runs one frame (inputs of one video in order, as `DFFModel.inputs` yields them); `dff.api.step`
     runs one frame of each of several sessions together through batched stages, with the same results.
+
+    With `keys` (live runs: `dff.live.keys`), a key frame the policy asks for once the video has a key state is
+    computed beside the loop: the frame itself, and the frames after it until the new key state lands, are
+    propagated from the previous one; from then on frames propagate from the new key frame. A segment's first
+    frame is always computed in place.
     """
 
-    def __init__(self, net: Network, run: RunOptions, class_names: Sequence[str]) -> None:
-        self.net, self.run, self.class_names = net, run, tuple(class_names)
+    def __init__(
+        self, net: Network, run: RunOptions, class_names: Sequence[str], keys: DeferredKeys | None = None
+    ) -> None:
+        self.net, self.run, self.class_names, self.keys = net, run, tuple(class_names), keys
         self.policy: KeyFramePolicy = copy.deepcopy(run.policy(net.cfg))
         self.key: KeyState | None = None
         self.key_frame_id = 0
         self.key_index: int | None = None
+        self.backbone_passes = 0  # key states made (in place or beside the loop)
 
     def step(self, inp: FrameInput) -> FrameResult:
         """Detections of one frame."""
@@ -200,12 +220,28 @@ class VideoSession:
             return FIRST
         return self.policy.before(frame)
 
+    def _deferred(self, reason: str | None) -> bool:
+        """Whether a key frame asked for now is made beside the loop (the frame itself is propagated)."""
+        return reason is not None and reason != FIRST and self.keys is not None and self.key is not None
+
+    def _land(self) -> None:
+        """A key state finished beside the loop takes over (frames from now on propagate from it)."""
+        if self.keys is not None and (done := self.keys.landed()) is not None:
+            key, (frame_id, index) = done
+            self.key, self.key_frame_id, self.key_index = key, frame_id, index
+
+    def _request(self, img: torch.Tensor, frame: Incoming, reason: str, index: int) -> None:
+        if self.keys.request(self.net, img, frame.img_shape, (frame.frame_id, index)):
+            self.backbone_passes += 1
+            self.policy.key_frame(frame, reason)
+
     def _after(self, frame: Incoming, feats: torch.Tensor, flow: torch.Tensor | None) -> str | None:
         since = frame.frame_id - self.key_frame_id
         return self.policy.after(Propagated(frame.frame_id, frame.img, frame.img_shape, since, flow, feats, self.key))
 
     def _new_key(self, key: KeyState, frame: Incoming, reason: str, index: int) -> None:
         self.key, self.key_frame_id, self.key_index = key, frame.frame_id, index
+        self.backbone_passes += 1
         self.policy.key_frame(frame, reason)
 
     def _result(self, d: Detections, inp: FrameInput, reason: str | None, flow: torch.Tensor | None) -> FrameResult:
@@ -252,12 +288,14 @@ def step(sessions: Sequence[VideoSession], inputs: Sequence[FrameInput]) -> list
         raise InputError("sessions of different networks cannot step together")
     n = len(inputs)
     with torch.inference_mode():
+        for s in sessions:
+            s._land()
         imgs = [inp.img.to(net.device, non_blocking=True) for inp in inputs]
         frames = [Incoming(inp.frame_id, img, inp.meta.img_shape) for inp, img in zip(inputs, imgs, strict=True)]
         reasons = [s._before(f) for s, f in zip(sessions, frames, strict=True)]
         feats: list[torch.Tensor | None] = [None] * n
         flows: list[torch.Tensor | None] = [None] * n
-        propagated = [i for i in range(n) if reasons[i] is None]
+        propagated = [i for i in range(n) if reasons[i] is None or sessions[i]._deferred(reasons[i])]
         for group in _batches(propagated, imgs, lambda i: sessions[i].run.propagation):
             propagate = sessions[group[0]].run.propagation or type(net).propagate
             key = KeyState.cat([sessions[i].key for i in group])
@@ -265,7 +303,12 @@ def step(sessions: Sequence[VideoSession], inputs: Sequence[FrameInput]) -> list
             for j, i in enumerate(group):
                 feats[i], flows[i] = f[j : j + 1], None if flow is None else flow[j : j + 1]
         for i in propagated:
-            reasons[i] = sessions[i]._after(frames[i], feats[i], flows[i])
+            if reasons[i] is None:
+                reasons[i] = sessions[i]._after(frames[i], feats[i], flows[i])
+        for i in range(n):
+            if sessions[i]._deferred(reasons[i]):
+                sessions[i]._request(imgs[i], frames[i], reasons[i], inputs[i].index)
+                reasons[i] = None  # this frame itself keeps its propagated features
         keyed = [i for i in range(n) if reasons[i] is not None]
         for group in _batches(keyed, imgs):
             key = net.key_features(_cat([imgs[i] for i in group]), [frames[i].img_shape for i in group])

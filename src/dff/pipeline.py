@@ -32,10 +32,13 @@ from tqdm import tqdm
 from dff.api import DFFModel
 from dff.data.transforms import image_meta
 from dff.errors import DFFError, InputError, Terminated
+from dff.io.live import LiveSource
 from dff.io.outputs import Output, check_outputs
 from dff.io.result import FrameResult
 from dff.io.sources import FrameSource, open_source
 from dff.io.writers import Outputs, ResultWriter, video_format
+from dff.live.loop import LiveLoop, LiveOptions, LiveSummary
+from dff.live.preview import Preview
 from dff.run import RunOptions
 from dff.tracking.online import TrackerConfig, require_track_extra, track
 from dff.tracking.seq_nms import SeqNMSConfig, seq_nms_results
@@ -68,6 +71,7 @@ class DetectSummary:
     interrupted: bool = False
     terminated: bool = False  # stopped by SIGTERM rather than Ctrl-C
     error: DFFError | None = None  # the source failed part-way (with Seq-NMS: after the frames read were written)
+    live: LiveSummary | None = None  # a live run's figures: processed / dropped frames, latencies
 
     @property
     def fps(self) -> float:
@@ -76,6 +80,8 @@ class DetectSummary:
     def describe(self) -> str:
         found = ", ".join(f"{name} {n}" for name, n in self.counts.most_common()) or "nothing"
         stopped = " (interrupted)" if self.interrupted else ""
+        if self.live is not None:
+            return f"{self.live.describe()}{stopped}; detections: {found}"
         return (
             f"{self.frames} frames ({self.key_frames} key frames) in {self.seconds:.1f} s, {self.fps:.1f} fps"
             f"{stopped}; detections: {found}"
@@ -225,6 +231,74 @@ def detect_source(
     if summary.error is not None:
         raise summary.error
     return summary
+
+
+def detect_live(
+    model: DFFModel,
+    source: LiveSource,
+    outputs: Outputs,
+    opts: DetectOptions | None = None,
+    run: RunOptions | None = None,
+    live: LiveOptions | None = None,
+    preview: Preview | None = None,
+) -> DetectSummary:
+    """Run the model on a live source (`dff.io.live`: a stream, a camera, a paced file) with `dff.live.LiveLoop`:
+    the newest frame each turn, key frames as `live.key_mode` says, every result with its arrival and ready time,
+    written frame by frame; `preview` (optional) shows the annotated frames and the running figures. Stops at the
+    end of the source, after `opts.max_frames` frames, or at Ctrl-C / SIGTERM (outputs complete either way); a
+    stream that stops sending ends with its one-line timeout error after the outputs are closed."""
+    opts, run = opts or DetectOptions(), run or RunOptions()
+    check_detect_outputs(outputs, [source.name], opts.tracker)
+    if opts.seq_nms is not None:
+        raise InputError(f"{source.name}: Seq-NMS needs the whole video, so it runs on files, not on live sources")
+    if opts.tracker is not None:
+        require_track_extra()
+    model_run = replace(
+        run,
+        score_thr=0.0,
+        prefetch=False,
+        keep_frames=outputs.needs_frames or preview is not None,
+        return_flow=outputs.flow is not None,
+    )
+    loop = LiveLoop(model, model_run, live)
+    summary = DetectSummary(live=loop.summary)
+    with StopOnInterrupt() as stop, ExitStack() as stack:
+        stack.callback(source.close)
+        writers = outputs.open(stack, source.fps, lambda shape: flow_coverage(shape, model))
+        results: Iterator[FrameResult] = loop.results(source)
+        stack.callback(results.close)
+        if opts.tracker is not None:
+            results = track(results, opts.tracker)
+        for r in islice(results, opts.max_frames):
+            _write(writers, r, run, opts, summary)
+            summary.frames += 1
+            summary.key_frames = loop.summary.key_frames
+            if preview is not None:
+                shown = r.subset(r.scores >= run.score_thr)
+                preview.publish(shown.plot, _figures(loop.summary, r))
+            if stop.requested:
+                stop.mark(summary)
+                break
+    summary.seconds = loop.summary.seconds
+    return summary
+
+
+def _figures(live: LiveSummary, r: FrameResult) -> dict:
+    """The running figures the preview shows."""
+    return {
+        "frame": r.frame_index,
+        "fps": round(live.processed / live.seconds, 1) if live.seconds > 0 else None,
+        "latency_s": round(r.latency_s, 3) if r.latency_s is not None else None,
+        "latency_p95_s": _3(live.latency(95)),
+        "processed": live.processed,
+        "dropped": live.dropped,
+        "key_frames": live.key_frames,
+        "key_frame": r.key_index,
+    }
+
+
+def _3(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
 
 
 def _write(

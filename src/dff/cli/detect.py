@@ -99,6 +99,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a picture of the flow of each non-key frame to DIR",
     )
     runopts.add_arguments(p)
+    live = p.add_argument_group(
+        "live video",
+        "Stream URLs and cameras (0, /dev/video0) always run live: the newest frame is taken each time, the ones the "
+        "model had no time for are dropped and counted. docs/live.md.",
+    )
+    live.add_argument(
+        "--live", action="store_true", help="run a video file or frame folder as a live source, paced at its rate"
+    )
+    live.add_argument(
+        "--key-mode",
+        choices=("sync", "async"),
+        help="live runs: async (key frames computed beside the frame loop, no stall; the default) or sync (as offline)",
+    )
+    live.add_argument(
+        "--preview",
+        metavar="[HOST:]PORT",
+        help="live runs: serve a page with the annotated video and the running figures (HOST default 127.0.0.1)",
+    )
     p.add_argument("--fps", type=float, help="frame rate of a frame folder or glob (default 25); overrides a video's")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -122,16 +140,30 @@ def run(args: argparse.Namespace) -> int:
     if seq_nms is not None and args.source is not None and is_stream(args.source):
         raise DFFError(f"{args.source}: --seq-nms needs the whole video, so it runs on files, not on streams")
     if args.inputs is not None:
+        if args.live or args.key_mode or args.preview:
+            raise DFFError("--live, --key-mode and --preview are for one SOURCE, not --inputs")
         return run_collection(args, policy, tracker, seq_nms)
     return run_single(args, policy, tracker, seq_nms)
 
 
 def run_single(args: argparse.Namespace, policy: object | None, tracker: object, seq_nms: object) -> int:
     """`dff detect SOURCE`: one source into the --out-* outputs (or the default ones)."""
+    from contextlib import ExitStack
+
     import dff
+    from dff.io.live import is_live, open_live
     from dff.io.sources import open_source
     from dff.io.writers import Outputs
-    from dff.pipeline import DetectOptions, check_detect_outputs, class_ids_for, detect_source, summary_exit_code
+    from dff.live.loop import DEFAULT_KEY_MODE, LiveOptions
+    from dff.live.preview import Preview
+    from dff.pipeline import (
+        DetectOptions,
+        check_detect_outputs,
+        class_ids_for,
+        detect_live,
+        detect_source,
+        summary_exit_code,
+    )
 
     outputs = Outputs(json=args.out_json, video=args.out_video, coco=args.out_coco, mot=args.out_mot)
     outputs = Outputs(**{**outputs.given(), "flow": args.show_flow})
@@ -145,10 +177,14 @@ def run_single(args: argparse.Namespace, policy: object | None, tracker: object,
         else:
             outputs = Outputs(json="-", flow=args.show_flow)
     check_detect_outputs(outputs, [args.source, args.weights], tracker)
-    source = open_source(args.source, fps=args.fps)
+    live = args.live or is_live(args.source)
+    if not live and (args.key_mode or args.preview):
+        raise DFFError(f"--key-mode and --preview are for live sources (a stream, a camera, or --live): {args.source}")
+    preview_at = parse_host_port(args.preview) if args.preview else None
+    model = dff.load(args.weights, preset=args.preset, device="cpu")
+    source = open_live(args.source, fps=args.fps) if live else open_source(args.source, fps=args.fps)
     if default_folder is not None:
         default_folder.mkdir(parents=True)
-    model = dff.load(args.weights, preset=args.preset, device="cpu")
     _warn_bundled(model, args.source)
     run = runopts.run_options(
         args,
@@ -163,11 +199,32 @@ def run_single(args: argparse.Namespace, policy: object | None, tracker: object,
         coco_score_thr=0.0 if args.score_thr is None else args.score_thr,
         progress=not args.no_progress,
     )
-    summary = detect_source(model, source, outputs, opts, run)
+    if live:
+        with ExitStack() as stack:
+            preview = stack.enter_context(Preview(*preview_at)) if preview_at is not None else None
+            if preview is not None:
+                print(f"preview: {preview.url}", file=sys.stderr, flush=True)
+            summary = detect_live(
+                model, source, outputs, opts, run, LiveOptions(args.key_mode or DEFAULT_KEY_MODE), preview
+            )
+    else:
+        summary = detect_source(model, source, outputs, opts, run)
     print(f"{source.name}: {summary.describe()}", file=sys.stderr)
     if default_folder is not None:
         print(f"wrote {outputs.json} and {outputs.video}", file=sys.stderr)
     return summary_exit_code(summary)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'[HOST:]PORT' -> (host, port); HOST defaults to 127.0.0.1 (this machine only); DFFError otherwise."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise DFFError(f"--preview: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080, got {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise DFFError(f"--preview: port must be in 0..65535, got {number}")
+    return host or "127.0.0.1", number
 
 
 def _fresh_folder(base: Path) -> Path:

@@ -263,6 +263,7 @@ class VideoWriter:
         self.fps = fps
         self.codec = codec or default_codec
         self.num_frames = 0
+        self._next_pts = 0
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the first frame
         self.size: tuple[int, int] | None = None  # (width, height) encoded: frame_size rounded up to even
         self._rate = Fraction(25)
@@ -287,12 +288,16 @@ class VideoWriter:
         self.frame_size = (w, h)
         self.size = (stream.width, stream.height)
 
-    def write(self, image: np.ndarray) -> None:
-        """Append one uint8 BGR (H, W, 3) frame."""
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Append one uint8 BGR (H, W, 3) frame; `pts`: its number at the video's rate (default: the next one; a
+        larger one leaves the previous frame on screen until it, as a live run that dropped frames needs)."""
         if self._stream is None:
             self._open_stream(image.shape[1], image.shape[0])
         frame = av.VideoFrame.from_ndarray(_fit(image, self.frame_size, self.size), format="bgr24")
-        frame.pts = self.num_frames
+        if pts is not None and pts < self._next_pts:
+            raise InputError(f"{self._file.path}: frame number {pts} comes after {self._next_pts - 1}")
+        frame.pts = self._next_pts if pts is None else pts
+        self._next_pts = frame.pts + 1
         frame.time_base = 1 / self._rate
         try:
             for packet in self._stream.encode(frame):
@@ -366,14 +371,19 @@ def _fit(image: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int]) 
 
 class AnnotatedVideoWriter:
     """The annotated video: each result drawn on its frame (`FrameResult.plot`, with the tracks' trails) and
-    encoded by `VideoWriter`; the results must keep their frames (`RunOptions(keep_frames=True)`)."""
+    encoded by `VideoWriter` at its frame's place in the source (frames a live run dropped leave the previous
+    picture on screen, so the video plays in real time); the results must keep their frames
+    (`RunOptions(keep_frames=True)`)."""
 
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
         self.video = VideoWriter(path, fps)
         self.trails = TrackTrails()
+        self._first: int | None = None
 
     def write(self, result: FrameResult) -> None:
-        self.video.write(result.plot(trails=self.trails))
+        if self._first is None:
+            self._first = result.frame_index
+        self.video.write(result.plot(trails=self.trails), pts=result.frame_index - self._first)
 
     def close(self) -> None:
         self.video.close()

@@ -20,7 +20,7 @@ import http.server
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,7 +86,7 @@ class Preview:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, jpeg_quality: int = JPEG_QUALITY) -> None:
         self._cond = threading.Condition()
-        self._image: np.ndarray | None = None
+        self._image: np.ndarray | Callable[[], np.ndarray] | None = None
         self._stats: dict[str, Any] = {}
         self._frame = -1  # number of the newest published frame
         self._closed = False
@@ -102,9 +102,12 @@ class Preview:
         self._thread = threading.Thread(target=self._server.serve_forever, name="preview", daemon=True)
         self._thread.start()
 
-    def publish(self, image_bgr: np.ndarray, stats: Mapping[str, Any] | None = None) -> None:
-        """Make `image_bgr` (uint8 H x W x 3, kept by reference) the frame shown, with `stats` (copied) beside it;
-        returns at once."""
+    def publish(
+        self, image_bgr: np.ndarray | Callable[[], np.ndarray], stats: Mapping[str, Any] | None = None
+    ) -> None:
+        """Make `image_bgr` (uint8 H x W x 3, kept by reference; or a function that draws it, called on the server's
+        side only when a client asks for this frame) the frame shown, with `stats` (copied) beside it; returns at
+        once."""
         figures = dict(stats) if stats is not None else None
         with self._cond:
             self._image = image_bgr
@@ -130,7 +133,7 @@ class Preview:
 
     # -- server side ---------------------------------------------------------------------------------------------
 
-    def _newer_than(self, frame: int, timeout: float) -> tuple[int, np.ndarray] | None:
+    def _newer_than(self, frame: int, timeout: float) -> tuple[int, np.ndarray | Callable[[], np.ndarray]] | None:
         """The newest frame if newer than `frame`, waiting up to `timeout` s for one; None if none or closed."""
         with self._cond:
             self._cond.wait_for(lambda: self._frame > frame or self._closed, timeout)
@@ -138,10 +141,11 @@ class Preview:
                 return None
             return self._frame, self._image
 
-    def _jpeg_of(self, frame: int, image: np.ndarray) -> bytes:
+    def _jpeg_of(self, frame: int, image: np.ndarray | Callable[[], np.ndarray]) -> bytes:
         """The JPEG of frame `frame`, encoded once whatever the number of clients."""
         with self._jpeg_lock:
             if self._jpeg[0] != frame:
+                image = image() if callable(image) else image
                 ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
                 if not ok:
                     raise ValueError(f"preview: frame {frame} cannot be encoded as JPEG (shape {image.shape})")
