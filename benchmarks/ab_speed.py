@@ -1,13 +1,15 @@
 """A/B speed of two source trees of this project: `dff benchmark` run alternately from each, on one machine.
 
     python benchmarks/ab_speed.py --old ../old --new . --rounds 3 -- --preset r50_dc5 \
-        --source ../shared/data/real/ILSVRC2015_val_00007010 --frames 40 --warmup 5 --key-interval 1,10 --threads 2
+        --source ../shared/data/real/ILSVRC2015_val_00007010 --frames 40 --warmup 5 --key-interval 1,10 \
+        --threads 2 --device cpu
 
 Each round runs the benchmark once per tree (the order alternates between rounds, so a drift of machine load
 hits both alike), each in its own process with `PYTHONPATH=<tree>/src`. The trees' default (fast) path is timed:
 `--compare <setting>` is given per tree (`--old-setting`, `--new-setting`, since its name may differ between
-versions). Prints, per key interval, the median over rounds of each tree's fps(med) and fps, and new / old.
-Run it on an otherwise idle machine.
+versions; both default to `fast`, trees older than that name call it `optimized`). Give `--device` explicitly:
+its default differs between versions (cpu in trees before `dff.RunOptions`, auto since). Prints, per key interval,
+the median over rounds of each tree's fps(med) and fps, and new / old. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old", type=Path, required=True, help="source tree of the previous version")
     p.add_argument("--new", type=Path, required=True, help="source tree of the new version")
-    p.add_argument("--old-setting", default="optimized", help="the old tree's name of its default path")
-    p.add_argument("--new-setting", default="fast", help="the new tree's name of its default path")
+    p.add_argument("--old-setting", default="fast", help="the old tree's name of its default path (default fast)")
+    p.add_argument("--new-setting", default="fast", help="the new tree's name of its default path (default fast)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("bench", nargs=argparse.REMAINDER, help="-- then the dff benchmark arguments")
     args = p.parse_args()

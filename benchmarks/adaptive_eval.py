@@ -27,7 +27,7 @@ from dff.data.convert import convert_dataset
 from dff.data.synthetic import load_ground_truth, make_synthetic
 from dff.evaluation.evaluate import evaluate
 from dff.evaluation.runner import run_video
-from dff.keyframes import Adaptive, FixedInterval
+from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
 
 VAL = dict(videos=0, frames=60, width=480, height=272, det_images=0, val_videos=20)
 
@@ -40,15 +40,15 @@ def val_set(work: Path, seed: int, split: str) -> Path:
     return root
 
 
-def run_mode(model: dff.DFFModel, root: Path, policy) -> dict:
+def run_mode(model: dff.DFFModel, root: Path, policy: KeyFramePolicy) -> dict:
     dataset = CocoVID.load(root / "annotations" / "imagenet_vid_val.json")
-    model.key_policy = policy
+    run = dff.RunOptions(key_policy=policy, device="cpu")
     records, t0 = [], time.perf_counter()
     for video, frames in dataset.iter_videos():
-        records += [rec for rec, _ in run_video(model, video, frames, root / "Data" / "VID")]
+        records += [rec for rec, _ in run_video(model, video, frames, root / "Data" / "VID", run)]
     seconds = time.perf_counter() - t0
     ap = evaluate(dataset, records, model.class_names, metrics=("coco",))["coco_ap50"].mean
-    keys = {(r.video_id, r.frame_id) for r in records if r.is_key_frame}
+    keys = {(r.video_id, r.frame_index) for r in records if r.is_key_frame}
     names = {v["id"]: v["name"] for v in dataset.videos}
     gt = {v.name: v for v in load_ground_truth(root).videos}
     cuts = [(vid, c) for vid, name in names.items() for c in gt[name].cuts]

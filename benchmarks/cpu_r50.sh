@@ -13,9 +13,9 @@ THREADS="${THREADS:-$(nproc)}"
 mkdir -p "$OUT"
 uptime | tee "$OUT/load_before.txt"
 python -m dff benchmark --preset r50_dc5 --source "$SRC" --frames 144 --warmup 10 --key-interval 1,10 \
-    --compare reference,fast,fast:bf16 --threads "$THREADS" --json "$OUT/cpu_r50_dc5.json" \
+    --compare reference,fast,fast:bf16 --device cpu --threads "$THREADS" --json "$OUT/cpu_r50_dc5.json" \
     | tee "$OUT/cpu_r50_dc5.txt"
 python -m dff benchmark --preset r101_dc5 --source "$SRC" --frames 144 --warmup 10 --key-interval 1,10 \
-    --compare reference,fast --threads "$THREADS" --json "$OUT/cpu_r101_dc5.json" \
+    --compare reference,fast --device cpu --threads "$THREADS" --json "$OUT/cpu_r101_dc5.json" \
     | tee "$OUT/cpu_r101_dc5.txt"
 uptime | tee "$OUT/load_after.txt"

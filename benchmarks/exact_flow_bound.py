@@ -28,7 +28,6 @@ from dff.data.cocovid import CocoVID
 from dff.data.synthetic import load_ground_truth
 from dff.data.train_dataset import TrainPair
 from dff.evaluation.coco import coco_ap50
-from dff.evaluation.evaluate import category_ids
 from dff.evaluation.runner import run_video
 from dff.models.detector import DFF
 from dff.training.loop import train
@@ -89,17 +88,16 @@ def stage_eval(model_path: Path, val: Path) -> dict:
     """COCO AP50, all frames and by distance to the key frame: per frame, and DFF@10 with the exact flow."""
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     model = dff.load(model_path, preset=PRESET)
-    model.key_interval = 1
+    per_frame = dff.RunOptions(key_policy=dff.FixedInterval(1), device="cpu")
     runs = {
         "per_frame": [
             rec
             for video, frames in dataset.iter_videos()
-            for rec, _ in run_video(model, video, frames, val / "Data" / "VID")
+            for rec, _ in run_video(model, video, frames, val / "Data" / "VID", per_frame)
         ]
     }
-    model.key_interval = 10
-    runs["dff_exact_flow"], _ = run_with_oracle_flow(model, dataset, val, {})
-    label_of = {c: i for i, c in enumerate(category_ids(dataset, model.class_names))}
+    runs["dff_exact_flow"], _ = run_with_oracle_flow(model, dataset, val, {}, interval=10)
+    label_of = {c: i for i, c in enumerate(dataset.category_ids(model.class_names))}
     out = {}
     for mode, records in runs.items():
         out[mode] = {

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 import dff
-from dff.api import InferenceOptions
 from dff.data.cocovid import CocoVID
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import make_synthetic
@@ -42,11 +41,12 @@ def make_val(root: Path, seed: int, videos: int = 20, frames: int = 60) -> Path:
     return ann
 
 
-def ap50(model: dff.DFFModel, dataset: CocoVID, img_root: Path) -> dict[str, float]:
-    """COCO AP50 (mmtracking's number) and ILSVRC-devkit AP50 of `model` over every video of `dataset`."""
+def ap50(model: dff.DFFModel, dataset: CocoVID, img_root: Path, run: dff.RunOptions) -> dict[str, float]:
+    """COCO AP50 (mmtracking's number) and ILSVRC-devkit AP50 of `model` run as `run` over every video of
+    `dataset`."""
     records = []
     for video, images in dataset.iter_videos():
-        records += [rec for rec, _ in run_video(model, video, images, img_root)]
+        records += [rec for rec, _ in run_video(model, video, images, img_root, run)]
     result = evaluate(dataset, records, model.class_names, metrics=("coco", "ilsvrc"))
     return {k: v.mean for k, v in result.items()}
 
@@ -91,10 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     model = dff.load(MODEL, preset="tiny_synthetic")
     results: dict = {}
     for dtype in DTYPES:
-        model.inference = InferenceOptions(dtype=dtype)
         for mode, interval in MODES.items():
-            model.key_interval = interval
-            results.setdefault(dtype, {})[mode] = ap50(model, dataset, root / "Data" / "VID")
+            run = dff.RunOptions(key_policy=dff.FixedInterval(interval), dtype=dtype, device="cpu")
+            results.setdefault(dtype, {})[mode] = ap50(model, dataset, root / "Data" / "VID", run)
             print(dtype, mode, results[dtype][mode], flush=True)
     command = " ".join([Path(sys.executable).name, *sys.argv])
     table = markdown(results, args.seed, args.threads, command)

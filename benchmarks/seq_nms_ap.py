@@ -33,8 +33,8 @@ import dff
 from dff.cli.demo import MODEL_PATH
 from dff.data.cocovid import CocoVID
 from dff.evaluation.evaluate import evaluate
-from dff.evaluation.results import FrameRecord
 from dff.evaluation.runner import run_video
+from dff.io.result import FrameResult
 from dff.keyframes import Adaptive, FixedInterval
 from dff.tracking import (
     BENCHMARKED,
@@ -96,29 +96,36 @@ GRIDS = {
 }
 
 
-def detections(model: dff.DFFModel, dataset: CocoVID, img_root: Path, path: Path) -> list[list[FrameRecord]]:
-    """Every video's frame records (dataset order), read from `path` when a previous run wrote it."""
+def detections(model: dff.DFFModel, dataset: CocoVID, img_root: Path, path: Path, mode: str) -> list[list[FrameResult]]:
+    """Every video's frame results (dataset order) of the run of `mode`, read from `path` when a previous run wrote
+    it (one `FrameResult.to_record` per line)."""
     if not path.is_file():
+        run = dff.RunOptions(key_policy=MODES[mode](), device="cpu")
         tmp = path.with_suffix(".tmp")
         with tmp.open("w") as f:
             for video, frames in dataset.iter_videos():
-                for rec, _ in run_video(model, video, frames, img_root):
-                    f.write(rec.to_json() + "\n")
+                for rec, _ in run_video(model, video, frames, img_root, run):
+                    f.write(json.dumps(rec.to_record()) + "\n")
         os.replace(tmp, path)
-    videos: dict[int, list[FrameRecord]] = {}
+    videos: dict[int, list[FrameResult]] = {}
     for line in path.read_text().splitlines():
-        rec = FrameRecord.from_json(line)
+        try:
+            rec = FrameResult.from_record(json.loads(line), model.class_names)
+        except (KeyError, ValueError, TypeError):
+            raise SystemExit(
+                f"{path}: not FrameResult records (an earlier version's file?); delete it to rerun"
+            ) from None
         videos.setdefault(rec.video_id, []).append(rec)
     return list(videos.values())
 
 
-def ap50(dataset: CocoVID, videos: list[list[FrameRecord]], class_names: tuple[str, ...]) -> float:
+def ap50(dataset: CocoVID, videos: list[list[FrameResult]], class_names: tuple[str, ...]) -> float:
     """COCO AP50 (mmtracking's protocol, as `dff test` reports it) of all frames."""
     records = [rec for video in videos for rec in video]
     return evaluate(dataset, records, class_names, metrics=("coco",))["coco_ap50"].mean
 
 
-def rescored(videos: list[list[FrameRecord]], config: SeqNMSConfig) -> tuple[list[list[FrameRecord]], dict]:
+def rescored(videos: list[list[FrameResult]], config: SeqNMSConfig) -> tuple[list[list[FrameResult]], dict]:
     """The records after Seq-NMS per video, and its cost in ms per frame: wall time and this process's CPU time
     (Seq-NMS alone; on a shared machine the CPU time is the steadier of the two)."""
     out, wall, cpu, frames = [], 0.0, 0.0, 0
@@ -130,7 +137,7 @@ def rescored(videos: list[list[FrameRecord]], config: SeqNMSConfig) -> tuple[lis
     return out, {"ms_per_frame": 1000 * wall / frames, "cpu_ms_per_frame": 1000 * cpu / frames}
 
 
-def tracking(dataset: CocoVID, videos: list[list[FrameRecord]], class_names: tuple[str, ...]) -> dict:
+def tracking(dataset: CocoVID, videos: list[list[FrameResult]], class_names: tuple[str, ...]) -> dict:
     """Overall HOTA / MOTA / IDF1 of ByteTrack (library defaults, one tracker per video) over the detections."""
     tracker = OnlineTracker(TrackerConfig(tracker="bytetrack"))
     tracks = {}
@@ -147,9 +154,8 @@ def measure_seed(model: dff.DFFModel, work: Path, seed: int, settings: list[SeqN
     val = stage_val(work, r, seed)
     dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
     out: dict = {}
-    for mode, policy in MODES.items():
-        model.key_policy = policy()
-        videos = detections(model, dataset, val / "Data" / "VID", work / f"detections_seed{seed}_{mode}.jsonl")
+    for mode in MODES:
+        videos = detections(model, dataset, val / "Data" / "VID", work / f"detections_seed{seed}_{mode}.jsonl", mode)
         row: dict = {"ap50": ap50(dataset, videos, model.class_names), "seq_nms": {}}
         for setting in settings:
             after, cost = rescored(videos, setting)
@@ -255,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             val = stage_val(args.work, Recipe(), seed)
             dataset = CocoVID.load(val / "annotations" / "imagenet_vid_val.json")
-            for mode, policy in MODES.items():
-                model.key_policy = policy()
-                detections(model, dataset, val / "Data" / "VID", args.work / f"detections_seed{seed}_{mode}.jsonl")
+            for mode in MODES:
+                path = args.work / f"detections_seed{seed}_{mode}.jsonl"
+                detections(model, dataset, val / "Data" / "VID", path, mode)
         return 0
     settings = GRIDS[args.sweep] if args.sweep else [CHOSEN]
     results = {seed: measure_seed(model, args.work, seed, settings, not args.no_track) for seed in args.seeds}

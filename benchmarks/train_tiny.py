@@ -42,20 +42,20 @@ import torch
 from torchvision.ops import box_iou
 
 import dff
-from dff.api import zero_flow
 from dff.config import preset
 from dff.data.cocovid import CocoVID
 from dff.data.convert import convert_dataset
 from dff.data.synthetic import SyntheticVideo, ground_truth_flow, load_ground_truth, make_synthetic
 from dff.data.transforms import ImageMeta, preprocess
 from dff.evaluation.coco import coco_ap50
-from dff.evaluation.evaluate import category_ids, coco_results, evaluate
+from dff.evaluation.evaluate import coco_results, evaluate
 from dff.evaluation.ilsvrc import MOTION_RANGES
 from dff.evaluation.motion import gt_motion_iou
-from dff.evaluation.results import FrameRecord
 from dff.evaluation.runner import run_video
 from dff.io.image import read_image
+from dff.io.result import FrameResult
 from dff.models.detector import DFF
+from dff.models.network import zero_flow
 from dff.training.flow_pretrain import FlowPretrainConfig, FlyingPatches, pretrain_flownet, save_flownet, warp_target
 from dff.training.loop import train
 from dff.training.options import LATEST, TrainOptions
@@ -93,6 +93,14 @@ MODES = {  # name -> (key interval, use flow)
     "dff": (10, True),
     "dff_zero_flow": (10, False),
 }
+
+
+def mode_run(interval: int, use_flow: bool) -> dff.RunOptions:
+    """The run of an evaluation mode: a key frame every `interval` frames, the FlowNet's flow (or zero flow), on
+    the CPU."""
+    return dff.RunOptions(
+        key_policy=dff.FixedInterval(interval), propagation=None if use_flow else zero_flow, device="cpu"
+    )
 
 
 def _load_average() -> list[float]:
@@ -235,7 +243,7 @@ def coco_ap50_by_motion(dataset: CocoVID, records, class_names, motion: dict, bu
     """COCO AP50 counting only GT boxes of a motion bucket; the others become crowd (ignored) regions,
     so detections on them are neither true nor false positives."""
     lo, hi = MOTION_RANGES[bucket]
-    cat_ids = category_ids(dataset, class_names)
+    cat_ids = dataset.category_ids(class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
     gt = [
         {**a, "category_id": label_of[a["category_id"]] + 1, "iscrowd": not (lo <= motion[a["id"]] <= hi)}
@@ -260,11 +268,10 @@ def stage_eval(model_path: Path, val: Path, modes: tuple[str, ...] = tuple(MODES
     model = dff.load(model_path, preset=PRESET)
     out: dict = {}
     for mode in modes:
-        interval, use_flow = MODES[mode]
-        model.key_interval, model.propagation = interval, DFF.propagate if use_flow else zero_flow
+        run = mode_run(*MODES[mode])
         t0, records = time.time(), []
         for video, frames in dataset.iter_videos():
-            records += [rec for rec, _ in run_video(model, video, frames, val / "Data" / "VID")]
+            records += [rec for rec, _ in run_video(model, video, frames, val / "Data" / "VID", run)]
         seconds = time.time() - t0
         row = {b: coco_ap50_by_motion(dataset, records, model.class_names, motion, b) for b in MOTION_RANGES}
         devkit = evaluate(dataset, records, model.class_names, metrics=("ilsvrc", "motion"))
@@ -298,10 +305,11 @@ def oracle_flow(
 
 
 def run_with_oracle_flow(
-    model, dataset: CocoVID, val: Path, fast: dict[int, list]
-) -> tuple[list[FrameRecord], list[tuple[float, float]]]:
-    """DFF@10 where every non-key frame's flow is the oracle flow instead of the FlowNet's; also, for the boxes of
-    `fast`, the FlowNet's error along the object's motion (input pixels, inner 60 % of the box; negative = short)."""
+    model: dff.DFFModel, dataset: CocoVID, val: Path, fast: dict[int, list], interval: int
+) -> tuple[list[FrameResult], list[tuple[float, float]]]:
+    """DFF with a key frame every `interval` frames where every non-key frame's flow is the oracle flow instead of
+    the FlowNet's, on the reference network; also, for the boxes of `fast`, the FlowNet's error along the object's
+    motion (input pixels, inner 60 % of the box; negative = short)."""
     net, stride, records, along = model.net, model.config.rpn.stride, [], []
     synthetic = {v.name: v for v in load_ground_truth(val).videos}
     with torch.inference_mode():
@@ -309,7 +317,7 @@ def run_with_oracle_flow(
             for im in frames:
                 img, meta = preprocess(read_image(val / "Data" / "VID" / im["file_name"]), model.config.preprocess)
                 t = im["frame_id"]
-                if t % model.key_interval == 0:
+                if t % interval == 0:
                     key, state = t, net.key_features(img[None], meta.img_shape)
                     feats = state.feats
                 else:  # the DFF step with the oracle's flow in place of the FlowNet's
@@ -318,16 +326,16 @@ def run_with_oracle_flow(
                     if im["id"] in fast:
                         error = net.motion(img[None], state.motion, meta.img_shape) - oracle
                         along += [_along_motion(error[0], a, k, meta) for a, k in fast[im["id"]]]
-                d = net.detect(feats, meta)
+                d = net.detect(feats, [meta])[0]
                 records.append(
-                    FrameRecord(
-                        video["id"],
-                        im["id"],
-                        t,
-                        t % model.key_interval == 0,
-                        d.boxes.numpy(),
-                        d.scores.numpy(),
-                        d.labels.numpy(),
+                    FrameResult(
+                        boxes=d.boxes.numpy(),
+                        scores=d.scores.numpy(),
+                        labels=d.labels.numpy(),
+                        frame_index=t,
+                        is_key_frame=t % interval == 0,
+                        video_id=video["id"],
+                        image_id=im["id"],
                     )
                 )
     return records, along
@@ -353,17 +361,16 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
     model = dff.load(model_path, preset=PRESET)
     runs = {}
     for mode, (interval, use_flow) in MODES.items():
-        model.key_interval, model.propagation = interval, DFF.propagate if use_flow else zero_flow
+        run = mode_run(interval, use_flow)
         runs[mode] = [
             rec
             for video, frames in dataset.iter_videos()
-            for rec, _ in run_video(model, video, frames, val / "Data" / "VID")
+            for rec, _ in run_video(model, video, frames, val / "Data" / "VID", run)
         ]
     key_of = _key_frame_annotations(dataset)
     fast = _fast_far_boxes(dataset, key_of)
-    model.key_interval, model.propagation = 10, DFF.propagate
-    runs["dff_oracle_flow"], along = run_with_oracle_flow(model, dataset, val, fast)
-    cat_ids = category_ids(dataset, model.class_names)
+    runs["dff_oracle_flow"], along = run_with_oracle_flow(model, dataset, val, fast, interval=10)
+    cat_ids = dataset.category_ids(model.class_names)
     label_of = {c: i for i, c in enumerate(cat_ids)}
     absent, cut = _not_whole_in_key_frame(dataset, key_of)
     out = {}
@@ -392,7 +399,7 @@ def stage_analysis(model_path: Path, val: Path) -> dict:
 
 
 def at_offsets_from_key(
-    dataset: CocoVID, records: list[FrameRecord], label_of: dict[int, int], offsets: tuple[int, ...]
+    dataset: CocoVID, records: list[FrameResult], label_of: dict[int, int], offsets: tuple[int, ...]
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """The images `offsets` frames from their key frame (frame_id % 10), their GT boxes (category ids 1..n in
     `label_of`'s order) and `records`' COCO results on them: `coco_ap50`'s arguments."""
@@ -445,7 +452,7 @@ def _xyxy(a: dict) -> list[float]:
 
 
 def _errors_far_from_key(
-    records: list[FrameRecord], dataset: CocoVID, key_of: dict[int, dict | None], label_of: dict[int, int]
+    records: list[FrameResult], dataset: CocoVID, key_of: dict[int, dict | None], label_of: dict[int, int]
 ) -> dict[str, int]:
     """Counts at frames 7-9 from the key frame, confident detections (score >= CONFIDENT) matched greedily, highest
     score first, to same-class boxes at IoU >= 0.5: false positives, and those lying where a moved object was in the
@@ -458,7 +465,7 @@ def _errors_far_from_key(
     }
     for rec in records:
         anns = [a for a in dataset.annotations(rec.image_id) if a["category_id"] in label_of]
-        if rec.frame_id % 10 < 7 or not anns:
+        if rec.frame_index % 10 < 7 or not anns:
             continue
         gt = torch.tensor([_xyxy(a) for a in anns])
         labels = np.array([label_of[a["category_id"]] for a in anns])
@@ -507,7 +514,7 @@ def _fast_far_boxes(dataset: CocoVID, key_of: dict[int, dict | None]) -> dict[in
     return out
 
 
-def _localization(records: list[FrameRecord], fast: dict[int, list], label_of: dict[int, int]) -> dict:
+def _localization(records: list[FrameResult], fast: dict[int, list], label_of: dict[int, int]) -> dict:
     """For the boxes of `fast`: the fraction that a confident detection (score >= 0.3) of their class overlaps by
     IoU >= 0.5, the mean IoU of the best one, and its centre's offset along the object's motion since the key frame
     (box widths; negative = behind, towards the key-frame position) where that IoU is above 0.3."""
