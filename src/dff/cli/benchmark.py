@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from itertools import islice
@@ -73,6 +74,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="size of the square matmul that measures the peak (default 4096 on CPU, 8192 on GPU)",
     )
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the full report as JSON")
+    live = p.add_argument_group(
+        "live mode",
+        "--live runs the live loop over SOURCE paced at its frame rate (the newest frame each turn, drops counted), "
+        "each key mode in turn, and reports processed / dropped frames and latency p50 / p95 / max per mode; "
+        "--key-interval and --key-policy then take one value.",
+    )
+    live.add_argument("--live", action="store_true", help="measure the live loop instead of per-frame timings")
+    live.add_argument("--key-mode", default="sync,async", help="live: comma-separated key modes (default sync,async)")
+    live.add_argument("--seconds", type=float, default=30.0, help="live: seconds per mode and round (default 30)")
+    live.add_argument("--rounds", type=int, default=2, help="live: rounds, the modes alternating (default 2)")
+    live.add_argument("--fps", type=float, help="live: pace SOURCE at this rate (default: its own, 25 for folders)")
+    live.add_argument(
+        "--profile-out",
+        metavar="PATH",
+        type=Path,
+        help="live: write the runtime profile measured (stage times of each key mode) for dff test --streaming "
+        "--clock simulated",
+    )
     p.set_defaults(func=run)
 
 
@@ -121,6 +140,10 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.live:
+        return run_live(args)
+    if args.profile_out is not None:
+        raise DFFError("--profile-out needs --live")
     if args.frames < 2:
         raise DFFError(f"--frames must be >= 2, got {args.frames}")
     if args.warmup < 0:
@@ -165,4 +188,59 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         _write_json(args.json, report.to_dict())
         print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def run_live(args: argparse.Namespace) -> int:
+    """`dff benchmark --live`: the live loop in each key mode over a paced source (dff.benchmark.live)."""
+    from dff.benchmark.live import run_live_benchmark
+    from dff.keyframes import make_policy
+    from dff.live.loop import KEY_MODES
+    from dff.run import RunOptions
+
+    modes = [m.strip() for m in args.key_mode.split(",") if m.strip()]
+    if not modes or any(m not in KEY_MODES for m in modes) or len(set(modes)) != len(modes):
+        raise DFFError(f"--key-mode: comma-separated, distinct, from {', '.join(KEY_MODES)}; got {args.key_mode!r}")
+    try:
+        interval = int(args.key_interval)
+    except ValueError:
+        raise DFFError(f"--live takes one --key-interval, got {args.key_interval!r}") from None
+    if args.key_policy not in ("fixed", "adaptive"):
+        raise DFFError(f"--live takes one --key-policy (fixed or adaptive), got {args.key_policy!r}")
+    policy = make_policy(args.key_policy, interval, interval if args.key_policy == "adaptive" else None)
+    if not (math.isfinite(args.seconds) and 1 <= args.seconds <= 3600):
+        raise DFFError(f"--seconds must be in [1, 3600], got {args.seconds}")
+    if not 1 <= args.rounds <= 100:
+        raise DFFError(f"--rounds must be in [1, 100], got {args.rounds}")
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 1000):
+        raise DFFError(f"--fps must be in (0, 1000], got {args.fps}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise DFFError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    check_device(args.device)
+    outputs = [
+        Output(p, o, make_parents=False) for p, o in ((args.json, "--json"), (args.profile_out, "--profile-out"))
+    ]
+    check_outputs([o for o in outputs if o.path is not None], inputs=[args.source] + ([args.weights] if args.weights else []))
+    model, weights = _model(args)
+    run = RunOptions(device=args.device, dtype=args.dtype, key_policy=policy)
+    report = run_live_benchmark(
+        model,
+        args.source,
+        run,
+        modes,
+        seconds=args.seconds,
+        rounds=args.rounds,
+        fps=args.fps,
+        progress=lambda msg: print(f"dff benchmark: {msg}", file=sys.stderr, flush=True),
+    )
+    print(f"live loop: {model.config.name} ({weights}), {report.key_policy}, {report.threads} threads, {args.source}")
+    print(report.table(), flush=True)
+    if args.json is not None:
+        _write_json(args.json, report.to_dict())
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.profile_out is not None:
+        report.profile().save(args.profile_out)
+        print(f"wrote {args.profile_out}", file=sys.stderr)
     return 0

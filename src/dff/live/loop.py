@@ -144,6 +144,7 @@ class LiveLoop:
         self.summary = LiveSummary()
         self.start = self.clock.now()
         self.keys: BackgroundKeys | SimulatedKeys | None = None
+        self.steps: list[tuple[bool, bool, float]] = []  # real clock: (key frame in the loop, pass beside it, seconds)
 
     def results(self, frames: Iterable[LiveFrame]) -> Iterator[FrameResult]:
         """The result of each frame the loop takes, as soon as it is ready."""
@@ -168,12 +169,15 @@ class LiveLoop:
                     wanted = busy_threads if busy else idle_threads
                     if torch.get_num_threads() != wanted:
                         torch.set_num_threads(wanted)
+                turn = self.clock.now()
                 inp = self.model.prepare(frame, frame_id, self.run, frame.arrival_s - self.start)
                 r = session.step(inp)
                 frame_id += 1
                 busy = busy or (self.keys is not None and self.keys.busy)
                 if self.simulated:
                     self.clock.advance(self._cost(r, busy))
+                else:
+                    self.steps.append((r.is_key_frame, busy, self.clock.now() - turn))
                 r = replace(r, ready_s=self.clock.now() - self.start)
                 self.summary.processed += 1
                 self.summary.key_frames = session.backbone_passes
