@@ -36,7 +36,7 @@ def clip() -> list[Frame]:
 
 def simulate(model, frames, key_mode, policy=dff.FixedInterval(4)):
     clock = SimulatedClock()
-    feed = Replay(frames, clock)
+    feed = Replay.of(frames, clock)
     loop = LiveLoop(model, RunOptions(device="cpu", key_policy=policy), LiveOptions(key_mode), clock, PROFILE)
     return list(loop.results(feed)), loop.summary, feed
 

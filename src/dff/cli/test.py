@@ -86,6 +86,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     runopts.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    stream = p.add_argument_group(
+        "streaming evaluation",
+        "--streaming replays each val video at --stream-fps into the live loop and scores streaming AP50 "
+        "(annotated frame i gets the latest output finished by its time; none yet counts as no detections), on "
+        "the real clock of this machine or on a simulated one that replays a runtime profile (dff benchmark "
+        "--live --profile-out). docs/live.md.",
+    )
+    stream.add_argument("--streaming", action="store_true", help="score streaming AP50 instead of offline AP50")
+    stream.add_argument("--stream-fps", type=float, default=25.0, metavar="F", help="replay rate (default 25)")
+    stream.add_argument(
+        "--clock",
+        choices=("simulated", "real"),
+        help="simulated (time from --profile; reproducible; the default when --profile is given) or real",
+    )
+    stream.add_argument("--profile", type=Path, metavar="P", help="runtime profile of the simulated clock")
+    stream.add_argument(
+        "--profile-scale", type=float, default=1.0, metavar="X", help="multiply the profile's times by X (default 1)"
+    )
+    stream.add_argument(
+        "--key-mode", default=None, metavar="MODES", help="comma-separated: sync, async (default: the live default)"
+    )
     p.set_defaults(func=run)
 
 
@@ -108,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
     tracker, seq_nms = objects.tracker_config(args), objects.seq_nms_config(args)
     if tracker is not None:
         require_trackeval()
-    check_outputs([Output(args.out, "--out", folder=True)], inputs=[args.ann, args.img_root, args.weights])
+    streaming = _streaming_options(args)
+    inputs = [args.ann, args.img_root, args.weights] + ([args.profile] if args.profile else [])
+    check_outputs([Output(args.out, "--out", folder=True)], inputs=inputs)
+    if streaming is not None:
+        return run_streaming(args, policies, streaming, metrics)
     with distributed(args.device, timeout=DIST_TIMEOUT) as ctx:
         dataset = CocoVID.load(args.ann)
         model = ctx.main_first(lambda: dff.load(args.weights, preset=args.preset, device="cpu"))
@@ -132,6 +157,61 @@ def run(args: argparse.Namespace) -> int:
             print("\n== key-frame sweep ==")
             print(result.sweep_table())
             print(f"plot: {result.sweep_png}")
+    return 0
+
+
+def _streaming_options(args: argparse.Namespace) -> list | None:
+    """The StreamingOptions of each --key-mode, or None without --streaming (its options then are errors)."""
+    given = [o for o, v in (("--clock", args.clock), ("--profile", args.profile), ("--key-mode", args.key_mode)) if v]
+    if not args.streaming:
+        if given or args.stream_fps != 25.0 or args.profile_scale != 1.0:
+            raise DFFError(f"{', '.join(given) or '--stream-fps / --profile-scale'} needs --streaming")
+        return None
+    from dff.evaluation.streaming_run import StreamingOptions
+    from dff.live.clock import RuntimeProfile
+    from dff.live.loop import DEFAULT_KEY_MODE, KEY_MODES
+
+    clock = args.clock or ("simulated" if args.profile else "real")
+    if clock == "simulated" and args.profile is None:
+        raise DFFError("--clock simulated needs --profile P (written by dff benchmark --live --profile-out P)")
+    if clock == "real" and args.profile is not None:
+        raise DFFError("--profile is for --clock simulated")
+    if args.track or args.seq_nms:
+        raise DFFError("--streaming scores detections as they come: without --track or --seq-nms")
+    profile = None
+    if args.profile is not None:
+        profile = RuntimeProfile.load(args.profile).scaled(args.profile_scale)
+    elif args.profile_scale != 1.0:
+        raise DFFError("--profile-scale needs --profile")
+    modes = [m.strip() for m in (args.key_mode or DEFAULT_KEY_MODE).split(",") if m.strip()]
+    if not modes or any(m not in KEY_MODES for m in modes) or len(set(modes)) != len(modes):
+        raise DFFError(f"--key-mode: comma-separated, distinct, from {', '.join(KEY_MODES)}; got {args.key_mode!r}")
+    return [StreamingOptions(args.stream_fps, clock, m, profile) for m in modes]
+
+
+def run_streaming(args: argparse.Namespace, policies: list, streaming: list, metrics: tuple[str, ...]) -> int:
+    """`dff test --streaming`: streaming AP50 of each policy in each key mode (dff.evaluation.streaming_run)."""
+    import sys
+
+    import dff
+    from dff.evaluation.streaming_run import evaluate_streaming, streaming_table
+
+    dataset = CocoVID.load(args.ann)
+    model = dff.load(args.weights, preset=args.preset, device="cpu")
+    run = runopts.run_options(args)
+    policies = policies or [run.policy(model.config)]
+    say = None if args.no_progress else (lambda msg: print(f"dff test: {msg}", file=sys.stderr, flush=True))
+    results = []
+    for options in streaming:
+        results += evaluate_streaming(model, dataset, args.img_root, args.out, policies, options, run, metrics, say)
+    counts = f"{len(dataset.videos)} videos, {len(dataset.images)} frames"
+    first = streaming[0]
+    clock = first.clock if first.profile is None else f"simulated ({first.profile.preset}, x{first.profile.scale:g})"
+    print(f"\n== {dataset.path.name}: {counts}, streamed at {first.fps:g} fps, {clock} clock ==")
+    print(streaming_table(results))
+    print("streaming AP50 (%): each annotated frame scored with the latest output finished by its time")
+    for r in results:
+        print(f"summary: {r.summary_path}")
     return 0
 
 

@@ -34,7 +34,16 @@ import av
 
 from dff.errors import InputError
 from dff.io import sources
-from dff.io.sources import DEFAULT_FOLDER_FPS, Frame, _decode, _open_container, _reason, is_stream, open_source
+from dff.io.sources import (
+    DEFAULT_FOLDER_FPS,
+    Frame,
+    FrameSource,
+    _decode,
+    _open_container,
+    _reason,
+    is_stream,
+    open_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +263,12 @@ def _live_container(name: str, container: av.container.InputContainer, fps: floa
 
 
 def _open_paced(path: str, fps: float | None) -> LiveSource:
-    files = open_source(path, fps)
+    return pace(open_source(path, fps), fps)
+
+
+def pace(files: FrameSource, fps: float | None = None) -> LiveSource:
+    """`files` (a video or frame source) as a live source, each frame available at its time (`fps` overrides the
+    source's timestamps) in real time from the consumer's first request."""
 
     def produce(started: threading.Event, stop: threading.Event) -> Iterator[Frame]:
         started.wait()

@@ -105,16 +105,16 @@ def open_source(source: str | os.PathLike, fps: float | None = None) -> FrameSou
         files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise InputError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)}, any letter case)")
-        return _image_source(str(path), files, fps)
+        return image_source(str(path), files, fps)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return _image_source(str(path), [path], fps)
+        return image_source(str(path), [path], fps)
     if path.is_file():
         return _video_source(str(path), fps, is_stream=False)
     if glob.has_magic(text):
         files = [Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise InputError(f"{text}: pattern matches no images ({', '.join(IMAGE_SUFFIXES)})")
-        return _image_source(text, files, fps)
+        return image_source(text, files, fps)
     raise InputError(f"{text}: no such file or folder")
 
 
@@ -133,7 +133,8 @@ def _is_url(text: str) -> bool:
     return bool(m) and m.group(1).lower() in STREAM_SCHEMES
 
 
-def _image_source(name: str, files: list[Path], fps: float | None) -> FrameSource:
+def image_source(name: str, files: list[Path], fps: float | None) -> FrameSource:
+    """The images `files` as one video, in natural order (`fps` default 25); read when iterated."""
     files = sorted(files, key=natural_key)
     rate = float(fps or DEFAULT_FOLDER_FPS)
 

@@ -20,10 +20,7 @@ profile's stage times, so that streaming evaluation is reproducible and can stan
 from __future__ import annotations
 
 import math
-import os
-import statistics
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -203,41 +200,32 @@ class LiveLoop:
 
 
 class Replay:
-    """A video's frames offered as a live source on a simulated clock: frame i becomes available at its time
-    (`time_s`), and each request takes the newest frame available (waiting for the next one when the loop is ahead);
-    frames overtaken before a request are dropped. `received`, `taken`, `dropped` as `dff.io.live.LiveSource`'s."""
+    """A video offered as a live source on a simulated clock: frame i becomes available at `times[i]`, and each
+    request takes the newest frame available (waiting for the next one when the loop is ahead); frames overtaken
+    before a request are dropped, and never read (`load(i)` reads frame i). `received`, `taken`, `dropped` as
+    `dff.io.live.LiveSource`'s."""
 
-    def __init__(self, frames: Sequence[Frame], clock: SimulatedClock) -> None:
-        self.frames, self.clock = list(frames), clock
+    def __init__(self, times: Sequence[float], load: Callable[[int], Frame], clock: SimulatedClock) -> None:
+        self.times, self.load, self.clock = list(times), load, clock
         self.received = self.taken = self.dropped = 0
         self._next = 0  # first frame not yet taken or dropped
 
+    @classmethod
+    def of(cls, frames: Sequence[Frame], clock: SimulatedClock) -> Replay:
+        """Frames in memory, at their own times."""
+        return cls([f.time_s for f in frames], frames.__getitem__, clock)
+
     def __iter__(self) -> Iterator[LiveFrame]:
-        while self._next < len(self.frames):
+        while self._next < len(self.times):
+            if self.times[self._next] > self.clock.now() + EPSILON:
+                self.clock.wait_until(self.times[self._next])
             now = self.clock.now()
-            if self.frames[self._next].time_s > now + EPSILON:
-                self.clock.wait_until(self.frames[self._next].time_s)
-                now = self.clock.now()
             newest = self._next
-            while newest + 1 < len(self.frames) and self.frames[newest + 1].time_s <= now + EPSILON:
+            while newest + 1 < len(self.times) and self.times[newest + 1] <= now + EPSILON:
                 newest += 1
             self.dropped += newest - self._next
             self.taken += 1
             self.received = self.taken + self.dropped
-            f = self.frames[newest]
             self._next = newest + 1
-            yield LiveFrame(f.index, f.time_s, f.image, f.time_s)
-
-
-def default_threads() -> int:
-    """The intra-op threads torch uses here (one per core unless OMP_NUM_THREADS says otherwise)."""
-    return int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
-
-
-def wall_time() -> float:
-    """Seconds on the real clock (for callers comparing a sender's times with a run's)."""
-    return time.monotonic()
-
-
-def median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
+            f = self.load(newest)
+            yield LiveFrame(f.index, self.times[newest], f.image, self.times[newest])
