@@ -323,11 +323,11 @@ def test_signal_during_start_up_prints_no_traceback(tmp_path, signum, code):
         ("--score-thr", "2", "--score-thr must be a number in [0, 1], got 2.0"),
         ("--score-thr", "-1", "--score-thr must be a number in [0, 1], got -1.0"),
         ("--score-thr", "nan", "--score-thr must be a number in [0, 1], got nan"),
-        ("--key-interval", "0", "--key-interval must be >= 1, got 0"),
+        ("--key-interval", "0", "--key-interval must be an integer in [1, 1000000], got 0"),
         ("--device", "tpu", "--device 'tpu' is not a device name"),
         ("--device", "xla", "--device 'xla': only cpu and cuda devices are supported"),
         ("--device", "gpu0", "--device 'gpu0' is not a device name"),
-        ("--fps", "inf", "--fps must be > 0, got inf"),
+        ("--fps", "inf", "--fps must be in (0, 1000], got inf"),
     ],
 )
 def test_bad_options_are_refused_up_front(clip, capsys, option, value, message):

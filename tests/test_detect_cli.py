@@ -238,7 +238,7 @@ def test_adaptive_key_policy_writes_its_reasons(weights, tmp_path, capsys):
     assert [r["key_reason"] for r in read_jsonl(fixed)][:5] == ["first", None, None, None, "interval"]
     for bad, message in (
         (["--key-policy", "often"], "--key-policy must be one of"),
-        (["--key-policy", "adaptive", "--key-budget", "0"], "key budget must be >= 1"),
+        (["--key-policy", "adaptive", "--key-budget", "0"], "--key-budget must be a number of frames in [1, 1000000]"),
         (["--key-max-interval", "3"], "needs --key-policy adaptive"),
     ):
         capsys.readouterr()

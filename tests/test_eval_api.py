@@ -39,12 +39,12 @@ def test_evaluate_matches_the_cli_files(val_set, tmp_path, capsys):
         val_set.ann,
         val_set.img_root,
         api_out,
-        key_intervals=[1, 3],
+        policies=[dff.FixedInterval(1), dff.FixedInterval(3)],
         weights=val_set.weights,
         progress=False,
         on_interval=seen.append,
     )
-    assert model.key_interval == 10  # the model's own interval is restored
+    assert not hasattr(model, "key_interval") and not hasattr(model, "key_policy")  # a run is a value
     assert [r.key_interval for r in result.intervals] == [1, 3] and seen == result.intervals
     for r in result.intervals:
         k = r.key_interval
@@ -65,9 +65,15 @@ def test_evaluate_matches_the_cli_files(val_set, tmp_path, capsys):
     assert result.sweep_table().splitlines()[0].split()[:6] == ["key", "interval", "policy", "key", "share", "fps"]
 
     with pytest.raises(DFFError, match="different settings \\(weights\\)"):  # resuming with other weights is refused
-        dff.evaluate(model, val_set.ann, val_set.img_root, api_out, key_intervals=[3])
+        dff.evaluate(model, val_set.ann, val_set.img_root, api_out, policies=[dff.FixedInterval(3)])
     again = dff.evaluate(
-        model, val_set.ann, val_set.img_root, api_out, key_intervals=[3], metrics="coco", weights=val_set.weights
+        model,
+        val_set.ann,
+        val_set.img_root,
+        api_out,
+        policies=[dff.FixedInterval(3)],
+        metrics="coco",
+        weights=val_set.weights,
     )
     (resumed,) = again.intervals
     assert resumed.stats.frames == 0 and resumed.fps is None  # every video was already in the results file
@@ -79,8 +85,10 @@ def test_evaluate_rejects_bad_input(val_set, tmp_path):
     model = dff.load(val_set.weights)
     with pytest.raises(InputError, match="unknown metric"):
         dff.evaluate(model, val_set.ann, val_set.img_root, tmp_path, metrics=["map"])
-    with pytest.raises(InputError, match="distinct integers >= 1"):
-        dff.evaluate(model, val_set.ann, val_set.img_root, tmp_path, key_intervals=[0])
+    with pytest.raises(InputError, match="listed twice"):
+        dff.evaluate(model, val_set.ann, val_set.img_root, tmp_path, policies=[dff.FixedInterval(3)] * 2)
+    with pytest.raises(InputError, match="at least one key-frame policy"):
+        dff.evaluate(model, val_set.ann, val_set.img_root, tmp_path, policies=[])
     with pytest.raises(InputError, match="not a folder"):
         dff.evaluate(model, val_set.ann, tmp_path / "missing", tmp_path)
     with pytest.raises(DatasetError, match="missing"):
@@ -98,7 +106,7 @@ def test_adaptive_budgets_in_the_evaluation_and_its_sweep(val_set, tmp_path, cap
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "adaptive, budget 2" in printed and "key-frame share" in printed
+    assert "Adaptive(budget=2.0," in printed and "key-frame share" in printed
     points = json.loads((out / "sweep.json").read_text())
     assert [(p["policy"], p["key_interval"]) for p in points] == [("fixed", 1), ("fixed", 5), ("adaptive", 2)]
     assert [p["key_share"] for p in points[:2]] == [1.0, 0.2]  # 5-frame videos: at k=5 only frame 0 is key
@@ -117,7 +125,10 @@ def test_adaptive_budgets_in_the_evaluation_and_its_sweep(val_set, tmp_path, cap
     "bad, message",
     [
         (["--key-policy", "smart"], "--key-policy must be one of fixed, adaptive"),
-        (["--key-policy", "adaptive", "--key-budget", "0.5"], "key budget must be >= 1"),
+        (
+            ["--key-policy", "adaptive", "--key-budget", "0.5"],
+            "--key-budget must be a number of frames in [1, 1000000]",
+        ),
         (["--key-policy", "adaptive", "--key-min-interval", "5", "--key-max-interval", "3"], "min_interval"),
         (["--key-budget", "5"], "--key-budget needs --key-policy adaptive"),
     ],

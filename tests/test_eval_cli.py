@@ -20,6 +20,8 @@ from dff.data.convert import convert_dataset
 from dff.data.synthetic import make_synthetic
 from dff.evaluation.results import make_header, read_records
 from dff.evaluation.runner import run_dataset
+from dff.io.result import FrameResult
+from dff.run import RunOptions
 
 FRAMES_PER_VIDEO = 4
 
@@ -59,30 +61,31 @@ class FakeModel:
     def __init__(self, stop_after: int | None = None) -> None:
         self.stop_after, self.frames = stop_after, 0
 
-    def predict(self, frames):
+    def predict(self, frames, run=None):
         for i, frame in enumerate(frames):
             if self.stop_after is not None and self.frames == self.stop_after:
                 raise KeyboardInterrupt
             self.frames += 1
-            m = float(frame.mean())
-            yield SimpleNamespace(
+            m = float(frame.image.mean())
+            yield FrameResult(
                 boxes=np.array([[m, m / 2, m + 10.5, m / 2 + 7.25]], np.float32),
                 scores=np.array([m / 255], np.float32),
                 labels=np.array([int(m) % 30]),
                 is_key_frame=i % 10 == 0,
-                frame_index=i,
+                frame_index=frame.index,
             )
 
 
 def test_interrupted_run_resumes_to_the_same_file(val_set, tmp_path):
     header = make_header(key_interval=10, weights="fake", ann="fake", preset="fake")
     full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
-    run_dataset(FakeModel(), val_set.dataset, val_set.img_root, full, header, progress=False)
+    run = RunOptions()
+    run_dataset(FakeModel(), val_set.dataset, val_set.img_root, full, header, run, progress=False)
     with pytest.raises(KeyboardInterrupt):  # stops in the middle of the second video
-        run_dataset(FakeModel(stop_after=6), val_set.dataset, val_set.img_root, cut, header, progress=False)
+        run_dataset(FakeModel(stop_after=6), val_set.dataset, val_set.img_root, cut, header, run, progress=False)
     assert len(cut.read_text().splitlines()) == 1 + 6  # the header and every finished frame were flushed
     resumed = FakeModel()
-    stats = run_dataset(resumed, val_set.dataset, val_set.img_root, cut, header, progress=False)
+    stats = run_dataset(resumed, val_set.dataset, val_set.img_root, cut, header, run, progress=False)
     assert resumed.frames == stats.frames == 2 * FRAMES_PER_VIDEO  # the partial video ran again, the first did not
     assert cut.read_bytes() == full.read_bytes()
 
@@ -122,7 +125,7 @@ def test_sweep_writes_table_and_plot(val_set, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(cli_args(val_set, out, "--sweep-key-interval", "1,2", "--metric", "coco")) == 0
     printed = capsys.readouterr().out
-    assert "key-interval sweep" in printed
+    assert "key-frame sweep" in printed
     points = json.loads((out / "sweep.json").read_text())
     assert [p["key_interval"] for p in points] == [1, 2] and all(p["fps"] > 0 for p in points)
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

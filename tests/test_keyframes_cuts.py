@@ -17,9 +17,10 @@ SHOTS = (0, 30, 76, 137, 187, 242)
 
 
 def _keys(model: dff.DFFModel) -> list[tuple[int, str]]:
-    model.key_policy = Adaptive(budget=10)
     bikes = need(REAL / "videos" / "bikes.mp4")
-    return [(r.frame_index, r.key_reason) for r in model.predict(bikes) if r.is_key_frame]
+    return [
+        (r.frame_index, r.key_reason) for r in model.predict(bikes, key_policy=Adaptive(budget=10)) if r.is_key_frame
+    ]
 
 
 def _check(keys: list[tuple[int, str]]) -> None:

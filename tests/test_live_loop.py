@@ -34,7 +34,10 @@ def clip() -> list[Frame]:
     return [Frame(i, i / FPS, im) for i, im in enumerate(images[:40])]
 
 
-def simulate(model, frames, key_mode, policy=dff.FixedInterval(4)):
+FOUR = dff.FixedInterval(4)
+
+
+def simulate(model, frames, key_mode, policy=FOUR):
     clock = SimulatedClock()
     feed = Replay.of(frames, clock)
     loop = LiveLoop(model, RunOptions(device="cpu", key_policy=policy), LiveOptions(key_mode), clock, PROFILE)

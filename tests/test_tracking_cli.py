@@ -28,6 +28,7 @@ from dff.evaluation.evaluate import evaluate
 from dff.evaluation.results import read_records
 from dff.io.draw import TrackTrails, class_color, draw_detections, label_layout, track_color
 from dff.io.sources import FrameSource, open_source
+from dff.io.writers import Outputs
 from dff.pipeline import DetectOptions, detect_source
 from dff.tracking import BENCHMARKED, FrameTracks, SeqNMSConfig, TrackerConfig, evaluate_tracking, seq_nms, track
 
@@ -321,7 +322,7 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path, capsys):
 def test_pipeline_refuses_seq_nms_on_a_stream_source(model, tmp_path):
     stream = FrameSource("udp://x", 25.0, None, lambda: iter(()), is_stream=True)
     with pytest.raises(InputError, match="not on streams"):
-        detect_source(model, stream, DetectOptions(out_json=tmp_path / "d.jsonl", seq_nms=BENCHMARKED))
+        detect_source(model, stream, Outputs(json=tmp_path / "d.jsonl"), DetectOptions(seq_nms=BENCHMARKED))
     assert not open_source(CLIP).is_stream
 
 
@@ -359,7 +360,7 @@ def test_test_track_and_seq_nms_report_what_the_python_pieces_give(val_set, mode
         ids = [t.track_ids for t in track(video)]
         for r, k, i in zip(video, seq_nms([(r.boxes, r.scores, r.labels) for r in video], BENCHMARKED), ids):
             tracks[r.image_id] = FrameTracks(k.boxes, k.labels, i[k.keep])
-            rescored.append(type(r)(r.video_id, r.image_id, r.frame_id, r.is_key_frame, k.boxes, k.scores, k.labels))
+            rescored.append(dataclasses.replace(r, boxes=k.boxes, scores=k.scores, labels=k.labels, track_ids=None))
     want = evaluate_tracking(dataset, tracks, model.class_names)
     got = summary["tracking"]["overall"]
     assert want.overall.hota > 0.2 and want.overall.gt_dets > 0

@@ -29,10 +29,9 @@ def synthetic_val(tmp_path_factory):
 def track_ground_truth(dataset, config):
     """Feed every frame's ground-truth boxes (score 1) to a fresh tracker per video; image id -> FrameTracks."""
     from dff.classes import VID_CLASSES
-    from dff.evaluation.evaluate import category_ids
     from dff.tracking.metrics import FrameTracks
 
-    label_of = {c: i for i, c in enumerate(category_ids(dataset, VID_CLASSES))}
+    label_of = {c: i for i, c in enumerate(dataset.category_ids(VID_CLASSES))}
     out = {}
     for _, frames in dataset.iter_videos():
         tracker = OnlineTracker(config)
