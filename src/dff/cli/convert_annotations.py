@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dff.data.formats import FILE_PATTERN, FORMATS, convert_annotations
+from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, print a one-line summary."""
+    check_outputs([Output(args.out, "--out")], inputs=[*args.inputs, args.names])
     data = convert_annotations(args.fmt, args.inputs, args.out, args.names, args.file_pattern, args.img_root)
     print(
         f"{args.out}: {len(data['videos'])} videos, {len(data['images'])} frames, {len(data['annotations'])} boxes, "
