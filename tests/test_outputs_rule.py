@@ -126,7 +126,7 @@ CONVERT = [
     ("yolo", ["labels/street1", "--names", "names.txt"], "names.txt", "--out is the input {t}/names.txt"),
     ("yolo", ["labels/street1", "--names", "names.txt"], "labels/street1/000001.txt", "inside the input folder"),
     ("yolo", ["labels/street1", "--names", "names.txt"], "labels/street1/ann.json", "inside the input folder"),
-    ("yolo", ["labels/street1", "--names", "names.txt"], "labels", "--out contains the input {t}/labels/street1;"),
+    ("yolo", ["labels/street1", "--names", "names.txt"], "labels", "--out is a folder, not a file"),
     ("mot", ["MOT/seq1"], "MOT/seq1/gt/gt.txt", "--out is inside the input folder {t}/MOT/seq1;"),
     ("mot", ["MOT/seq1/gt/gt.txt"], "MOT/seq1/gt/gt.txt", "--out is the input {t}/MOT/seq1/gt/gt.txt"),
 ]

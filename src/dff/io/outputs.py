@@ -84,7 +84,7 @@ def _check_against_input(path: Path, resolved: Path, out: Output, source: str | 
         raise OutputError(f"{path}: {out.option} is the input {source}; refusing to overwrite it")
     if not source_path.exists() or is_stream(path):
         return
-    if _inside(source_path, resolved):
+    if out.folder and _inside(source_path, resolved):
         raise OutputError(f"{path}: {out.option} contains the input {source}; write outside what the command reads")
     if source_path.is_dir() and _inside(resolved, source_path):
         raise OutputError(
