@@ -234,14 +234,17 @@ def test_detect_out_json_through_a_symlink_to_stdout(tmp_path, capfd):
     assert link.is_symlink()
 
 
+CVAT = (
+    "<annotations><meta><task><size>2</size><labels><label><name>car</name></label></labels>"
+    "<original_size><width>64</width><height>48</height></original_size></task></meta>"
+    '<track id="0" label="car"><box frame="0" keyframe="1" outside="0" occluded="0" '
+    'xtl="1" ytl="2" xbr="10" ybr="20"/></track></annotations>'
+)
+
+
 def test_convert_annotations_into_a_device_and_a_fifo(tmp_path, capsys):
     xml = tmp_path / "v.xml"
-    xml.write_text(
-        "<annotations><meta><task><size>2</size><labels><label><name>car</name></label></labels>"
-        "<original_size><width>64</width><height>48</height></original_size></task></meta>"
-        '<track id="0" label="car"><box frame="0" keyframe="1" outside="0" occluded="0" '
-        'xtl="1" ytl="2" xbr="10" ybr="20"/></track></annotations>'
-    )
+    xml.write_text(CVAT)
     regular = tmp_path / "regular.json"
     assert main(["convert-annotations", "--from", "cvat-video", str(xml), "--out", str(regular)]) == 0
     device = char_device(tmp_path / "null.json")
@@ -262,3 +265,13 @@ def test_convert_checkpoint_into_a_fifo(tmp_path, capsys):
     tensors = load_safetensors(fifo.result())
     assert all(torch.equal(tensors[k], v) for k, v in load_file(TINY).items())
     only(tmp_path, "out.safetensors")
+
+
+def test_convert_annotations_to_stdout_gives_json_only_on_stdout(tmp_path, capfd):
+    (tmp_path / "v.xml").write_text(CVAT)
+    link = tmp_path / "stdout.json"
+    link.symlink_to("/dev/stdout")  # as `--out /dev/stdout`, without touching the machine's /dev on old code
+    assert main(["convert-annotations", "--from", "cvat-video", str(tmp_path / "v.xml"), "--out", str(link)]) == 0
+    out, err = capfd.readouterr()
+    assert [a["bbox"] for a in json.loads(out)["annotations"]] == [[1.0, 2.0, 9.0, 18.0], [1.0, 2.0, 9.0, 18.0]]
+    assert err.startswith(f"{link}: 1 videos, 2 frames, 2 boxes, classes car")
