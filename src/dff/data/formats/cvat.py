@@ -31,7 +31,7 @@ from dff.errors import DatasetError
 log = logging.getLogger(__name__)
 
 FILE_PATTERN = "{video}/{frame:06d}.jpg"
-"""Default frame file name relative to the image root: ``ffmpeg -i clip.mp4 -start_number 0 clip/%06d.jpg``."""
+"""Default frame file name relative to the image root: what docs/own_data.md's frame extraction writes."""
 
 
 def _int(path: Path, node: ET.Element | None, what: str, default: int | None = None) -> int:
