@@ -219,7 +219,7 @@ class _FullDiskFile:
 def test_full_disk_while_detecting_is_one_line_and_keeps_the_old_file(clip, tmp_path, capsys, monkeypatch):
     out = tmp_path / "d.jsonl"
     out.write_text("old\n")
-    monkeypatch.setattr("dff.io.writers.open", _FullDiskFile, raising=False)
+    monkeypatch.setattr("dff.io.atomic.open", _FullDiskFile, raising=False)
     code, err = detect(capsys, clip, "--out-json", out)
     assert code == 2 and one_error_line(err) == f"dff: error: {out}: disk full (no space left on the device)"
     assert out.read_text() == "old\n"

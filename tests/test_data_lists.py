@@ -64,5 +64,5 @@ def test_bad_list_lines_name_file_and_line(tmp_path):
     path.write_text("train/a 1\n")
     with pytest.raises(DatasetError, match=r":1: expected at least 4 fields"):
         parse_vid_train_list(path)
-    with pytest.raises(DatasetError, match="cannot read list file"):
+    with pytest.raises(DatasetError, match="list file is missing"):
         parse_vid_val_list(tmp_path / "missing.txt")

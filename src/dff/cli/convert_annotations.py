@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from dff.data.formats import FILE_PATTERN, FORMATS, convert_annotations
+from dff.io.atomic import is_stream
+from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,11 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert, print a one-line summary."""
+    """Convert, print a one-line summary (on stderr when the JSON goes to a stream such as /dev/stdout)."""
+    check_outputs([Output(args.out, "--out")], inputs=[*args.inputs, args.names])
     data = convert_annotations(args.fmt, args.inputs, args.out, args.names, args.file_pattern, args.img_root)
     print(
         f"{args.out}: {len(data['videos'])} videos, {len(data['images'])} frames, {len(data['annotations'])} boxes, "
         f"classes {', '.join(c['name'] for c in data['categories'])}",
+        file=sys.stderr if is_stream(args.out) else sys.stdout,
         flush=True,
     )
     return 0

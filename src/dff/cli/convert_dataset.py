@@ -9,6 +9,7 @@ from dff.data.convert import DET_OUTPUT, VID_OUTPUTS, convert_dataset
 from dff.io.outputs import Output, check_outputs
 
 PARTS = ("vid_train", "vid_val", "det")
+READS = ("Lists", "Annotations", "Data")  # what is read under ROOT (the default output, ROOT/annotations, is not)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     """Convert and print the paths written."""
     out = args.out if args.out is not None else args.root / "annotations"
     names = [DET_OUTPUT if part == "det" else VID_OUTPUTS[part[len("vid_") :]] for part in args.parts]
-    check_outputs([Output(out, "--out", folder=True)] + [Output(out / n, "--out") for n in names])
+    check_outputs(
+        [Output(out, "--out", folder=True)] + [Output(out / n, "--out") for n in names],
+        inputs=[args.root / part for part in READS],
+    )
     written = convert_dataset(
         args.root, args.out, tuple(args.parts), check_images=not args.no_check_images, progress=not args.no_progress
     )

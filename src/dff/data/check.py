@@ -10,6 +10,7 @@ categories that are not model classes, an instance twice in one frame.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,10 +73,27 @@ class DatasetReport:
         return "\n".join(lines)
 
 
+def _records(data: dict, key: str) -> list[dict]:
+    """The object records of one list of the file (none when it is not a list)."""
+    records = data.get(key)
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+
+def _key(value: object) -> object:
+    """An id field as a dictionary key: a list or an object (the reader refuses them) by its text."""
+    return repr(value) if isinstance(value, (list, dict)) else value
+
+
+def _size(img: dict) -> tuple[int, int] | None:
+    """(width, height) of an image record when both are positive whole numbers."""
+    w, h = img.get("width"), img.get("height")
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h))
+    return (w, h) if ok else None
+
+
 def _duplicates(data: dict, found: Finding) -> None:
     for key in ("categories", "videos", "images", "annotations"):
-        records = data.get(key)
-        counts = Counter(r.get("id") for r in records if isinstance(r, dict)) if isinstance(records, list) else {}
+        counts = Counter(_key(r.get("id")) for r in _records(data, key))
         for rid, n in counts.items():
             if n > 1:
                 found.add(f"{key[:-1] if key != 'categories' else 'category'} id {rid!r} x{n}")
@@ -84,18 +102,26 @@ def _duplicates(data: dict, found: Finding) -> None:
 def _box_problem(ann: dict, img: dict) -> tuple[bool, str] | None:
     """(is_error, why) for a box the reader refuses (error) or the trainer drops (warning); None if fine."""
     box = ann.get("bbox")
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-        return True, f"malformed bbox {box!r}"
+    numbers = (int, float)
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, numbers) and math.isfinite(v) for v in box)):
+        return True, f"malformed bbox {box!r:.80}"
+    area = ann.get("area", 1)
+    if not (isinstance(area, numbers) and math.isfinite(area)):
+        return True, f"malformed area {area!r:.40}"
+    size = _size(img)
+    if size is None:
+        return None  # an image of no valid size: the reader's refusal names it
+    width, height = size
     x1, y1, w, h = box
     if w < 0 or h < 0:
         return True, f"negative size {box}"
     t = BOX_TOLERANCE
-    if x1 < -t or y1 < -t or x1 + w > img["width"] + t or y1 + h > img["height"] + t:
-        return True, f"{box} outside {img['width']}x{img['height']}"
+    if x1 < -t or y1 < -t or x1 + w > width + t or y1 + h > height + t:
+        return True, f"{box} outside {width}x{height}"
     if ann.get("ignore", False) or ann.get("iscrowd", False):
         return False, "ignore/crowd"
-    inter_w = max(0, min(x1 + w, img["width"]) - max(x1, 0))
-    inter_h = max(0, min(y1 + h, img["height"]) - max(y1, 0))
+    inter_w = max(0, min(x1 + w, width) - max(x1, 0))
+    inter_h = max(0, min(y1 + h, height) - max(y1, 0))
     if inter_w * inter_h == 0 or ann.get("area", w * h) <= 0 or w < 1 or h < 1:
         return False, f"{box} (w or h < 1 or no area)"
     return None
@@ -154,9 +180,9 @@ def check_dataset(
     findings += [skipped_box, size_diff, small, empty_video, empty_class, other_class, twice]
 
     _duplicates(data, dupes)
-    images = {im.get("id"): im for im in data["images"] if isinstance(im, dict)}
-    categories = [c for c in data.get("categories", []) if isinstance(c, dict)]
-    cats = {c.get("id"): c.get("name") for c in categories}
+    images = {_key(im.get("id")): im for im in _records(data, "images")}
+    categories = _records(data, "categories")
+    cats = {_key(c.get("id")): c.get("name") for c in categories}
     model_classes = list(class_names) if class_names is not None else [c.get("name") for c in categories]
     known = {cid for cid, name in cats.items() if name in model_classes}
     for cid, name in cats.items():
@@ -167,12 +193,11 @@ def check_dataset(
     per_class: Counter = Counter()
     per_image: dict[object, list[dict]] = defaultdict(list)
     per_frame_instance: Counter = Counter()
-    for ann_rec in data.get("annotations", []):
-        if not isinstance(ann_rec, dict):
-            continue
-        img = images.get(ann_rec.get("image_id"))
-        where = f"annotation {ann_rec.get('id')!r}"
-        if img is None or ann_rec.get("category_id") not in cats:
+    for ann_rec in _records(data, "annotations"):
+        img = images.get(_key(ann_rec.get("image_id")))
+        cid = _key(ann_rec.get("category_id"))
+        where = f"annotation {ann_rec.get('id')!r:.40}"
+        if img is None or cid not in cats:
             bad_ref.add(f"{where} (image {ann_rec.get('image_id')!r}, category {ann_rec.get('category_id')!r})")
             continue
         where += f" ({img.get('file_name')})"
@@ -180,11 +205,11 @@ def check_dataset(
         if problem is not None:
             (bad_box if problem[0] else skipped_box).add(f"{where}: {problem[1]}")
             continue
-        if ann_rec["category_id"] in known:
-            per_class[ann_rec["category_id"]] += 1
-            per_image[img["id"]].append(ann_rec)
+        if cid in known:
+            per_class[cid] += 1
+            per_image[_key(img.get("id"))].append(ann_rec)
         if "instance_id" in ann_rec:
-            key = (img["id"], ann_rec["instance_id"])
+            key = (_key(img.get("id")), _key(ann_rec["instance_id"]))
             per_frame_instance[key] += 1
             if per_frame_instance[key] == 2:
                 twice.add(f"instance {ann_rec['instance_id']!r} in {img.get('file_name')}")
@@ -200,25 +225,25 @@ def check_dataset(
     key_frames = 0
     boxes_of_video: Counter = Counter()
     for img in images.values():
-        if not all(isinstance(img.get(k), int) for k in ("width", "height")) or "file_name" not in img:
+        if _size(img) is None or not isinstance(img.get("file_name"), str) or not img["file_name"]:
             continue
-        boxes_of_video[img.get("video_id")] += len(per_image.get(img["id"], []))
+        boxes_of_video[_key(img.get("video_id"))] += len(per_image.get(_key(img.get("id")), []))
         problem = _image_problem(root / img["file_name"], img, decode)
         if problem is not None:
             (images_bad if problem[0] else size_diff).add(f"{img['file_name']}: {problem[1]}")
         if min(img["width"], img["height"]) < min_img_size:
             small.add(f"{img['file_name']} ({img['width']}x{img['height']})")
-        elif per_image.get(img["id"]) and img.get("is_vid_train_frame", True):
+        elif per_image.get(_key(img.get("id"))) and img.get("is_vid_train_frame", True):
             key_frames += 1
-    for video in data.get("videos", []):
-        if isinstance(video, dict) and not boxes_of_video[video.get("id")]:
-            empty_video.add(f"video {video.get('id')!r} ({video.get('name', '')})")
+    for video in _records(data, "videos"):
+        if not boxes_of_video[_key(video.get("id"))]:
+            empty_video.add(f"video {video.get('id')!r:.40} ({video.get('name', '')!s:.40})")
     if not key_frames:
         no_keys.add("no frame marked for training has a box of a model class")
     counts = dict(
-        videos=len(data.get("videos", [])),
+        videos=len(_records(data, "videos")),
         images=len(images),
-        annotations=len(data.get("annotations", [])),
+        annotations=len(_records(data, "annotations")),
         categories=len(categories),
         key_frames=key_frames,
     )

@@ -15,6 +15,7 @@ annotations of an unknown image or category, and boxes that are malformed or out
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,12 +38,24 @@ def _require(path: Path, record: dict, keys: tuple[str, ...], what: str) -> None
         raise DatasetError(f"{path}: {what} {record.get('id', '?')!r} lacks field(s) {', '.join(missing)}")
 
 
+def _ids(path: Path, record: dict, keys: tuple[str, ...], what: str) -> None:
+    """DatasetError when one of the record's id fields is a list or an object (an id is a number or a string)."""
+    for key in keys:
+        if isinstance(record.get(key), (list, dict)):
+            raise DatasetError(f"{path}: {what} {key} {record[key]!r:.40} is not a number or a string")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _unique_ids(path: Path, records: list, what: str) -> dict:
     by_id: dict = {}
     for r in records:
         if not isinstance(r, dict):
             raise DatasetError(f"{path}: a {what} record is not an object: {r!r:.80}")
         _require(path, r, ("id",), what)
+        _ids(path, r, ("id",), what)
         if r["id"] in by_id:
             raise DatasetError(f"{path}: duplicate {what} id {r['id']!r}")
         by_id[r["id"]] = r
@@ -59,6 +72,9 @@ class CocoVID:
         for key in ("categories", "images"):
             if not isinstance(data.get(key), list):
                 raise DatasetError(f"{self.path}: missing list {key!r}")
+        for key in ("videos", "annotations"):
+            if key in data and not isinstance(data[key], list):
+                raise DatasetError(f"{self.path}: {key!r} must be a list")
         self.is_video = "videos" in data
         self.categories: list[dict] = data["categories"]
         self.videos: list[dict] = data.get("videos", [])
@@ -68,6 +84,9 @@ class CocoVID:
         self._videos = _unique_ids(self.path, self.videos, "video")
         self._images = _unique_ids(self.path, self.images, "image")
         self._anns = _unique_ids(self.path, self._annotations, "annotation")
+        for cat in self.categories:
+            if not isinstance(cat.get("name", ""), str):
+                raise DatasetError(f"{self.path}: category {cat['id']!r} has name {cat['name']!r:.40} (want a string)")
         self._frames: dict[object, list[dict]] = {}
         self._img_anns: dict[object, list[dict]] = defaultdict(list)
         self._validate_images()
@@ -84,6 +103,9 @@ class CocoVID:
         per_video: dict[object, dict[int, dict]] = defaultdict(dict)
         for img in self.images:
             _require(self.path, img, keys, "image")
+            _ids(self.path, img, ("video_id",), f"image {img['id']!r}")
+            if not isinstance(img["file_name"], str) or not img["file_name"]:
+                raise DatasetError(f"{self.path}: image {img['id']!r} has file_name {img['file_name']!r:.40}")
             where = f"image {img['id']!r} ({img['file_name']})"
             if not all(isinstance(img[k], int) and img[k] > 0 for k in ("height", "width")):
                 raise DatasetError(f"{self.path}: {where} has invalid size {img['width']!r}x{img['height']!r}")
@@ -119,6 +141,7 @@ class CocoVID:
         for ann in self._annotations:
             _require(self.path, ann, ("image_id", "category_id", "bbox"), "annotation")
             where = f"annotation {ann['id']!r}"
+            _ids(self.path, ann, ("image_id", "category_id", "video_id", "instance_id"), where)
             img = self._images.get(ann["image_id"])
             if img is None:
                 raise DatasetError(f"{self.path}: {where} refers to unknown image_id {ann['image_id']!r}")
@@ -130,8 +153,10 @@ class CocoVID:
                     f"{img['id']!r} belongs to video {img['video_id']!r}"
                 )
             box = ann["bbox"]
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                raise DatasetError(f"{self.path}: {where} has malformed bbox {box!r} (want [x1, y1, w, h])")
+            if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
+                raise DatasetError(f"{self.path}: {where} has malformed bbox {box!r:.80} (want [x1, y1, w, h])")
+            if "area" in ann and not _number(ann["area"]):
+                raise DatasetError(f"{self.path}: {where} has malformed area {ann['area']!r:.40}")
             x1, y1, w, h = box
             if w < 0 or h < 0:
                 raise DatasetError(f"{self.path}: {where} has negative box size {box!r}")

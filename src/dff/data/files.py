@@ -1,4 +1,8 @@
-"""Reading an annotation file (JSON or XML) with every failure as one DatasetError line naming the file."""
+"""Reading an annotation file (JSON, XML or plain text) with every failure as one DatasetError line naming the file.
+
+Missing, unreadable (a folder, no permission), not UTF-8 (text and JSON; XML follows its own declaration),
+malformed or nested past the parser's limits: each is one line, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,32 @@ from typing import Any
 from dff.errors import DatasetError
 
 
-def read_json(path: Path, what: str = "annotation JSON") -> Any:
-    """The parsed JSON of `path`; DatasetError when it is missing, unreadable or not JSON."""
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> DatasetError:
+    return DatasetError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})")
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of `path` (a leading byte-order mark dropped); DatasetError when it is missing, unreadable
+    or not UTF-8."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return Path(path).read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(f"{path}: {what} is missing") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: malformed JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
+def read_json(path: Path, what: str = "annotation JSON") -> Any:
+    """The parsed JSON of `path`; DatasetError when it is missing, unreadable, not UTF-8 or not JSON."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: malformed JSON ({e})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: malformed JSON (nested too deeply)") from None
 
 
 def read_xml(path: Path, what: str) -> ET.Element:
@@ -30,6 +49,8 @@ def read_xml(path: Path, what: str) -> ET.Element:
     except FileNotFoundError:
         raise DatasetError(f"{path}: {what} is missing") from None
     except ET.ParseError as e:
+        raise DatasetError(f"{path}: malformed XML ({e})") from None
+    except LookupError as e:  # an encoding Python does not know, named in the XML declaration
         raise DatasetError(f"{path}: malformed XML ({e})") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read {what} ({e.strerror or e})") from None

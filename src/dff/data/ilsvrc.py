@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dff.data.files import read_xml
+from dff.data.files import read_text, read_xml
 from dff.errors import DatasetError
 
 VID_TRAIN_LIST = "Lists/VID_train_15frames.txt"
@@ -54,12 +54,8 @@ class XmlAnnotation:
 
 
 def _read_lines(path: Path) -> list[str]:
-    """Non-empty lines of a list file, or DatasetError if it is missing."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read list file ({e.strerror or e})") from None
-    return text.splitlines()
+    """The lines of a list file; DatasetError if it is missing, unreadable or not UTF-8."""
+    return read_text(path, "list file").splitlines()
 
 
 def _fields(path: Path, lineno: int, line: str, min_fields: int) -> list[str]:

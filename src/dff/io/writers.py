@@ -6,7 +6,8 @@ Every writer is a context manager whose `close()` leaves a complete, valid file,
 (Ctrl-C, SIGTERM) part-way: the JSONL holds every finished frame, the video is finalised and playable, the COCO JSON
 is a closed array. Each file is written under a temporary name in the target folder and moved into place on close,
 so a half-written file never appears under the final name and an existing file is replaced only by a complete one;
-a writer that received no frame leaves the existing file (if any) untouched and no temporary file behind.
+a writer that received no frame leaves the existing file (if any) untouched and no temporary file behind. A
+device, FIFO or /dev/stdout is written to as a stream instead, never replaced (`dff.io.atomic.OutputFile`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from dff.errors import InputError, OutputError
-from dff.io.atomic import atomic_path
+from dff.io.atomic import OutputFile, atomic_path
 from dff.io.draw import TrackTrails, flow_picture
 from dff.io.result import FrameResult
 
@@ -41,25 +41,6 @@ class ResultWriter(Protocol):
 
     def close(self) -> None:
         """Finish the output."""
-
-
-class _AtomicFile:
-    """A temporary file next to `path`, moved onto `path` by `commit()` or deleted by `discard()`."""
-
-    def __init__(self, path: str | os.PathLike, mode: str = "w") -> None:
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise OutputError(f"{self.path}: output folder {self.path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}")
-        os.close(fd)
-        self.tmp = Path(tmp)
-
-    def commit(self) -> None:
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
 
 
 def _named(error: OSError, path: Path) -> OSError:
@@ -78,12 +59,12 @@ class JsonlWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         self.lines = 0
-        self._file: _AtomicFile | None = None
+        self._file: OutputFile | None = None
         if self.path == "-":
             self._f: IO[str] = sys.stdout
         else:
-            self._file = _AtomicFile(self.path)
-            self._f = open(self._file.tmp, "w", encoding="utf-8")
+            self._file = OutputFile(self.path, make_parents=False)
+            self._f = self._file.open("w")
 
     def write(self, result: FrameResult) -> None:
         self.write_record(result.to_record())
@@ -129,8 +110,8 @@ class CocoResultsWriter:
     """
 
     def __init__(self, path: str | os.PathLike, category_id: Callable[[int], int] | None = None) -> None:
-        self._file = _AtomicFile(path)
-        self._f = open(self._file.tmp, "w", encoding="utf-8")
+        self._file = OutputFile(path, make_parents=False)
+        self._f = self._file.open("w")
         self._f.write("[")
         self._first = True
         self.frames = 0
@@ -259,7 +240,7 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, fps: float, codec: str | None = None) -> None:
         muxer, default_codec = video_format(path)
-        self._file = _AtomicFile(path)
+        self._file = OutputFile(path, make_parents=False)
         self.fps = fps
         self.codec = codec or default_codec
         self.num_frames = 0
@@ -268,7 +249,7 @@ class VideoWriter:
         self.size: tuple[int, int] | None = None  # (width, height) encoded: frame_size rounded up to even
         self._rate = Fraction(25)
         try:
-            self._container = av.open(str(self._file.tmp), mode="w", format=muxer)
+            self._container = av.open(str(self._file.name), mode="w", format=muxer)
         except (av.error.FFmpegError, ValueError) as e:
             self._file.discard()
             raise InputError(f"{path}: cannot write a video there ({e})") from None

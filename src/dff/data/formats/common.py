@@ -13,14 +13,20 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from dff.data.cocovid import CocoVID
-from dff.data.convert import write_json_atomic
+from dff.data.files import read_text
 from dff.errors import DatasetError
+from dff.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 BOX_DECIMALS = 2
 """Box coordinates are rounded to this many decimals (CVAT's own precision)."""
+
+MAX_FRAMES = 1_000_000
+"""Frames a converter accepts in one video (nine hours at 30 fps): a larger count is a damaged file, not a video."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,64 @@ class SourceVideo:
     boxes: list[SourceBox] = field(default_factory=list)
 
 
+NAMES_HELP = "want one class name per line, or a dataset YAML with 'names'"
+
+
+def _yaml_names(path: Path, data: object) -> list[str]:
+    """The class names of an Ultralytics dataset YAML (``names`` a list, or a dict {0: name, 1: ...}; ``nc``
+    checked when present)."""
+    if not isinstance(data, dict) or "names" not in data:
+        raise DatasetError(f"{path}: a YAML file without 'names' is not a class names file ({NAMES_HELP})")
+    names = data["names"]
+    if isinstance(names, dict):
+        if any(type(k) is not int for k in names) or set(names) != set(range(len(names))):
+            keys = ", ".join(repr(k) for k in list(names)[:5])
+            raise DatasetError(f"{path}: 'names' must be numbered 0..{len(names) - 1}, got keys {keys}")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list):
+        raise DatasetError(f"{path}: 'names' must be a list or {{index: name}}, got {type(names).__name__}")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise DatasetError(f"{path}: class {i} in 'names' is {name!r}, not a name (quote it in the YAML)")
+    if "nc" in data and data["nc"] != len(names):
+        raise DatasetError(f"{path}: nc is {data['nc']!r} but 'names' lists {len(names)} classes")
+    return [n.strip() for n in names]
+
+
+def _line_names(path: Path, text: str) -> list[str]:
+    """One class name per line; a line that reads ``key: value`` means a YAML file that is not a dataset YAML."""
+    names = []
+    for n, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        key, colon, value = name.partition(":")
+        if colon and (not value or value[0].isspace()):
+            raise DatasetError(f"{path}: line {n} reads like YAML ({name!r}), not a class name ({NAMES_HELP})")
+        names.append(name)
+    return names
+
+
 def read_names(path: Path | str) -> list[str]:
-    """A class-names file (YOLO's ``classes.txt`` / ``obj.names``): one name per line, blank lines ignored."""
+    """A class-names file: YOLO's ``classes.txt`` / ``obj.names`` (one name per line, blank lines ignored) or
+    Ultralytics' dataset YAML (``data.yaml``: ``names`` as a list or as {index: name}, ``nc`` checked).
+
+    A file ending in ``.yaml`` / ``.yml``, or whose text is a YAML mapping, is read as the dataset YAML; anything
+    else that is not one name per line (``key: value`` lines) is refused.
+    """
     path = Path(path)
+    text = read_text(path, "class names file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read the class names file ({e.strerror or e})") from None
-    names = [line.strip() for line in lines if line.strip()]
+        data = yaml.safe_load(text)
+        parsed = True
+    except yaml.YAMLError:
+        data, parsed = None, False
+    if path.suffix.lower() in (".yaml", ".yml") or isinstance(data, dict):
+        if not parsed:
+            raise DatasetError(f"{path}: malformed YAML ({NAMES_HELP})")
+        names = _yaml_names(path, data)
+    else:
+        names = _line_names(path, text)
     if not names:
         raise DatasetError(f"{path}: the class names file lists no class")
     repeated = sorted({n for n in names if names.count(n) > 1})

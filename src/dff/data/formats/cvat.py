@@ -20,17 +20,18 @@ A "CVAT for images" file (``<image>`` elements) is refused: it has no tracks.
 from __future__ import annotations
 
 import logging
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from dff.data.files import read_xml
-from dff.data.formats.common import SourceBox, SourceVideo
+from dff.data.formats.common import MAX_FRAMES, SourceBox, SourceVideo
 from dff.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 FILE_PATTERN = "{video}/{frame:06d}.jpg"
-"""Default frame file name relative to the image root: ``ffmpeg -i clip.mp4 -start_number 0 clip/%06d.jpg``."""
+"""Default frame file name relative to the image root: what docs/own_data.md's frame extraction writes."""
 
 
 def _int(path: Path, node: ET.Element | None, what: str, default: int | None = None) -> int:
@@ -69,16 +70,20 @@ def _step(path: Path, task: ET.Element) -> int:
     if not text:
         return 1
     key, _, value = text.partition("=")
-    if key.strip() != "step" or not value.strip().isdigit() or int(value) < 1:
+    step = int(value) if value.strip().isdecimal() else 0
+    if key.strip() != "step" or step < 1:
         raise DatasetError(f"{path}: unsupported <frame_filter> {text!r} (want step=N)")
-    return int(value)
+    return step
 
 
 def _float(path: Path, box: ET.Element, key: str, track_id: str) -> float:
     try:
-        return float(box.attrib[key])
+        value = float(box.attrib[key])
     except (KeyError, ValueError):
         raise DatasetError(f"{path}: track {track_id}: a <box> has no valid {key!r}") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{path}: track {track_id}: the <box> on frame {box.attrib['frame']} has {key}={value}")
+    return value
 
 
 def _flag(box: ET.Element, key: str) -> bool:
@@ -104,6 +109,8 @@ def _track_boxes(
                 f"(start {start}, step {step}, {size} frames)"
             )
         corners = tuple(_float(path, box, k, track_id) for k in ("xtl", "ytl", "xbr", "ybr"))
+        if corners[2] < corners[0] or corners[3] < corners[1]:
+            raise DatasetError(f"{path}: track {track_id}: the <box> on frame {frame} has xbr < xtl or ybr < ytl")
         shapes.append((rel, corners, outside, _flag(box, "occluded"), _flag(box, "keyframe")))
     shapes.sort(key=lambda s: s[0])
     out: list[SourceBox] = []
@@ -137,6 +144,8 @@ def read_cvat_video(path: Path | str, file_pattern: str = FILE_PATTERN, name: st
     height = _int(path, task.find("original_size/height"), "original_size/height")
     if size < 1 or width < 1 or height < 1:
         raise DatasetError(f"{path}: the task has {size} frames of {width}x{height} pixels")
+    if size > MAX_FRAMES:
+        raise DatasetError(f"{path}: the task has {size} frames, more than {MAX_FRAMES}")
     labels = _labels(root, task)
     if name is None:
         name = path.parent.resolve().name if path.stem == "annotations" else path.stem

@@ -14,9 +14,11 @@ Class ``k`` is the ``k``-th name of a names file, or MOT17's class table without
 from __future__ import annotations
 
 import configparser
+import math
 from pathlib import Path
 
-from dff.data.formats.common import SourceBox, SourceVideo
+from dff.data.files import read_text
+from dff.data.formats.common import MAX_FRAMES, SourceBox, SourceVideo
 from dff.errors import DatasetError
 
 MOT17_CLASSES: tuple[str, ...] = (
@@ -44,10 +46,10 @@ COLUMNS = "frame, id, bb_left, bb_top, width, height, active, class, visibility"
 
 def _seqinfo(seq: Path) -> tuple[str, str, str, int, int, int]:
     ini = seq / "seqinfo.ini"
-    parser = configparser.ConfigParser()
+    text = read_text(ini, "seqinfo.ini")
+    parser = configparser.ConfigParser(interpolation=None)
     try:
-        if not parser.read(ini, encoding="utf-8"):
-            raise DatasetError(f"{ini}: seqinfo.ini is missing")
+        parser.read_string(text, source=str(ini))
     except configparser.Error as e:
         raise DatasetError(f"{ini}: malformed seqinfo.ini ({e.message.splitlines()[0]})") from None
     if "Sequence" not in parser:
@@ -62,6 +64,8 @@ def _seqinfo(seq: Path) -> tuple[str, str, str, int, int, int]:
         raise DatasetError(f"{ini}: seqLength, imWidth and imHeight must be whole numbers") from None
     if min(length, width, height) < 1:
         raise DatasetError(f"{ini}: seqLength {length}, imWidth {width}, imHeight {height} must be positive")
+    if length > MAX_FRAMES:
+        raise DatasetError(f"{ini}: seqLength {length} is more than {MAX_FRAMES} frames")
     return s.get("name", seq.name), s["imDir"], s["imExt"], length, width, height
 
 
@@ -75,10 +79,7 @@ def read_mot(seq_dir: Path | str, class_names: list[str] | None = None) -> Sourc
         seq = seq.parent.parent
     name, im_dir, im_ext, length, width, height = _seqinfo(seq)
     gt = seq / "gt" / "gt.txt"
-    try:
-        lines = gt.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DatasetError(f"{gt}: cannot read the ground truth ({e.strerror or e})") from None
+    lines = read_text(gt, "the ground truth").splitlines()
     table = list(class_names) if class_names is not None else list(MOT17_CLASSES)
     rows = []
     seen: dict[tuple[int, int], int] = {}
@@ -89,10 +90,15 @@ def read_mot(seq_dir: Path | str, class_names: list[str] | None = None) -> Sourc
         if len(cols) != 9:
             raise DatasetError(f"{gt}: line {n} has {len(cols)} columns, want 9 ({COLUMNS})")
         try:
-            frame, track, cls = int(float(cols[0])), int(float(cols[1])), int(float(cols[7]))
-            left, top, w, h, active, vis = (float(c) for c in cols[2:7] + cols[8:9])
+            values = [float(c) for c in cols]
         except ValueError:
             raise DatasetError(f"{gt}: line {n} has a value that is not a number: {line.strip()!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise DatasetError(f"{gt}: line {n} has a value that is not finite: {line.strip()!r}")
+        frame, track, cls = int(values[0]), int(values[1]), int(values[7])
+        left, top, w, h, active, vis = values[2:7] + values[8:9]
+        if w < 0 or h < 0:
+            raise DatasetError(f"{gt}: line {n}: negative box size {w:g}x{h:g}")
         if not 1 <= frame <= length:
             raise DatasetError(f"{gt}: line {n}: frame {frame} is outside 1..{length} (seqLength)")
         if (frame, track) in seen:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from dff.data.files import read_text
 from dff.data.formats.common import SourceBox, SourceVideo
 from dff.errors import DatasetError
 
@@ -69,7 +70,7 @@ def read_yolo(folder: Path | str, class_names: list[str], img_root: Path | str |
         txt = labels / f"{img.stem}.txt"
         if not txt.is_file():
             continue
-        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_text(txt, "YOLO label file").splitlines(), 1):
             cols = line.split()
             if not cols:
                 continue
@@ -80,6 +81,10 @@ def read_yolo(folder: Path | str, class_names: list[str], img_root: Path | str |
                 cx, cy, w, h = (float(c) for c in cols[1:])
             except ValueError:
                 raise DatasetError(f"{txt}: line {n} has a value that is not a number: {line.strip()!r}") from None
+            if not all(0 <= v <= 1 for v in (cx, cy, w, h)):  # Ultralytics' rule (NaN fails it too)
+                raise DatasetError(
+                    f"{txt}: line {n}: cx cy w h must be fractions of the image, 0 to 1: {line.strip()!r}"
+                )
             if not 0 <= cls < len(class_names):
                 raise DatasetError(f"{txt}: line {n}: class {cls} is outside 0..{len(class_names) - 1} (the names)")
             box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
