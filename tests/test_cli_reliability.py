@@ -155,7 +155,7 @@ def test_existing_outputs_are_replaced_by_complete_ones(clip, tmp_path, capsys):
         ["convert-dataset", "{tmp}", "-o", "{bad}/ann"],
         ["make-synthetic", "{bad}/syn", "--videos", "1"],
         ["train", "--preset", "tiny_synthetic", "--ann", "{tmp}/a.json", "--out", "{bad}/run"],
-        ["test", "--weights", TINY, "--ann", "{tmp}/a.json", "--img-root", "{tmp}", "--out", "{bad}/t"],
+        ["test", "--weights", TINY, "--ann", "{tmp}/a.json", "--img-root", "{tmp}/img", "--out", "{bad}/t"],
         ["demo", "--out", "{bad}/demo"],
         ["detect", CLIP, "--weights", TINY, "--show-flow", "{bad}/flow"],
     ],
@@ -290,7 +290,7 @@ def test_signal_finalises_every_output_under_its_name(long_source, tmp_path, sig
     assert 2 <= len(frames) < 300 and frames == list(range(len(frames)))
     with av.open(str(v)) as container:
         assert sum(1 for _ in container.decode(video=0)) == len(frames)
-    assert {r["image_id"] for r in json.loads(c.read_text())} <= set(frames)
+    assert {r["image_id"] for r in json.loads(c.read_text())} <= {f + 1 for f in frames}  # 1-based
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "d.jsonl", "d.mp4"]  # no temporary files
 
 

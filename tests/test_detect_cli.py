@@ -86,7 +86,7 @@ def test_bikes_all_outputs(weights, tmp_path):
     assert all(d["label"] == dff.classes.VID_CLASSES[d["class_id"]] for d in dets)
     assert video_info(v) == (25, 640, 272, 25.0)
     results = json.loads(coco.read_text())
-    assert len(results) == len(dets) and {r["image_id"] for r in results} <= set(range(25))
+    assert len(results) == len(dets) and {r["image_id"] for r in results} <= set(range(1, 26))  # 1-based
     pictures = sorted(flow.iterdir())
     assert len(pictures) == 22 and pictures[0].name == "flow_000001.png"
     assert cv2.imread(str(pictures[0])).shape == (272, 640, 3)

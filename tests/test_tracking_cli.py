@@ -157,8 +157,8 @@ def test_detect_track_equals_the_python_api(tracked, plain):
     by_frame = {}
     for item in coco:
         by_frame.setdefault(item["image_id"], []).append(item["track_id"])
-    assert by_frame == {
-        line["frame"]: [d["track_id"] for d in line["detections"]] for line in lines if line["detections"]
+    assert by_frame == {  # image ids: the frames' 1-based numbers
+        line["frame"] + 1: [d["track_id"] for d in line["detections"]] for line in lines if line["detections"]
     }
 
 
@@ -197,10 +197,12 @@ def test_trails_follow_a_moving_track():
 
 
 def test_collection_runs_one_tracker_per_video(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
     for name in ("a", "b"):
-        (tmp_path / f"{name}.mp4").write_bytes(CLIP.read_bytes())
+        (videos / f"{name}.mp4").write_bytes(CLIP.read_bytes())
     out = tmp_path / "out"
-    code, err = detect(capsys, "--inputs", tmp_path, "--out-dir", out, "--track", "--max-frames", 12)
+    code, err = detect(capsys, "--inputs", videos, "--out-dir", out, "--track", "--max-frames", 12)
     assert code == 0, err
     per_video = [read_jsonl(p) for p in sorted(out.glob("*/detections.jsonl"))]
     assert len(per_video) == 2
@@ -270,8 +272,8 @@ def test_detect_seq_nms_equals_seq_nms_on_the_plain_output(plain, tmp_path, caps
         before = r.scores[r.scores >= SCORE_THR]
         changed += len(before) != len(scores) or not np.allclose(np.sort(before), np.sort(scores))
     assert changed >= 10  # Seq-NMS did rescore
-    assert [(i["image_id"], i["score"]) for i in coco] == [
-        (line["frame"], d["score"]) for line in lines for d in line["detections"]
+    assert [(i["image_id"], np.float32(i["score"])) for i in coco] == [
+        (line["frame"] + 1, np.float32(d["score"])) for line in lines for d in line["detections"]
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.jsonl"]
 
