@@ -260,21 +260,32 @@ def _stages(f: _Fields, data: dict, cfg: DFFConfig, fixed: tuple[int, int] | Non
         files[file] = name
         if not _HEX.fullmatch(f.str(stage, "sha256", where)):
             raise f.fail(f"{where}sha256", f"must be 64 lowercase hex digits, got {_shown(stage['sha256'])}")
-        for key in ("inputs", "outputs"):
-            value = f.get(stage, key, where)
-            want = expected[name][key]
-            if key == "inputs" and isinstance(value, list):  # the exporter lists only the inputs a graph uses
-                used = {i.get("name") for i in value if isinstance(i, dict)}
-                want = [i for i in want if i["name"] in used]
-            if value != want or not want:
-                raise f.fail(f"{where}{key}", f"{_spec_text(value)} is not what dff export writes: {_spec_text(want)}")
+        _tensors(f, f"{where}inputs", f.get(stage, "inputs", where), expected[name]["inputs"], subset=True)
+        _tensors(f, f"{where}outputs", f.get(stage, "outputs", where), expected[name]["outputs"], subset=False)
     return {name: stages[name] for name in STAGES}
 
 
-def _spec_text(spec: object) -> str:
-    if not isinstance(spec, list) or not all(isinstance(i, dict) for i in spec):
-        return _shown(spec)
-    return ", ".join(f"{i.get('name')} {i.get('dtype')} {i.get('shape')}" for i in spec) or "none"
+def _tensors(f: _Fields, field: str, value: object, expected: list[dict], subset: bool) -> None:
+    """A stage's inputs (those the graph uses: some of `expected`, in order) or outputs (all of `expected`)."""
+    if not isinstance(value, list) or not value:
+        raise f.fail(field, f"must be a list of tensors, got {_shown(value)}")
+    rest = list(expected)
+    for tensor in value:
+        if tensor in rest:
+            rest = rest[rest.index(tensor) + 1 :]
+            continue
+        known = {t["name"]: t for t in expected}
+        name = tensor.get("name") if isinstance(tensor, dict) else None
+        want = f"is not {_tensor_text(known[name])}" if name in known else f"is not one of {', '.join(known)}"
+        raise f.fail(field, f"{_tensor_text(tensor)} {want} (as dff export writes it)")
+    if rest and not subset:
+        raise f.fail(field, f"{', '.join(t['name'] for t in rest)} missing")
+
+
+def _tensor_text(tensor: object) -> str:
+    if not isinstance(tensor, dict):
+        return _shown(tensor)
+    return f"{tensor.get('name')} {tensor.get('dtype')} {json.dumps(tensor.get('shape'))}"
 
 
 def check_graph_file(manifest: Manifest, stage: str) -> Path:
