@@ -331,9 +331,12 @@ def test_export_shows_progress_per_graph(tmp_path, capsys):
 
 
 BOUNDS = {
-    "--fixed-size 160000x160000": "fixed size 160000x160000: tiny_synthetic preprocesses every frame to at most 320",
-    "--fixed-size 192x336": "fixed size 192x336: tiny_synthetic preprocesses every frame to at most 320",
-    "--fixed-size 208x320": "to at most 320 on its long side and 192 on its short side",
+    "--fixed-size 160000x160000": "fixed size 160000x160000: tiny_synthetic preprocesses every frame to a long side "
+    "of 320 (short side at most 192) or a short side of 192 (long side at most 320)",
+    "--fixed-size 192x336": "fixed size 192x336: tiny_synthetic preprocesses every frame to a long side of 320",
+    "--fixed-size 208x320": "fixed size 208x320: tiny_synthetic preprocesses every frame to a long side of 320",
+    "--fixed-size 16x16": "fixed size 16x16: tiny_synthetic preprocesses every frame to a long side of 320",
+    "--fixed-size 176x304": "fixed size 176x304: tiny_synthetic preprocesses every frame to a long side of 320",
     "--fixed-size 100x320": "fixed size 100x320 is not a multiple of 16",
     "--fixed-size 0x320": "--fixed-size: sizes must be positive",
     "--opset 99": f"opset 99: choose 16 to {max_opset()}",
@@ -367,3 +370,25 @@ def test_oldest_and_newest_opset_export_and_run(opset, tmp_path, one_thread):
     for a, b in zip(ref, dff.load(manifest).predict(frames), strict=True):
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_allclose(b.boxes, a.boxes, atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("preset", ["tiny_synthetic", "r50_dc5"])
+def test_the_fixed_size_bound_is_exact(preset):
+    """The padded size of any frame (a grid of 1..4000 x 1..4000 pixels, both orientations) passes the --fixed-size
+    bound; a size longer or wider than the preset's padded scale, or with neither side at its scale's edge, fails."""
+    from dff.data.transforms import image_meta
+    from dff.errors import DFFError
+    from dff.export.onnx import check_fixed_size, largest_input
+
+    cfg = dff.preset(preset)
+    sides = [1, 2, 7, 100, 333, 479, 600, 601, 1000, 1080, 2160, 4000]
+    sizes = {image_meta(h, w, cfg.preprocess).pad_shape for h in sides for w in sides}
+    assert len(sizes) > 20
+    for size in sizes:
+        check_fixed_size(size, cfg)
+    long, short = largest_input(cfg.preprocess)
+    d = cfg.preprocess.size_divisor
+    for h, w in [(short, long + d), (long + d, short), (short + d, short + d), (short - d, long - d), (d, d)]:
+        assert (h, w) not in sizes
+        with pytest.raises(DFFError, match="no frame would ever have this size"):
+            check_fixed_size((h, w), cfg)

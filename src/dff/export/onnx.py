@@ -293,19 +293,20 @@ def largest_input(pre: PreprocessConfig) -> tuple[int, int]:
 
 
 def check_fixed_size(fixed_size: tuple[int, int], cfg: DFFConfig) -> None:
-    """DFFError unless (Hp, Wp) is a padded input the preset's preprocessing can make: multiples of the size
-    divisor, the long side at most the scale's long edge and the short side its short edge (padded), so that some
-    frame runs on the export (any other size would never match a frame)."""
+    """DFFError unless (Hp, Wp) is a padded input the preset's preprocessing makes, so that frames can run on the
+    export. The keep-ratio resize brings a frame's long side to the scale's long edge or its short side to the
+    short edge (whichever comes first), so a padded input has its long side `long` and its short side at most
+    `short`, or its short side `short` and its long side at most `long` (both edges padded to the size divisor)."""
     h, w = fixed_size
     div = cfg.preprocess.size_divisor
     long, short = largest_input(cfg.preprocess)
     if h % div or w % div:
         raise DFFError(f"fixed size {h}x{w} is not a multiple of {div} (the padded input)")
-    if max(h, w) > long or min(h, w) > short:
+    if max(h, w) > long or min(h, w) > short or (max(h, w) != long and min(h, w) != short):
         raise DFFError(
-            f"fixed size {h}x{w}: {cfg.name} preprocesses every frame to at most {long} on its long side and "
-            f"{short} on its short side (scale {max(cfg.preprocess.scale)}x{min(cfg.preprocess.scale)}, padded to "
-            f"/{div}), so no frame would ever have this size"
+            f"fixed size {h}x{w}: {cfg.name} preprocesses every frame to a long side of {long} (short side at most "
+            f"{short}) or a short side of {short} (long side at most {long}) (scale {max(cfg.preprocess.scale)}x"
+            f"{min(cfg.preprocess.scale)}, padded to /{div}), so no frame would ever have this size"
         )
 
 
