@@ -177,6 +177,10 @@ TAMPERINGS = {
         _set("stages", "detect", "outputs", 0, "shape", [1, 4]),
         'stages.detect.outputs: boxes float32 [1, 4] is not boxes float32 ["num_dets", 4]',
     ),
+    "an input's name a list": (
+        _set("stages", "propagate", "inputs", 0, "name", [1]),
+        "stages.propagate.inputs: [1] float32",
+    ),
     "version 1 export": (
         _set("format_version", 1),
         "this dff reads version 2 (graphs with a batch axis): export again",

@@ -116,25 +116,25 @@ class _Fields:
             raise self.fail(field, "missing (export again, or restore the file dff export wrote)")
         return obj[key]
 
-    def dict(self, obj: dict, key: str, where: str = "") -> dict:
+    def mapping(self, obj: dict, key: str, where: str = "") -> dict:
         value = self.get(obj, key, where)
         if not isinstance(value, dict):
             raise self.fail(f"{where}{key}", f"must be an object, got {_shown(value)}")
         return value
 
-    def str(self, obj: dict, key: str, where: str = "") -> str:
+    def string(self, obj: dict, key: str, where: str = "") -> str:
         value = self.get(obj, key, where)
         if not isinstance(value, str):
             raise self.fail(f"{where}{key}", f"must be a string, got {_shown(value)}")
         return value
 
-    def int(self, obj: dict, key: str, low: int, high: int, where: str = "") -> int:
+    def integer(self, obj: dict, key: str, low: int, high: int, where: str = "") -> int:
         value = self.get(obj, key, where)
         if not _is_int(value) or not low <= value <= high:
             raise self.fail(f"{where}{key}", f"must be an integer in [{low}, {high}], got {_shown(value)}")
         return value
 
-    def list(
+    def sequence(
         self, obj: dict, key: str, length: tuple[int, int], item: Callable[[Any], bool], what: str, where: str = ""
     ) -> list:
         value = self.get(obj, key, where)
@@ -182,21 +182,24 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         )
     f = _Fields(path)
     for key in ("preset", "dff_version", "torch_version", "exporter"):
-        f.str(data, key)
+        f.string(data, key)
     cfg = _config(f, data)
-    f.list(data, "class_names", (1, 10_000), lambda v: isinstance(v, str), "names")
-    if tuple(data["class_names"]) != cfg.class_names:
-        n, m = len(data["class_names"]), cfg.num_classes
-        what = f"{n} names but config.class_names has {m}" if n != m else "differ from config.class_names"
-        raise f.fail("class_names", what)
+    f.sequence(data, "class_names", (1, 10_000), lambda v: isinstance(v, str), "names")
+    names, n = cfg.class_names, len(data["class_names"])
+    if not isinstance(names, tuple) or tuple(data["class_names"]) != names:
+        count = isinstance(names, tuple) and n != len(names)
+        raise f.fail(
+            "class_names",
+            f"{n} names but config.class_names has {len(names)}" if count else "differ from config.class_names",
+        )
     _preprocess(f, data, cfg)
     fixed = _fixed_size(f, data, cfg)
-    f.int(data, "opset", MIN_OPSET, 1000)
+    f.integer(data, "opset", MIN_OPSET, 1000)
     return Manifest(path, cfg, fixed, _stages(f, data, cfg, fixed))
 
 
 def _config(f: _Fields, data: dict) -> DFFConfig:
-    raw = f.dict(data, "config")
+    raw = f.mapping(data, "config")
     try:
         cfg = DFFConfig.from_dict(raw)
     except DFFError as e:
@@ -211,12 +214,12 @@ def _config(f: _Fields, data: dict) -> DFFConfig:
 def _preprocess(f: _Fields, data: dict, cfg: DFFConfig) -> None:
     """The preprocessing block (for other runtimes): checked, and equal to the config's, which the runner uses."""
     where = "preprocess."
-    pre = f.dict(data, "preprocess")
-    f.list(pre, "scale", (2, 2), lambda v: _is_int(v) and 1 <= v <= MAX_SIZE, f"integers in [1, {MAX_SIZE}]", where)
-    f.list(pre, "mean", (3, 3), _is_number, "finite numbers", where)
-    f.list(pre, "std", (3, 3), lambda v: _is_number(v) and v > 0, "positive numbers", where)
-    f.int(pre, "size_divisor", 1, 1024, where)
-    if f.str(pre, "color", where) != "RGB":
+    pre = f.mapping(data, "preprocess")
+    f.sequence(pre, "scale", (2, 2), lambda v: _is_int(v) and 1 <= v <= MAX_SIZE, f"integers in [1, {MAX_SIZE}]", where)
+    f.sequence(pre, "mean", (3, 3), _is_number, "finite numbers", where)
+    f.sequence(pre, "std", (3, 3), lambda v: _is_number(v) and v > 0, "positive numbers", where)
+    f.integer(pre, "size_divisor", 1, 1024, where)
+    if f.string(pre, "color", where) != "RGB":
         raise f.fail("preprocess.color", f'must be "RGB", got {_shown(pre["color"])}')
     for key in ("scale", "mean", "std", "size_divisor"):
         ours = getattr(cfg.preprocess, key)
@@ -234,7 +237,7 @@ def _fixed_size(f: _Fields, data: dict, cfg: DFFConfig) -> tuple[int, int] | Non
     if f.get(data, "fixed_size") is None:
         return None
     div = cfg.preprocess.size_divisor
-    f.list(data, "fixed_size", (2, 2), lambda v: _is_int(v) and 1 <= v <= 2 * MAX_SIZE, "positive integers")
+    f.sequence(data, "fixed_size", (2, 2), lambda v: _is_int(v) and 1 <= v <= 2 * MAX_SIZE, "positive integers")
     h, w = data["fixed_size"]
     if h % div or w % div:
         raise f.fail("fixed_size", f"{h}x{w} is not a multiple of preprocess.size_divisor {div}")
@@ -246,19 +249,19 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _stages(f: _Fields, data: dict, cfg: DFFConfig, fixed: tuple[int, int] | None) -> dict[str, dict]:
-    stages = f.dict(data, "stages")
+    stages = f.mapping(data, "stages")
     expected = stage_specs(cfg, fixed)
     files = {}
     for name in STAGES:
         where = f"stages.{name}."
-        stage = f.dict(stages, name, "stages.")
-        file = f.str(stage, "file", where)
+        stage = f.mapping(stages, name, "stages.")
+        file = f.string(stage, "file", where)
         if not _FILE.fullmatch(file):
             raise f.fail(f"{where}file", f"must be a .onnx file name beside the manifest (no folder), got {file!r}")
         if file in files:
             raise f.fail(f"{where}file", f"{file} is also the file of stage {files[file]}")
         files[file] = name
-        if not _HEX.fullmatch(f.str(stage, "sha256", where)):
+        if not _HEX.fullmatch(f.string(stage, "sha256", where)):
             raise f.fail(f"{where}sha256", f"must be 64 lowercase hex digits, got {_shown(stage['sha256'])}")
         _tensors(f, f"{where}inputs", f.get(stage, "inputs", where), expected[name]["inputs"], subset=True)
         _tensors(f, f"{where}outputs", f.get(stage, "outputs", where), expected[name]["outputs"], subset=False)
@@ -275,7 +278,7 @@ def _tensors(f: _Fields, field: str, value: object, expected: list[dict], subset
             rest = rest[rest.index(tensor) + 1 :]
             continue
         known = {t["name"]: t for t in expected}
-        name = tensor.get("name") if isinstance(tensor, dict) else None
+        name = tensor.get("name") if isinstance(tensor, dict) and isinstance(tensor.get("name"), str) else None
         want = f"is not {_tensor_text(known[name])}" if name in known else f"is not one of {', '.join(known)}"
         raise f.fail(field, f"{_tensor_text(tensor)} {want} (as dff export writes it)")
     if rest and not subset:
