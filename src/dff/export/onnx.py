@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from dff.config import DFFConfig, PreprocessConfig
@@ -120,8 +121,6 @@ class _BatchedNMS(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, k: int, iou: float, score_thr: float) -> torch.Tensor:
-        import torchvision
-
         kept = []
         for i in range(boxes.shape[0]):
             cand = (scores[i, 0] > score_thr).nonzero()[:, 0]
