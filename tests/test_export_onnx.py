@@ -1,4 +1,4 @@
-"""ONNX export of the three stages and the onnxruntime runner, against the PyTorch reference path (issue #18)."""
+"""ONNX export of the three stages and the onnxruntime runner, against the PyTorch reference path (issues #18, #24)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import shutil
 import sys
 from importlib.resources import files
-from itertools import islice
 
 import cv2
 import numpy as np
@@ -20,12 +19,14 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 import dff  # noqa: E402
-from dff.api import REFERENCE, _source_images  # noqa: E402
 from dff.cli.main import main  # noqa: E402
 from dff.errors import CheckpointError, DFFError, InputError  # noqa: E402
-from dff.export.onnx import FORMAT_VERSION, STAGES, export_onnx  # noqa: E402
-from dff.export.runtime import ONNXModel, load_onnx  # noqa: E402
+from dff.export.manifest import FORMAT_VERSION, STAGES  # noqa: E402
+from dff.export.onnx import export_onnx  # noqa: E402
+from dff.export.runtime import ONNXNetwork, load_onnx  # noqa: E402
+from dff.io.sources import open_source  # noqa: E402
 from dff.keyframes import Adaptive, FixedInterval  # noqa: E402
+from dff.run import REFERENCE  # noqa: E402
 from tests.test_golden import detections_match, load_golden  # noqa: E402
 
 TINY = files("dff") / "assets" / "tiny_synthetic.safetensors"
@@ -34,9 +35,7 @@ CLIP = files("dff") / "assets" / "demo_clip.mp4"
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = dff.load(str(TINY))
-    model.inference = REFERENCE
-    return model
+    return dff.load(str(TINY))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,8 @@ def export_dir(tiny, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_frames():
-    return list(islice(_source_images(str(CLIP)), 12))
+    with open_source(str(CLIP)) as src:
+        return [f.image for f in src][:12]
 
 
 def same_results(ref: list[dff.FrameResult], onx: list[dff.FrameResult]) -> None:
@@ -82,8 +82,17 @@ def test_manifest_describes_the_graphs(export_dir, tiny):
         assert [i.name for i in model.graph.input] == [i["name"] for i in stage["inputs"]]
         assert [o.name for o in model.graph.output] == [o["name"] for o in stage["outputs"]]
         assert model.opset_import[0].version == 17
+        assert {p.key: p.value for p in model.metadata_props}["dff.stage"] == name
+        assert len(stage["sha256"]) == 64
     img = manifest["stages"]["propagate"]["inputs"][0]
-    assert img == {"name": "img", "shape": [1, 3, "height", "width"], "dtype": "float32"}
+    assert img == {"name": "img", "shape": ["batch", 3, "height", "width"], "dtype": "float32"}
+    outputs = manifest["stages"]["detect"]["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [
+        ("boxes", ["num_dets", 4]),
+        ("scores", ["num_dets"]),
+        ("labels", ["num_dets"]),
+        ("batch_index", ["num_dets"]),
+    ]
     detect_ops = {n.op_type for n in onnx.load(str(export_dir / "detect.onnx")).graph.node}
     assert {"NonMaxSuppression", "RoiAlign", "TopK", "Softmax"} <= detect_ops
 
@@ -91,8 +100,8 @@ def test_manifest_describes_the_graphs(export_dir, tiny):
 def test_clip_through_onnxruntime_matches_the_reference(tiny, export_dir, clip_frames, one_thread):
     """12 frames of the bundled clip, DFF@10 (two key frames): onnxruntime vs PyTorch, the flow included."""
     model = dff.load(export_dir / "manifest.json")
-    assert isinstance(model, ONNXModel) and model.class_names == tiny.class_names
-    ref = list(tiny.predict(clip_frames, return_flow=True))
+    assert isinstance(model.net, ONNXNetwork) and model.class_names == tiny.class_names
+    ref = list(tiny.predict(clip_frames, REFERENCE, return_flow=True))
     onx = list(model.predict(clip_frames, return_flow=True))
     assert [r.is_key_frame for r in onx] == [i % 10 == 0 for i in range(12)]
     same_results(ref, onx)
@@ -101,38 +110,32 @@ def test_clip_through_onnxruntime_matches_the_reference(tiny, export_dir, clip_f
 def test_any_key_frame_policy_and_zero_flow(tiny, export_dir, clip_frames, one_thread):
     model = dff.load(export_dir / "manifest.json")
     for policy in (FixedInterval(4), Adaptive(budget=4)):
-        tiny.key_policy = model.key_policy = policy
-        ref, onx = list(tiny.predict(clip_frames)), list(model.predict(clip_frames))
-        same_results(ref, onx)
-    tiny.key_policy = model.key_policy = FixedInterval(10)
-    tiny.propagation = model.propagation = dff.zero_flow
-    try:
-        same_results(list(tiny.predict(clip_frames[:3])), list(model.predict(clip_frames[:3])))
-    finally:
-        tiny.propagation = type(tiny.net).propagate
+        ref = list(tiny.predict(clip_frames, REFERENCE, key_policy=policy))
+        same_results(ref, list(model.predict(clip_frames, key_policy=policy)))
+    ref = list(tiny.predict(clip_frames[:3], REFERENCE, propagation=dff.zero_flow))
+    same_results(ref, list(model.predict(clip_frames[:3], propagation=dff.zero_flow)))
 
 
 def test_dynamic_size_and_fast_preprocessing(tiny, export_dir, clip_frames, one_thread):
-    """Another frame size (a new segment, other padded shape) through the same graphs; the fast preprocessing
-    (channels_last, same values) feeds them as well."""
+    """Another frame size (a new segment, other padded shape) through the same graphs, fed by the fast
+    preprocessing (channels_last, same values as the reference's)."""
     frames = [cv2.resize(f, (300, 260)) for f in clip_frames[:3]] + clip_frames[:2]
     model = dff.load(export_dir / "manifest.json")
-    model.inference = dff.InferenceOptions(fast=True, prefetch=False)
-    same_results(list(tiny.predict(frames, return_flow=True)), list(model.predict(frames, return_flow=True)))
-    model.inference = dff.InferenceOptions(dtype="bf16")
+    ref = list(tiny.predict(frames, REFERENCE, return_flow=True))
+    same_results(ref, list(model.predict(frames, return_flow=True, prefetch=False)))
     with pytest.raises(DFFError, match="ONNX graphs run in fp32, not bf16"):
-        list(model.predict(frames[:1]))
+        list(model.predict(frames[:1], dtype="bf16"))
 
 
 def test_fixed_size_export(tiny, clip_frames, tmp_path, one_thread):
     img, meta = dff.data.transforms.preprocess(clip_frames[0], tiny.config.preprocess)
     size = tuple(img.shape[-2:])
-    manifest = export_onnx(tiny, tmp_path, fixed_size=size)
-    graph = onnx.load(str(tmp_path / "propagate.onnx")).graph
-    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [1, 3, *size]
+    manifest = export_onnx(tiny, tmp_path / "fixed", fixed_size=size)
+    graph = onnx.load(str(tmp_path / "fixed" / "propagate.onnx")).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, *size]
     model = dff.load(manifest)
-    same_results(list(tiny.predict(clip_frames[:2])), list(model.predict(clip_frames[:2])))
+    same_results(list(tiny.predict(clip_frames[:2], REFERENCE)), list(model.predict(clip_frames[:2])))
     with pytest.raises(InputError, match=f"fixed {size[0]}x{size[1]} input"):
         list(model.predict([cv2.resize(clip_frames[0], (200, 400))]))
     with pytest.raises(DFFError, match="not a multiple of 16"):
@@ -148,8 +151,8 @@ def test_frames_without_detections(tiny, clip_frames, tmp_path, empty, one_threa
             net.detector.rpn_head.rpn_reg.bias[0::4] = 1000.0
         else:
             net.detector.roi_head.bbox_head.fc_cls.bias[-1] = 100.0
-    ref = list(dff.DFFModel(net, inference=REFERENCE).predict(clip_frames[:2]))
-    onx = list(dff.load(export_onnx(net, tmp_path)).predict(clip_frames[:2]))
+    ref = list(dff.DFFModel(net).predict(clip_frames[:2], REFERENCE))
+    onx = list(dff.load(export_onnx(net, tmp_path / "export")).predict(clip_frames[:2]))
     assert [len(r.scores) for r in ref] == [len(r.scores) for r in onx] == [0, 0]
     assert onx[0].boxes.shape == (0, 4) and onx[0].labels.dtype == np.int64
 
@@ -179,11 +182,11 @@ def test_bad_exports_are_one_line_errors_with_exit_2(export_dir, tmp_path, capsy
         (d / "manifest.json").write_text(json.dumps({**m, "format_version": FORMAT_VERSION + 1}))
 
     cases = [
-        (bad_export(export_dir, tmp_path / "v", version), [], "manifest format version 2; this dff reads version 1"),
+        (bad_export(export_dir, tmp_path / "v", version), [], "manifest format version 3; this dff reads version 2"),
         (
             bad_export(export_dir, tmp_path / "m", lambda d: (d / "detect.onnx").unlink()),
             [],
-            "missing detect.onnx",
+            "stages.detect.file: missing detect.onnx",
         ),
         (export_dir / "manifest.json", ["--preset", "r50_dc5"], "exported from preset 'tiny_synthetic', not 'r50_dc5'"),
         (tmp_path / "nowhere" / "manifest.json", [], "no such file"),

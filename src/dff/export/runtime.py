@@ -8,9 +8,8 @@ the stages. Tensors cross as float32 / int64 CPU torch tensors.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from dff.config import DFFConfig
 from dff.data.transforms import ImageMeta, ImageShapes, shapes_tensor
 from dff.errors import CheckpointError, DFFError, InputError
-from dff.export.onnx import FORMAT, FORMAT_VERSION, STAGES
+from dff.export.manifest import STAGES, check_graph_file, check_graph_session, read_manifest
 from dff.models.detector import KeyState
 from dff.models.roi_head import Detections
 
@@ -35,58 +34,38 @@ def _onnxruntime():
     return onnxruntime
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of an export, checked for its format and version and for the presence of each .onnx file."""
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not a readable JSON manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f'{path}: not a dff ONNX manifest (no "format": "{FORMAT}")')
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: manifest format version {version!r}; this dff reads version {FORMAT_VERSION} (export again)"
-        )
-    for name in STAGES:
-        file = path.parent / manifest["stages"][name]["file"]
-        if not file.is_file():
-            raise CheckpointError(f"{path}: missing {file.name} (expected beside the manifest)")
-    return manifest
-
-
 def _np(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().float().numpy())
 
 
-def _shape(img_shape: tuple[int, int]) -> np.ndarray:
-    return np.asarray([int(img_shape[0]), int(img_shape[1])], dtype=np.int64)
+def _shapes(img_shapes: ImageShapes, n: int) -> np.ndarray:
+    """Each frame's (h, w) as an (N, 2) int64 array (one shared pair repeated)."""
+    return np.ascontiguousarray(np.broadcast_to(shapes_tensor(img_shapes).numpy(), (n, 2)))
 
 
 class ONNXNetwork:
-    """The three stage graphs of an export in onnxruntime sessions, with the network interface's stage methods."""
+    """The three stage graphs of an export in onnxruntime sessions, with the network interface's stage methods;
+    each stage runs once per batch of N frames (the graphs' batch axis)."""
 
     def __init__(self, manifest_path: str | os.PathLike, providers: list) -> None:
         ort = _onnxruntime()
         self.manifest_path = Path(manifest_path)
         self.manifest = read_manifest(self.manifest_path)
-        self.cfg = DFFConfig.from_dict(self.manifest["config"])
-        fixed = self.manifest.get("fixed_size")
-        self.fixed_size = tuple(fixed) if fixed else None
+        self.cfg: DFFConfig = self.manifest.cfg
+        self.fixed_size = self.manifest.fixed_size
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = torch.get_num_threads()  # as PyTorch's (OMP_NUM_THREADS)
         self.providers = providers
         self.sessions = {}
         for name in STAGES:
-            file = self.manifest_path.parent / self.manifest["stages"][name]["file"]
+            file = check_graph_file(self.manifest, name)
             try:
-                self.sessions[name] = ort.InferenceSession(str(file), options, providers=providers)
+                session = ort.InferenceSession(str(file), options, providers=providers)
             except Exception as e:  # onnxruntime raises its own exception types for unreadable models
                 raise CheckpointError(f"{file}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+            check_graph_session(self.manifest, name, session)
+            self.sessions[name] = session
         self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
 
     def __repr__(self) -> str:
@@ -120,52 +99,35 @@ class ONNXNetwork:
     def key_features(self, img: torch.Tensor, img_shapes: ImageShapes) -> KeyState:
         """key_features.onnx: the key states of key frames (N, 3, Hp, Wp)."""
         self._check_size(img)
-        shapes = _shapes(img_shapes, len(img))
-        feeds = [{"img": _np(img[i : i + 1]), "img_shape": shapes[i]} for i in range(len(img))]
-        rows = [self._run("key_features", feed) for feed in feeds]
-        return KeyState(_stack(r[0] for r in rows), _stack(r[1] for r in rows))
+        feats, motion = self._run("key_features", {"img": _np(img), "img_shape": _shapes(img_shapes, len(img))})
+        return KeyState(torch.from_numpy(feats), torch.from_numpy(motion))
 
     def propagate(self, img: torch.Tensor, key: KeyState, img_shapes: ImageShapes) -> tuple[torch.Tensor, torch.Tensor]:
         """propagate.onnx: the key features warped to these frames (N, C, h, w) and the flow (N, 2, Hp, Wp)."""
         self._check_size(img)
-        shapes = _shapes(img_shapes, len(img))
-        rows = [
-            self._run(
-                "propagate",
-                {
-                    "img": _np(img[i : i + 1]),
-                    "key_feats": _np(key.feats[i : i + 1]),
-                    "key_motion": _np(key.motion[i : i + 1]),
-                    "img_shape": shapes[i],
-                },
-            )
-            for i in range(len(img))
-        ]
-        return _stack(r[0] for r in rows), _stack(r[1] for r in rows)
+        feed = {
+            "img": _np(img),
+            "key_feats": _np(key.feats),
+            "key_motion": _np(key.motion),
+            "img_shape": _shapes(img_shapes, len(img)),
+        }
+        feats, flow = self._run("propagate", feed)
+        return torch.from_numpy(feats), torch.from_numpy(flow)
 
     def detect(self, feats: torch.Tensor, metas: Sequence[ImageMeta]) -> list[Detections]:
-        """detect.onnx: each frame's detections in original-image pixels, sorted by descending score."""
-        out = []
-        for i, meta in enumerate(metas):
-            feed = {
-                "feats": _np(feats[i : i + 1]),
-                "img_shape": _shape(meta.img_shape),
-                "scale_factor": np.asarray(meta.scale_factor, dtype=np.float32),
-            }
-            boxes, scores, labels = self._run("detect", feed)
-            out.append(
-                Detections(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels.astype(np.int64)))
-            )
-        return out
-
-
-def _shapes(img_shapes: ImageShapes, n: int) -> list[np.ndarray]:
-    shapes = shapes_tensor(img_shapes).numpy()
-    return [shapes[i if len(shapes) > 1 else 0] for i in range(n)]
-
-
-def _stack(arrays: Iterable[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.concatenate(list(arrays)))
+        """detect.onnx: each frame's detections in original-image pixels, sorted by descending score (the graph
+        returns them by image, `batch_index`)."""
+        feed = {
+            "feats": _np(feats),
+            "img_shape": np.asarray([m.img_shape for m in metas], dtype=np.int64).reshape(-1, 2),
+            "scale_factor": np.asarray([m.scale_factor for m in metas], dtype=np.float32).reshape(-1, 4),
+        }
+        boxes, scores, labels, image = self._run("detect", feed)
+        ends = np.cumsum(np.bincount(image, minlength=len(metas)))[:-1]
+        return [
+            Detections(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(lb))
+            for b, s, lb in zip(np.split(boxes, ends), np.split(scores, ends), np.split(labels, ends), strict=True)
+        ]
 
 
 def providers_for(device: str | torch.device) -> list[str]:
