@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
     from dff.weights import load
 
-__version__ = "0.1.0"
+from dff.version import __version__
 
 _HOME = {
     "DFFModel": "dff.api",
