@@ -9,17 +9,10 @@ import sys
 from itertools import islice
 from pathlib import Path
 
-import torch
-
 import dff
-from dff.benchmark import format_report, parse_settings, run_benchmark
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.errors import DFFError, InputError
-from dff.evaluation.sweep import parse_intervals
-from dff.golden import deterministic_state_dict
-from dff.io.atomic import write_text_atomic
-from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _intervals(text: str) -> list[int]:
+    from dff.evaluation.sweep import parse_intervals
+
     try:
         return sorted(parse_intervals(text))
     except ValueError as e:
@@ -80,6 +75,8 @@ def _intervals(text: str) -> list[int]:
 
 
 def _model(args: argparse.Namespace) -> tuple[dff.DFFModel, str]:
+    from dff.golden import deterministic_state_dict
+
     if args.weights:
         return dff.load(args.weights, preset=args.preset, device=args.device), args.weights
     model = dff.build(args.preset, device=args.device)
@@ -88,11 +85,15 @@ def _model(args: argparse.Namespace) -> tuple[dff.DFFModel, str]:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    from dff.io.atomic import write_text_atomic
+
     write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (every option explicit)."""
+    import torch
+
     parts = [
         "dff benchmark",
         f"--preset {args.preset}",
@@ -114,6 +115,12 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dff.benchmark import format_report, parse_settings, run_benchmark
+    from dff.io.outputs import Output, check_outputs
+    from dff.io.sources import open_source
+
     if args.frames < 2:
         raise DFFError(f"--frames must be >= 2, got {args.frames}")
     if args.warmup < 0:
@@ -133,8 +140,6 @@ def run(args: argparse.Namespace) -> int:
         check_weights_path(args.weights)
     outputs = [Output(args.json, "--json", make_parents=False)] if args.json is not None else []
     check_outputs(outputs, inputs=[args.source] + ([args.weights] if args.weights else []))
-    from dff.io.sources import open_source
-
     with open_source(args.source) as source:
         frames = [f.image for f in islice(source, args.frames)]
     if len(frames) < 2:

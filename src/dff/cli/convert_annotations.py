@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dff.data.formats import FILE_PATTERN, FORMATS, convert_annotations
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `convert-annotations` subcommand."""
+    from dff.data.formats import FILE_PATTERN, FORMATS
+
     p = sub.add_parser(
         "convert-annotations",
         help="convert CVAT video XML, MOTChallenge or YOLO labels to a COCO-VID JSON",
@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, print a one-line summary."""
+    from dff.data.formats import convert_annotations
+
     data = convert_annotations(args.fmt, args.inputs, args.out, args.names, args.file_pattern, args.img_root)
     print(
         f"{args.out}: {len(data['videos'])} videos, {len(data['images'])} frames, {len(data['annotations'])} boxes, "

@@ -9,20 +9,17 @@ import datetime
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dff
 from dff import zoo
 from dff.cli import keyframes, objects
 from dff.cli.checks import check_device, check_key_interval, check_score_thr, check_weights_path
-from dff.collection import CollectionOptions, detect_collection, list_inputs
 from dff.config import PRESETS
-from dff.distributed import distributed
 from dff.errors import DFFError
-from dff.io.outputs import Output, check_outputs
-from dff.io.sources import is_stream, open_source
-from dff.io.writers import video_format
-from dff.pipeline import DetectOptions, class_ids_for, detect_source, summary_exit_code
-from dff.tracking import SeqNMSConfig, TrackerConfig
+
+if TYPE_CHECKING:
+    from dff.tracking import SeqNMSConfig, TrackerConfig
 
 DIST_TIMEOUT = datetime.timedelta(hours=12)  # ranks with fewer videos wait for the others at the end
 
@@ -93,6 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dff.io.outputs import Output, check_outputs
+    from dff.io.sources import is_stream, open_source
+    from dff.io.writers import video_format
+    from dff.pipeline import DetectOptions, class_ids_for, detect_source, summary_exit_code
+
     _check_mode(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise DFFError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -169,6 +171,11 @@ def run_collection(
     args: argparse.Namespace, policy: object, tracker: TrackerConfig | None, seq_nms: SeqNMSConfig | None
 ) -> int:
     """`dff detect --inputs ... --out-dir DIR`; exit status 2 when a video failed, 130 / 143 when stopped."""
+    from dff.collection import CollectionOptions, detect_collection, list_inputs
+    from dff.distributed import distributed
+    from dff.io.outputs import Output, check_outputs
+    from dff.pipeline import class_ids_for
+
     inputs = list_inputs(args.inputs)
     check_outputs([Output(args.out_dir, "--out-dir", folder=True)], inputs=[*inputs, args.weights])
     settings = {

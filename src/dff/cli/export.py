@@ -7,10 +7,11 @@ import argparse
 import dff
 from dff import zoo
 from dff.config import PRESETS
-from dff.export.onnx import DEFAULT_OPSET, export_onnx, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from dff.export.onnx import DEFAULT_OPSET, parse_size  # imports torch: dff export --help is not fast yet
+
     p = sub.add_parser(
         "export",
         help="export a model to ONNX (key_features, propagate, detect graphs and manifest.json)",
@@ -37,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dff.export.onnx import export_onnx
+
     model = dff.load(args.weights, preset=args.preset)
     manifest = export_onnx(model, args.out, opset=args.opset, fixed_size=args.fixed_size)
     print(f"wrote {manifest.parent}/{{key_features,propagate,detect}}.onnx and {manifest.name} ({model.config.name})")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dff.errors import DFFError
-from dff.keyframes import Adaptive, FixedInterval, KeyFramePolicy
+
+if TYPE_CHECKING:
+    from dff.keyframes import KeyFramePolicy
 
 POLICIES = ("fixed", "adaptive")
 
@@ -32,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def key_policy(args: argparse.Namespace) -> KeyFramePolicy | None:
     """The policy the options ask for; None for fixed without --key-interval (the model's default)."""
+    from dff.keyframes import Adaptive, FixedInterval
+
     if args.key_policy not in POLICIES:
         raise DFFError(f"--key-policy must be one of {', '.join(POLICIES)}, got {args.key_policy!r}")
     adaptive_only = {"--key-budget": args.key_budget, "--key-min-interval": args.key_min_interval}

@@ -18,22 +18,19 @@ import datetime
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dff
 from dff.cli import keyframes, objects
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
-from dff.data.cocovid import CocoVID
-from dff.distributed import distributed
 from dff.errors import DFFError
-from dff.evaluation.evaluate import METRICS, format_table, parse_metrics
-from dff.evaluation.model_eval import IntervalResult
-from dff.evaluation.runner import RunStats
-from dff.evaluation.sweep import parse_intervals
-from dff.io.outputs import Output, check_outputs
-from dff.keyframes import Adaptive
-from dff.tracking import SeqNMSConfig
-from dff.tracking.metrics import format_tracking, require_trackeval
+
+if TYPE_CHECKING:
+    from dff.data.cocovid import CocoVID
+    from dff.evaluation.model_eval import IntervalResult
+    from dff.evaluation.runner import RunStats
+    from dff.tracking import SeqNMSConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +38,8 @@ DIST_TIMEOUT = datetime.timedelta(hours=12)  # ranks with less work wait at the 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from dff.evaluation.evaluate import METRICS
+
     p = sub.add_parser(
         "test",
         help="evaluate on a COCO-VID val set (COCO AP50, ILSVRC devkit AP, motion buckets, fps)",
@@ -96,6 +95,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dff.data.cocovid import CocoVID
+    from dff.distributed import distributed
+    from dff.evaluation.evaluate import parse_metrics
+    from dff.evaluation.sweep import parse_intervals
+    from dff.io.outputs import Output, check_outputs
+    from dff.keyframes import Adaptive
+    from dff.tracking.metrics import require_trackeval
+
     try:
         metrics = parse_metrics(args.metric)
         intervals = parse_intervals(args.sweep_key_interval) if args.sweep_key_interval else None
@@ -149,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
 def _print_interval(
     dataset: CocoVID, class_names: Sequence[str], r: IntervalResult, seq_nms: SeqNMSConfig | None
 ) -> None:
+    from dff.evaluation.evaluate import format_table
+    from dff.tracking.metrics import format_tracking
+
     counts = f"{len(dataset.videos)} videos, {len(dataset.images)} frames"
     schedule = f"key interval {r.key_interval}" if r.policy == "fixed" else f"{r.policy}, budget {r.key_interval:g}"
     print(f"\n== {dataset.path.name}: {counts}, {schedule}, key-frame share {r.key_share:.3f} ==")

@@ -20,7 +20,6 @@ import numpy as np
 
 from dff.data.cocovid import CocoVID
 from dff.errors import DatasetError, DFFError, InputError
-from dff.evaluation.evaluate import category_ids
 
 PROTOCOLS: dict[str, str] = {
     "HOTA": "HOTA (Luiten et al. 2020; TrackEval): mean over IoU thresholds 0.05..0.95 of sqrt(DetA * AssA)",
@@ -139,6 +138,8 @@ def evaluate_tracking(
     Ground truth: the dataset's annotations of the model's classes (matched by name), identities from their
     ``instance_id``. A frame without results counts as a frame without detections.
     """
+    from dff.evaluation.evaluate import category_ids  # the evaluation package imports torch: only when run
+
     trackeval = require_trackeval()
     if not dataset.is_video:
         raise DatasetError(f"{dataset.path}: tracking metrics need a COCO-VID file with videos")
