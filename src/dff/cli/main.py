@@ -12,7 +12,8 @@ Start-up: `COMMANDS` names every subcommand with its module and one-line help, s
 import no command module; only the command being run is imported (and its modules import torch, numpy, OpenCV and
 the like inside the functions that need them, so that `dff COMMAND --help` stays fast too). Words the command does not
 take that are all existing paths (`dff detect frames/*.jpg` unquoted, expanded by the shell) get a hint to quote the
-glob instead of argparse's list of every path.
+glob instead of argparse's list of every path; a system library that OpenCV loads being missing (libGL on a minimal
+container image) is one line naming the package to install.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import errno
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -74,6 +76,9 @@ COMMANDS: tuple[Command, ...] = (
         "export", "dff.cli.export", "export a model to ONNX (key_features, propagate, detect graphs and manifest.json)"
     ),
 )
+
+# A shared library that OpenCV's cv2 (opencv-python) loads from the system, named in the ImportError when missing.
+_OPENCV_SYSTEM_LIBRARY = re.compile(r"lib(GL|GLX|GLdispatch|glib-2\.0|gthread-2\.0|xcb|X11|Xau|Xdmcp)\.so")
 
 
 def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser:
@@ -156,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DFFError as e:
         print(f"dff: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as e:
+        if not _OPENCV_SYSTEM_LIBRARY.search(str(e)):
+            raise
+        print(
+            f"dff: error: {e} (OpenCV needs the system's OpenGL and GLib libraries; "
+            "on Debian or Ubuntu: apt-get install libgl1 libglib2.0-0)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except BrokenPipeError:
         _silence_stdout()
