@@ -39,8 +39,10 @@ for extra in "${extras[@]}"; do
     python3 -m venv "$venv"
     py="$venv/bin/python"
     start=$SECONDS
-    if ! "$py" -m pip install -q "${torch_pins[@]}" || ! "$py" -m pip install -q -e "$root$spec"; then
-        echo "  install FAILED"
+    log="$work/pip.log"  # shown only if the install fails
+    if ! "$py" -m pip install -q "${torch_pins[@]}" >"$log" 2>&1 || ! "$py" -m pip install -q -e "$root$spec" >>"$log" 2>&1; then
+        echo "  install FAILED:"
+        tail -n 30 "$log" | sed 's/^/    /'
         failed=1
         rm -rf "$venv"
         continue
@@ -53,7 +55,7 @@ found = sorted(n for n in names if n.startswith("opencv-"))
 print(", ".join(f"{n} {m.version(n)}" for n in found))
 raise SystemExit(len(found) != 1)'
     check "pip check" "$py" -m pip check
-    check "import cv2" "$py" -c 'import cv2; print("cv2", cv2.__version__, "from", cv2.__file__)'
+    check "import cv2" "$py" -c 'import cv2; print("cv2", cv2.__version__)'
     check "torch, torchvision" "$py" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)'
     check "dff --version" "$venv/bin/dff" --version
     check "dff --help" "$venv/bin/dff" --help
