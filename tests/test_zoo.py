@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.server
+import os
+import pty
 import socket
+import struct
+import subprocess
+import sys
+import termios
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +181,72 @@ def test_load_by_zoo_name_downloads_verifies_and_loads(cache, monkeypatch, tmp_p
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# Downloads URL into CACHE in a fresh interpreter, progress "auto" (None), "on" or "off", and prints the path.
+_DOWNLOAD = """
+import sys
+from pathlib import Path
+from dff import zoo
+print(zoo.download(sys.argv[1], Path(sys.argv[2]), progress={"auto": None, "on": True, "off": False}[sys.argv[3]]))
+"""
+
+
+def _download_with_stderr_on_a_terminal(url: str, cache: Path, progress: str) -> tuple[int, str, str]:
+    """Run `_DOWNLOAD` with stderr on a 120-column pseudo-terminal: (exit code, stdout, what the terminal showed)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DOWNLOAD, url, str(cache), progress], stdout=subprocess.PIPE, stderr=slave
+    )
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    out = proc.communicate(timeout=60)[0].decode()
+    return proc.returncode, out, shown.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_and_none_on_a_pipe(server, tmp_path):
+    name = f"model-{GOOD_HASH}.pth"
+    code, out, shown = _download_with_stderr_on_a_terminal(f"{server}/good/{name}", tmp_path / "tty", "auto")
+    assert code == 0 and out.strip() == str(tmp_path / "tty" / name)
+    assert "100%" in shown and "1.00M/1.00M" in shown and name in shown  # the finished bar stays
+    assert (tmp_path / "tty" / name).read_bytes() == PAYLOAD
+
+    piped = subprocess.run(
+        [sys.executable, "-c", _DOWNLOAD, f"{server}/good/{name}", str(tmp_path / "pipe"), "auto"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert (tmp_path / "pipe" / name).read_bytes() == PAYLOAD
+
+
+def test_progress_can_be_forced_on_a_pipe_and_off_on_a_terminal(server, tmp_path):
+    name = f"model-{GOOD_HASH}.pth"
+    forced = subprocess.run(
+        [sys.executable, "-c", _DOWNLOAD, f"{server}/good/{name}", str(tmp_path / "on"), "on"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forced.returncode == 0 and "100%" in forced.stderr and "1.00M/1.00M" in forced.stderr
+    code, _, shown = _download_with_stderr_on_a_terminal(f"{server}/good/{name}", tmp_path / "off", "off")
+    assert code == 0 and shown == ""
+
+
+def test_a_corrupted_download_on_a_terminal_shows_the_bar_and_the_error_and_caches_nothing(server, tmp_path):
+    code, _, shown = _download_with_stderr_on_a_terminal(
+        f"{server}/corrupt/model-{GOOD_HASH}.pth", tmp_path / "c", "auto"
+    )
+    assert code == 1 and "1.00M/1.00M" in shown and "downloaded file is corrupted" in shown
+    assert list((tmp_path / "c").iterdir()) == []

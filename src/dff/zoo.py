@@ -2,7 +2,12 @@
 
 Official file names end in `-<first 8 hex digits of the file's SHA-256>.pth` (mmcv's publish_model); a download
 is written to a temporary file in the cache folder, checked against that prefix and only then moved into place,
-so the cache never holds a partial or corrupted file.
+so the cache never holds a partial or corrupted file. While it runs, a tqdm progress bar (bytes, rate, time left)
+is drawn on stderr when stderr is a terminal (`progress=None`, the default; True or False to force it on or off)
+and stays when done; a log or a pipe gets only the log line naming the URL and the folder, not a bar's redraws.
+
+The zoo's names are read by the command-line parsers (`dff detect --help`), so tqdm and the atomic writer are
+imported when a download starts.
 """
 
 from __future__ import annotations
@@ -18,10 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm import tqdm
-
 from dff.errors import CheckpointError
-from dff.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,11 @@ def resolve(weights: str | os.PathLike) -> tuple[Path, str | None]:
     return download(entry.url), entry.preset
 
 
-def download(url: str, cache: Path | None = None, progress: bool = True) -> Path:
-    """The cached file for `url`, downloaded and verified against the SHA-256 prefix in its name if not cached."""
+def download(url: str, cache: Path | None = None, progress: bool | None = None) -> Path:
+    """The cached file for `url`, downloaded and verified against the SHA-256 prefix in its name if not cached;
+    `progress`: a progress bar on stderr (None: when stderr is a terminal)."""
+    from dff.io.atomic import atomic_path
+
     filename = url.rsplit("/", 1)[-1]
     expected = hash_prefix(filename)
     folder = cache or cache_dir()
@@ -110,8 +115,10 @@ def download(url: str, cache: Path | None = None, progress: bool = True) -> Path
     return target
 
 
-def _fetch(url: str, out: BinaryIO, progress: bool, folder: Path) -> str:
+def _fetch(url: str, out: BinaryIO, progress: bool | None, folder: Path) -> str:
     """Stream `url` into the open file `out`; returns the hex SHA-256 of what was received."""
+    from tqdm import tqdm
+
     sha = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
@@ -122,9 +129,9 @@ def _fetch(url: str, out: BinaryIO, progress: bool, folder: Path) -> str:
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                disable=not progress,
+                disable=None if progress is None else not progress,  # None: tqdm's "stderr is not a terminal"
                 desc=url.rsplit("/", 1)[-1],
-                leave=False,
+                leave=True,  # the finished bar stays: size, time and rate of the one download
             ) as bar:
                 while chunk := resp.read(CHUNK):
                     out.write(chunk)

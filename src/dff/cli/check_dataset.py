@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from dff.config import PRESETS, preset
-from dff.data.check import check_dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; 2 when training would fail."""
+    from dff.data.check import check_dataset
+
     cfg = preset(args.preset) if args.preset else None
     report = check_dataset(
         args.ann,

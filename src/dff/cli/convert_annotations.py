@@ -6,13 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from dff.data.formats import FILE_PATTERN, FORMATS, convert_annotations
-from dff.io.atomic import is_stream
-from dff.io.outputs import Output, check_outputs
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `convert-annotations` subcommand."""
+    from dff.data.formats import FILE_PATTERN, FORMATS
+
     p = sub.add_parser(
         "convert-annotations",
         help="convert CVAT video XML, MOTChallenge or YOLO labels to a COCO-VID JSON",
@@ -38,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, print a one-line summary (on stderr when the JSON goes to a stream such as /dev/stdout)."""
+    from dff.data.formats import convert_annotations
+    from dff.io.atomic import is_stream
+    from dff.io.outputs import Output, check_outputs
+
     check_outputs([Output(args.out, "--out")], inputs=[*args.inputs, args.names])
     data = convert_annotations(args.fmt, args.inputs, args.out, args.names, args.file_pattern, args.img_root)
     print(

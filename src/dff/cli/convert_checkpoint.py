@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from dff.api import load
 from dff.cli.checks import check_weights_path
 from dff.config import PRESETS
-from dff.io.outputs import Output, check_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dff.api import load
+    from dff.io.outputs import Output, check_outputs
+
     check_weights_path(args.src, "SRC")
     check_outputs([Output(args.dst, "DST")], inputs=[args.src])
     model = load(args.src, preset=args.preset)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dff.data.convert import DET_OUTPUT, VID_OUTPUTS, convert_dataset
-from dff.io.outputs import Output, check_outputs
-
 PARTS = ("vid_train", "vid_val", "det")
 READS = ("Lists", "Annotations", "Data")  # what is read under ROOT (the default output, ROOT/annotations, is not)
 
@@ -30,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the paths written."""
+    from dff.data.convert import DET_OUTPUT, VID_OUTPUTS, convert_dataset
+    from dff.io.outputs import Output, check_outputs
+
     out = args.out if args.out is not None else args.root / "annotations"
     names = [DET_OUTPUT if part == "det" else VID_OUTPUTS[part[len("vid_") :]] for part in args.parts]
     check_outputs(

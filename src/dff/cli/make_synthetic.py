@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dff.data.convert import convert_dataset
-from dff.data.synthetic import STYLES, make_synthetic
-from dff.io.outputs import Output, check_outputs
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `make-synthetic` subcommand."""
+    from dff.data.synthetic import STYLES
+
     p = sub.add_parser(
         "make-synthetic",
         help="write a synthetic ILSVRC2015-format video dataset",
@@ -41,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (and optionally convert); print the output folder."""
+    from dff.data.convert import convert_dataset
+    from dff.data.synthetic import make_synthetic
+    from dff.io.outputs import Output, check_outputs
+
     check_outputs([Output(args.out, "OUT", folder=True)])
     made = make_synthetic(
         args.out,

@@ -7,10 +7,7 @@ from pathlib import Path
 
 from dff.cli.checks import check_device
 from dff.config import PRESETS
-from dff.io.outputs import Output, check_outputs
-from dff.training.loop import train
 from dff.training.options import AMP_DTYPES, FREEZE, LATEST, TrainOptions
-from dff.training.run_dir import prepare_run_dir
 
 
 def _count(minimum: int):
@@ -130,6 +127,10 @@ def options(args: argparse.Namespace) -> TrainOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the final model's path (or the checkpoint's when stopped early)."""
+    from dff.io.outputs import Output, check_outputs
+    from dff.training.loop import train
+    from dff.training.run_dir import prepare_run_dir
+
     check_device(args.device)
     opts = options(args)  # bad option values and combinations are refused before anything is touched
     init = Path(args.init_from) if args.init_from is not None and Path(args.init_from).is_file() else None

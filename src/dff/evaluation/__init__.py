@@ -1,7 +1,11 @@
 """Evaluation on ImageNet VID-style COCO-VID sets: mmtracking's COCO AP50, the ILSVRC devkit AP and motion buckets.
 
 See `docs/evaluation.md` for each protocol and every choice made where the references leave room.
+`RunStats` and `run_dataset` (dff.evaluation.runner, which imports torch) are imported on first use (PEP 562), so
+that the metrics' names (`dff test --help`) come without torch.
 """
+
+from typing import Any
 
 from dff.evaluation.ap import APResult, all_point_ap
 from dff.evaluation.coco import coco_ap50
@@ -9,7 +13,6 @@ from dff.evaluation.evaluate import METRICS, PROTOCOLS, coco_results, evaluate, 
 from dff.evaluation.ilsvrc import MOTION_RANGES, FrameEval, evaluate_ilsvrc
 from dff.evaluation.motion import gt_motion_iou
 from dff.evaluation.results import read_records
-from dff.evaluation.runner import RunStats, run_dataset
 
 __all__ = [
     "APResult",
@@ -28,3 +31,11 @@ __all__ = [
     "RunStats",
     "run_dataset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RunStats", "run_dataset"):
+        from dff.evaluation import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'dff.evaluation' has no attribute {name!r}")

@@ -212,7 +212,9 @@ class _Step:
         progress: Progress,
     ) -> None:
         self.params, self.optimizer, self.scaler, self.clip = params, optimizer, scaler, clip
-        self.autocast = (lambda: torch.autocast(device_type, dtype=AMP_DTYPES[amp])) if amp else nullcontext
+        self.autocast = (
+            (lambda: torch.autocast(device_type, dtype=getattr(torch, AMP_DTYPES[amp]))) if amp else nullcontext
+        )
         self.checkpoint, self.progress = checkpoint, progress
 
     def __call__(self, model: torch.nn.Module, batch: list) -> tuple[dict[str, float], float]:

@@ -12,12 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from dff.errors import InputError
 from dff.training.class_set import AUTO, parse_classes
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # --amp -> the torch dtype's name
 
 FREEZE = ("none", "backbone")
 """What `freeze` may hold: the parts of the network kept at their initial weights."""
