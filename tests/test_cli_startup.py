@@ -62,18 +62,7 @@ def test_top_level_help_lists_every_command_with_its_own_help():
 
 @pytest.mark.parametrize(
     "command",
-    [
-        pytest.param(
-            c.name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="DEFAULT_OPSET and parse_size, which the parser needs, live in dff.export.onnx (imports torch)",
-            ),
-        )
-        if c.name == "export"
-        else c.name
-        for c in COMMANDS
-    ],
+    [c.name for c in COMMANDS],
 )
 def test_command_help_works_without_importing_torch(command):
     result = _probe(command, "--help")

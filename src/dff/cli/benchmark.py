@@ -9,18 +9,16 @@ import shlex
 import sys
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-import dff
-from dff.benchmark import format_report, parse_settings, run_benchmark
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
 from dff.errors import DFFError, InputError
-from dff.evaluation.sweep import parse_intervals
-from dff.golden import deterministic_state_dict
 from dff.io.atomic import write_text_atomic
 from dff.io.outputs import Output, check_outputs
+
+if TYPE_CHECKING:
+    import dff
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _intervals(text: str) -> list[int]:
+    from dff.evaluation.sweep import parse_intervals
+
     try:
         return sorted(parse_intervals(text))
     except ValueError as e:
@@ -103,6 +103,8 @@ def _intervals(text: str) -> list[int]:
 
 
 def _model(args: argparse.Namespace) -> tuple[dff.DFFModel, str]:
+    import dff
+    from dff.golden import deterministic_state_dict
     from dff.models.network import resolve_device
 
     device = resolve_device(args.device)
@@ -119,6 +121,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (every option explicit)."""
+    import torch
+
     parts = [
         "dff benchmark",
         f"--preset {args.preset}",
@@ -140,6 +144,10 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dff.benchmark import format_report, parse_settings, run_benchmark
+
     if args.live:
         return run_live(args)
     if args.profile_out is not None:
@@ -193,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_live(args: argparse.Namespace) -> int:
     """`dff benchmark --live`: the live loop in each key mode over a paced source (dff.benchmark.live)."""
+    import torch
+
     from dff.benchmark.live import run_live_benchmark
     from dff.keyframes import make_policy
     from dff.live.loop import KEY_MODES
@@ -222,7 +232,9 @@ def run_live(args: argparse.Namespace) -> int:
     outputs = [
         Output(p, o, make_parents=False) for p, o in ((args.json, "--json"), (args.profile_out, "--profile-out"))
     ]
-    check_outputs([o for o in outputs if o.path is not None], inputs=[args.source] + ([args.weights] if args.weights else []))
+    check_outputs(
+        [o for o in outputs if o.path is not None], inputs=[args.source] + ([args.weights] if args.weights else [])
+    )
     model, weights = _model(args)
     run = RunOptions(device=args.device, dtype=args.dtype, key_policy=policy)
     report = run_live_benchmark(

@@ -9,14 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import dff
 from dff.cli import runopts
 from dff.cli.checks import check_device, check_score_thr
 from dff.errors import DFFError
 from dff.io.outputs import Output, check_outputs
-from dff.io.sources import open_source
-from dff.io.writers import Outputs
-from dff.pipeline import DetectOptions, detect_source, summary_exit_code
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL_PATH = ASSETS / "tiny_synthetic.safetensors"
@@ -42,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dff
+    from dff.io.sources import open_source
+    from dff.io.writers import Outputs
+    from dff.pipeline import DetectOptions, detect_source, summary_exit_code
+
     for asset in (MODEL_PATH, CLIP_PATH):
         if not Path(asset).is_file():
             raise DFFError(f"{asset}: bundled demo file is missing; reinstall deep-feature-flow")

@@ -11,7 +11,7 @@ from dff.config import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from dff.export.onnx import DEFAULT_OPSET, parse_size  # imports torch
+    from dff.export.manifest import DEFAULT_OPSET, parse_size
 
     p = sub.add_parser(
         "export",

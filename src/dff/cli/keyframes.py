@@ -5,8 +5,7 @@
 from __future__ import annotations
 
 import argparse
-
-from dff.keyframes.choose import make_policy
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser, interval_help: str | None = None) -> None:
@@ -30,6 +29,13 @@ def add_arguments(p: argparse.ArgumentParser, interval_help: str | None = None) 
     )
     p.add_argument("--key-min-interval", type=int, metavar="N", help="adaptive: no key frame by score sooner (2)")
     p.add_argument("--key-max-interval", type=int, metavar="N", help="adaptive: a key frame at the latest (3 x budget)")
+
+
+def make_policy(*args: Any) -> Any:
+    """`dff.keyframes.make_policy`, imported when a command runs (torch is not needed for --help)."""
+    from dff.keyframes.choose import make_policy as make
+
+    return make(*args)
 
 
 def key_policy(args: argparse.Namespace) -> object | None:

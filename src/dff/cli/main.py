@@ -49,7 +49,7 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "dff.cli.demo", "run the bundled tiny model on the bundled clip"),
-    Command("detect", "dff.cli.detect", "detect objects in a video, frame folder, glob or stream"),
+    Command("detect", "dff.cli.detect", "detect objects in a video, frame folder, glob, image or stream"),
     Command(
         "test", "dff.cli.test", "evaluate on a COCO-VID val set (COCO AP50, ILSVRC devkit AP, motion buckets, fps)"
     ),

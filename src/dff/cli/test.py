@@ -19,17 +19,19 @@ import datetime
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dff.cli import keyframes, objects, runopts
 from dff.cli.checks import check_device, check_weights_path
 from dff.config import PRESETS
-from dff.data.cocovid import CocoVID
 from dff.errors import DFFError
-from dff.evaluation.evaluate import METRICS, format_table
-from dff.evaluation.model_eval import IntervalResult
-from dff.evaluation.runner import RunStats
-from dff.tracking import SeqNMSConfig
-from dff.tracking.metrics import format_tracking
+from dff.evaluation.evaluate import METRICS
+
+if TYPE_CHECKING:
+    from dff.data.cocovid import CocoVID
+    from dff.evaluation.model_eval import IntervalResult
+    from dff.evaluation.runner import RunStats
+    from dff.tracking import SeqNMSConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dff
+    from dff.data.cocovid import CocoVID
     from dff.distributed import distributed
     from dff.evaluation.evaluate import parse_metrics
     from dff.io.outputs import Output, check_outputs
@@ -194,6 +197,7 @@ def run_streaming(args: argparse.Namespace, policies: list, streaming: list, met
     import sys
 
     import dff
+    from dff.data.cocovid import CocoVID
     from dff.evaluation.streaming_run import evaluate_streaming, streaming_table
 
     dataset = CocoVID.load(args.ann)
@@ -243,6 +247,9 @@ def key_policies(args: argparse.Namespace) -> list:
 def _print_interval(
     dataset: CocoVID, class_names: Sequence[str], r: IntervalResult, seq_nms: SeqNMSConfig | None
 ) -> None:
+    from dff.evaluation.evaluate import format_table
+    from dff.tracking.metrics import format_tracking
+
     counts = f"{len(dataset.videos)} videos, {len(dataset.images)} frames"
     print(f"\n== {dataset.path.name}: {counts}, {r.key_policy}, key-frame share {r.key_share:.3f} ==")
     if seq_nms is not None:

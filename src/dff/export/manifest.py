@@ -32,6 +32,7 @@ from dff.errors import CheckpointError, DFFError
 FORMAT = "dff-onnx"
 FORMAT_VERSION = 2
 STAGES = ("key_features", "propagate", "detect")
+DEFAULT_OPSET = 17
 MIN_OPSET = 16  # GridSample (the warp) and RoiAlign's half_pixel mode (aligned=True)
 DTYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}  # manifest dtype -> onnxruntime's type name
 META_STAGE, META_CLASSES = "dff.stage", "dff.num_classes"  # graph metadata written by the exporter
@@ -335,3 +336,14 @@ def _same_tensor(tensor: Any, spec: dict) -> bool:
         not _is_int(d) if isinstance(s, str) else (d == s or not _is_int(d))
         for d, s in zip(tensor.shape, spec["shape"], strict=True)
     )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' -> (H, W), positive integers; DFFError otherwise."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise DFFError(f"--fixed-size: expected HxW (e.g. 608x1008), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise DFFError(f"--fixed-size: sizes must be positive, got {text!r}")
+    return h, w

@@ -44,6 +44,7 @@ from torch import nn
 from dff.config import DFFConfig, PreprocessConfig
 from dff.errors import DFFError, OutputError
 from dff.export.manifest import (
+    DEFAULT_OPSET,
     FORMAT,
     FORMAT_VERSION,
     META_CLASSES,
@@ -59,7 +60,6 @@ from dff.models.detector import DFF, KeyState
 from dff.models.roi_head import RoIHead
 from dff.models.rpn import RPN_STDS, ProposalGenerator
 
-DEFAULT_OPSET = 17
 EXPORT_FILES = ("manifest.json", *(f"{name}.onnx" for name in STAGES))
 """What an export folder holds (earlier exports: the same names)."""
 
@@ -262,17 +262,6 @@ def _network(model_or_net: object) -> DFF:
     if not isinstance(net, DFF):
         raise DFFError(f"export_onnx needs a DFF network or a DFFModel, got {type(model_or_net).__name__}")
     return net
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (H, W), positive integers; DFFError otherwise."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise DFFError(f"--fixed-size: expected HxW (e.g. 608x1008), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise DFFError(f"--fixed-size: sizes must be positive, got {text!r}")
-    return h, w
 
 
 def check_opset(opset: int) -> None:

@@ -102,9 +102,7 @@ class Preview:
         self._thread = threading.Thread(target=self._server.serve_forever, name="preview", daemon=True)
         self._thread.start()
 
-    def publish(
-        self, image_bgr: np.ndarray | Callable[[], np.ndarray], stats: Mapping[str, Any] | None = None
-    ) -> None:
+    def publish(self, image_bgr: np.ndarray | Callable[[], np.ndarray], stats: Mapping[str, Any] | None = None) -> None:
         """Make `image_bgr` (uint8 H x W x 3, kept by reference; or a function that draws it, called on the server's
         side only when a client asks for this frame) the frame shown, with `stats` (copied) beside it; returns at
         once."""

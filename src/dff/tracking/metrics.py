@@ -138,7 +138,6 @@ def evaluate_tracking(
     Ground truth: the dataset's annotations of the model's classes (matched by name), identities from their
     ``instance_id``. A frame without results counts as a frame without detections.
     """
-    from dff.evaluation.evaluate import category_ids  # the evaluation package imports torch: only when run
 
     trackeval = require_trackeval()
     if not dataset.is_video:
