@@ -1,4 +1,4 @@
-"""The 30 ImageNet VID classes in mmtracking's order (spec section 2.7); COCO category_id = index + 1."""
+"""The 30 ImageNet VID classes in mmtracking's order (docs/mmtracking_spec.md §2.7); COCO category_id = index + 1."""
 
 VID_CLASSES: tuple[str, ...] = (
     "airplane",

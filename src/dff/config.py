@@ -1,7 +1,7 @@
 """Typed configuration: one frozen dataclass per component and named presets.
 
-Every constant of the mmtracking-compatible presets comes from ../shared/spec/mmtracking_dff.md
-(sections 1.1-1.3, 2.5-2.6, 3.3-3.5); nothing is inherited from elsewhere.
+Every constant of the mmtracking-compatible presets comes from docs/mmtracking_spec.md
+(§1.1-1.3, 2.5-2.6, 3.3-3.5); nothing is inherited from elsewhere.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The mmtracking DFF recipe (spec 1.1, 1.7, 2.3-2.4)."""
+    """The mmtracking DFF recipe (docs/mmtracking_spec.md §1.1, 1.7, 2.3-2.4)."""
 
     lr_per_8_images: float = 0.01
     momentum: float = 0.9

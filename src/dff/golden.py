@@ -1,4 +1,4 @@
-"""The deterministic weights of ../shared/golden/README.md, derived from key name and shape alone.
+"""The deterministic weights of tests/golden/README.md, derived from key name and shape alone.
 
 Used by the golden-equivalence tests and by benchmarks that need realistic-magnitude weights.
 """

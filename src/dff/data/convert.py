@@ -1,4 +1,4 @@
-"""ILSVRC2015 root -> mmtracking's COCO-VID / COCO JSON files (spec section 7).
+"""ILSVRC2015 root -> mmtracking's COCO-VID / COCO JSON files (docs/mmtracking_spec.md §7).
 
 The output is the JSON that mmtracking's ``imagenet2coco_vid.py`` and ``imagenet2coco_det.py`` write: the same
 ids, ordering, fields and key order, serialised with ``json.dump``'s defaults as ``mmcv.dump`` does. Differences

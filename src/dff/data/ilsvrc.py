@@ -1,6 +1,6 @@
 """ILSVRC2015 (ImageNet VID/DET) raw inputs: the FGFA list files and the per-image XML annotations.
 
-The list files live in ``<root>/Lists`` (spec 7.1) and are the ones FGFA ships as ``ImageSets``:
+The list files live in ``<root>/Lists`` (docs/mmtracking_spec.md §7.1) and are the ones FGFA ships as ``ImageSets``:
 
 - ``VID_train_15frames.txt``: ``<video dir> 1 <1-based frame number> <num frames>``, 15 lines per video;
 - ``VID_val_videos.txt``: ``<video dir> <first global frame, 1-based> 0 <num frames>``, one line per video;

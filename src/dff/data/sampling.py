@@ -1,4 +1,5 @@
-"""Reference-frame sampling as mmtracking's ``CocoVideoDataset.ref_img_sampling`` does it (spec 2.3).
+"""Reference-frame sampling as mmtracking's ``CocoVideoDataset.ref_img_sampling`` does it (docs/mmtracking_spec.md
+§2.3).
 
 VID (``frame_range=9``): one reference drawn uniformly (``random.sample``) from all frames of the same video
 with ``frame_id`` in ``[fid - 9, fid + 9]`` clipped to the video, the key frame itself included

@@ -1,4 +1,5 @@
-"""Training pairs (key frame + reference frame) for VID and DET, as mmtracking's DFF recipe draws them (spec 2.2-2.4).
+"""Training pairs (key frame + reference frame) for VID and DET, as mmtracking's DFF recipe draws them
+(docs/mmtracking_spec.md §2.2-2.4).
 
 A sample is a :class:`TrainPair`:
 
@@ -127,7 +128,7 @@ def transform_pair(
     key_source: tuple[str, int] = ("", -1),
     ref_source: tuple[str, int] = ("", -1),
 ) -> tuple[torch.Tensor, torch.Tensor, TrainImageMeta, TrainImageMeta, np.ndarray]:
-    """SeqResize + SeqRandomFlip + SeqNormalize + SeqPad with shared parameters (spec 2.4).
+    """SeqResize + SeqRandomFlip + SeqNormalize + SeqPad with shared parameters (docs/mmtracking_spec.md §2.4).
 
     ``boxes`` are the key's float32 xyxy boxes in original pixels; they come back scaled by the float32
     ``scale_factor``, clipped to the resized image and flipped (``x1' = w - x2``) when ``flip``.

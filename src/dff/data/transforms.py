@@ -1,4 +1,4 @@
-"""mmtracking's test-time image arithmetic (spec 2.5-2.6): keep-ratio resize, normalise, pad.
+"""mmtracking's test-time image arithmetic (docs/mmtracking_spec.md §2.5-2.6): keep-ratio resize, normalise, pad.
 
 Each step is a small pure function so that it can be unit-tested against the spec's worked examples.
 

@@ -1,4 +1,4 @@
-"""COCO box AP50 exactly as mmtracking 0.14 reports it (spec sections 6.1-6.2), via pycocotools.
+"""COCO box AP50 exactly as mmtracking 0.14 reports it (docs/mmtracking_spec.md §6.1-6.2), via pycocotools.
 
 All frames are pooled as COCO images; detections become `[x1, y1, x2-x1, y2-y1]` (no +1) with
 `category_id = label + 1`; AP50 is `COCOeval.stats[1]` (IoU 0.5, area "all", maxDets 1000, 101 recall points).

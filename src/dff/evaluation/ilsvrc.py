@@ -1,4 +1,4 @@
-"""ILSVRC VID devkit AP as FGFA evaluates it (spec section 6.3), with the slow / medium / fast motion split.
+"""ILSVRC VID devkit AP as FGFA evaluates it (docs/mmtracking_spec.md §6.3), with the slow / medium / fast motion split.
 
 Not what mmtracking reports (that is COCO AP50, see `coco.py`); given for comparison with papers.
 Every rule below follows FGFA's `imagenet_vid_eval_motion.py`; `docs/evaluation.md` lists them with the reasons.

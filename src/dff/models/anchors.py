@@ -1,4 +1,5 @@
-"""mmdet AnchorGenerator for one level: unrounded base anchors, centre offset 0, ratio-major order (spec 3.4).
+"""mmdet AnchorGenerator for one level: unrounded base anchors, centre offset 0, ratio-major order
+(docs/mmtracking_spec.md §3.4).
 
 Spec pitfalls handled here: 7 (docs/pitfalls.md maps each to its code and tests).
 """

@@ -1,7 +1,8 @@
 """ResNet / ResNeXt backbones from torchvision's builders, truncated at stride 16 ("DC5" or C4) or 8.
 
 mmdet's DC5 ResNet dilates *every* block of layer4, the first included; torchvision's
-`replace_stride_with_dilation` leaves `layer4[0].conv2` at dilation 1 (spec pitfall 4) and refuses BasicBlocks,
+`replace_stride_with_dilation` leaves `layer4[0].conv2` at dilation 1 (docs/pitfalls.md, pitfall 4) and refuses
+BasicBlocks,
 so the last stage is dilated here: every 3x3 conv gets stride 1 and dilation 2, the downsample stride 1.
 
 Spec pitfalls handled here: 4, 5, 19 (docs/pitfalls.md maps each to its code and tests).

@@ -1,4 +1,4 @@
-"""mmdet DeltaXYWHBBoxCoder: centres as (x1+x2)/2, no +1, dw/dh clamped on both sides (spec 3.5).
+"""mmdet DeltaXYWHBBoxCoder: centres as (x1+x2)/2, no +1, dw/dh clamped on both sides (docs/mmtracking_spec.md §3.5).
 
 Spec pitfalls handled here: 8 (docs/pitfalls.md maps each to its code and tests).
 """

@@ -1,4 +1,5 @@
-"""FlowNetSimple as mmtracking builds it (spec 3.3): encoder c1..c6, refinement decoder, flow at 1/8 of the
+"""FlowNetSimple as mmtracking builds it (docs/mmtracking_spec.md §3.3): encoder c1..c6, refinement decoder, flow at
+1/8 of the
 padded image, returned upsampled to full resolution in pixels. Keys match mmtracking (`conv3.1.conv.weight`, ...).
 
 Spec pitfalls handled here: 14, 15, 16, 22 (docs/pitfalls.md maps each to its code and tests).

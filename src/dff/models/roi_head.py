@@ -1,4 +1,5 @@
-"""RoI head: RoIAlign (aligned, sampling 2) + mmdet Shared2FCBBoxHead, background class last (spec 3.4).
+"""RoI head: RoIAlign (aligned, sampling 2) + mmdet Shared2FCBBoxHead, background class last (docs/mmtracking_spec.md
+§3.4).
 
 Spec pitfalls handled here: 3, 10, 11, 12 (docs/pitfalls.md maps each to its code and tests).
 """
@@ -106,7 +107,8 @@ class RoIHead(nn.Module):
     def postprocess(
         self, cls_score: torch.Tensor, bbox_pred: torch.Tensor, rois_xyxy: torch.Tensor, meta: ImageMeta
     ) -> Detections:
-        """One image's box-head outputs on its RoIs (n, 4) -> its detections (spec 3.4 RCNN post-processing).
+        """One image's box-head outputs on its RoIs (n, 4) -> its detections (docs/mmtracking_spec.md §3.4 RCNN
+        post-processing).
 
         Softmax, keep (RoI, class) pairs scoring > score_thr, decode only those, rescale to the original image,
         class-aware NMS, first max_per_img (float32 at any precision: models/precision.py).

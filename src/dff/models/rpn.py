@@ -1,4 +1,5 @@
-"""Region proposal network: mmdet RPNHead (one level) and its test/train proposal filtering (spec 3.4).
+"""Region proposal network: mmdet RPNHead (one level) and its test/train proposal filtering (docs/mmtracking_spec.md
+§3.4).
 
 Spec pitfalls handled here: 9, 13 (docs/pitfalls.md maps each to its code and tests).
 """

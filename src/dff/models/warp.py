@@ -1,4 +1,4 @@
-"""mmtracking's flow_warp_feats (spec 3.2), reproduced exactly, including its (W-1)/W grid shrink.
+"""mmtracking's flow_warp_feats (docs/mmtracking_spec.md §3.2), reproduced exactly, including its (W-1)/W grid shrink.
 
 Spec pitfalls handled here: 16, 17 (docs/pitfalls.md maps each to its code and tests).
 """

@@ -1,4 +1,5 @@
-"""mmdet's MaxIoUAssigner and RandomSampler (mmdet 2.28, spec 1.3): which boxes learn from which ground truth.
+"""mmdet's MaxIoUAssigner and RandomSampler (mmdet 2.28, docs/mmtracking_spec.md §1.3): which boxes learn from which
+ground truth.
 
 `assign` labels every box with the 1-based index of its ground truth (0 = background, -1 = ignored);
 `sample` draws a fixed-size mix of positives and negatives from that assignment, optionally with the ground

@@ -217,7 +217,8 @@ class FlyingPatches:
 def warp_target(flow: torch.Tensor, stride: int) -> torch.Tensor:
     """The FlowNet output (N, 2, Hp, Wp) that makes DFF's warp move stride-`stride` features by `flow` (pixels).
 
-    mmtracking's warp normalises the sampling grid by W and H but samples with `align_corners=True` (spec pitfall
+    mmtracking's warp normalises the sampling grid by W and H but samples with `align_corners=True` (docs/pitfalls.md,
+    pitfall
     17): feature column x + f is read at (x + f)(W - 1)/W. To read x + d it needs f = d W/(W-1) + x/(W-1), a ramp
     of up to one feature cell; the warp's 1/stride resize reads the flow of column x at pixel stride*x + (stride-1)/2.
     """

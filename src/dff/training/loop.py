@@ -1,4 +1,5 @@
-"""The trainer: the mmtracking DFF recipe (spec 1.1, 1.7, 2.8) on one process or under torchrun (DDP).
+"""The trainer: the mmtracking DFF recipe (docs/mmtracking_spec.md §1.1, 1.7, 2.8) on one process or under torchrun
+(DDP).
 
 Effective batch = world_size * batch_size pairs per step; the learning rate scales linearly from the preset's
 `lr_per_8_images`. SGD (momentum, weight decay on every trainable tensor as mmcv's default constructor),

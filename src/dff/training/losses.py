@@ -1,4 +1,5 @@
-"""The DFF training forward and its Faster R-CNN losses (spec 3.1 forward_train, 3.6, 1.3 train_cfg).
+"""The DFF training forward and its Faster R-CNN losses (docs/mmtracking_spec.md §3.1 forward_train, 3.6, 1.3
+train_cfg).
 
 Per pair: flow from (key, reference); backbone features of the reference warped to the key (DET pairs keep
 the unwarped features through `0 * warped + ref`, so the FlowNet stays in the graph); RPN and RCNN losses

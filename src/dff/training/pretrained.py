@@ -1,6 +1,6 @@
 """Initialisation of a DFF from local pretrained files: an ImageNet ResNet/ResNeXt and FlowNetSimple.
 
-Nothing is downloaded. The files the mmtracking recipe starts from (spec 1.1-1.2) are:
+Nothing is downloaded. The files the mmtracking recipe starts from (docs/mmtracking_spec.md §1.1-1.2) are:
 
 - R-18 (tiny preset): https://download.pytorch.org/models/resnet18-f37072fd.pth
 - R-50 (`torchvision://resnet50`): https://download.pytorch.org/models/resnet50-0676ba61.pth

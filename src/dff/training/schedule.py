@@ -1,4 +1,5 @@
-"""mmcv's `LrUpdaterHook(policy='step', warmup='linear', by_epoch=True)` as a pure function (spec 1.7).
+"""mmcv's `LrUpdaterHook(policy='step', warmup='linear', by_epoch=True)` as a pure function (docs/mmtracking_spec.md
+§1.7).
 
 The step factor changes per epoch (0-based epoch e: gamma ** #{s in steps : e >= s}); the linear warm-up
 runs per iteration over the first `warmup_iters` global iterations, starting at `warmup_ratio * lr`.
