@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -341,11 +341,12 @@ def build(preset: str | DFFConfig = "r50_dc5", device: str | torch.device = "cpu
 def load(
     path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu"
 ) -> DFFModel:
-    """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, or a zoo name
-    (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified).
+    """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, a `dff train`
+    checkpoint (`latest.pth`, `epoch_K.pth`) or a zoo name (`dff_r50_dc5_imagenetvid`, ...: the official
+    checkpoint, downloaded once and verified); dff.checkpoint.read_model reads the file.
 
-    For our format and for zoo names the preset is known; passing a different one is an error. (`dff.load`, in
-    dff.weights, also takes an ONNX export's manifest.)
+    For our format, training checkpoints and zoo names the preset is known; passing a different one is an error.
+    (`dff.load`, in dff.weights, also takes an ONNX export's manifest.)
     """
     from dff import zoo
 
@@ -354,16 +355,7 @@ def load(
         raise CheckpointError(f"{os.fspath(path)} is a {entry.preset} checkpoint, not {_config(preset).name}")
     path, zoo_preset = zoo.resolve(path)
     preset = preset or zoo_preset
-    if checkpoint.is_safetensors(path):
-        state, cfg = checkpoint.read_safetensors(path)
-        if preset is not None and _config(preset).name != cfg.name:
-            raise CheckpointError(f"{path}: saved for preset {cfg.name!r}, not {_config(preset).name!r}")
-    else:
-        state, meta = checkpoint.read_pth(path)
-        cfg = _config(preset or "r50_dc5")
-        classes = meta.get("CLASSES")
-        if classes is not None and len(classes) == cfg.num_classes and tuple(classes) != cfg.class_names:
-            cfg = replace(cfg, class_names=tuple(str(c) for c in classes))
+    state, cfg = checkpoint.read_model(path, None if preset is None else _config(preset))
     net = DFF(cfg)
     checkpoint.check_state_dict(net, state, path)
     net.load_state_dict(state, strict=True)

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from dff.checkpoint import TRAIN_FORMAT as FORMAT
+from dff.checkpoint import config_from_json
 from dff.config import DFFConfig
 from dff.errors import CheckpointError
 from dff.io.atomic import atomic_path
-
-FORMAT = "deep-feature-flow-train-state"
 
 
 @dataclass
@@ -116,7 +116,7 @@ def load_state(path: Path, preset: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a 'dff train' checkpoint (model-only files cannot be resumed)")
     if state["preset"] != preset:
         raise CheckpointError(f"{path}: checkpoint is for preset {state['preset']!r}, not {preset!r}")
-    state["config"] = DFFConfig.from_dict(json.loads(state["config"]))
+    state["config"] = config_from_json(state["config"], path, "run config")
     state["progress"] = Progress(**state["progress"])
     state["run"] = json.loads(state["run"])
     return state
