@@ -10,7 +10,6 @@ from dff.config import PRESETS
 from dff.io.outputs import Output, check_outputs
 from dff.training.loop import train
 from dff.training.options import AMP_DTYPES, FREEZE, LATEST, TrainOptions
-from dff.training.run_dir import prepare_run_dir
 
 
 def _count(minimum: int):
@@ -54,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="OUT holds an earlier run: delete its checkpoints, log and model and start again",
+        help="OUT holds an earlier run: delete its checkpoints, log and model (once every check passed and the "
+        "weights to start from are read) and start again",
     )
     p.add_argument("--batch-size", type=_count(1), default=1, help="pairs per process and step (default 1)")
     p.add_argument(
@@ -125,6 +125,7 @@ def options(args: argparse.Namespace) -> TrainOptions:
         classes=args.classes,
         init_from=args.init_from,
         freeze=args.freeze,
+        overwrite=args.overwrite,
     )
 
 
@@ -136,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
     weights = (args.backbone_weights, args.flownet_weights, init)
     inputs = [p for p in (args.ann, args.det_ann, *weights) if p is not None]
     check_outputs([Output(args.out, "--out", folder=True)], inputs=inputs)
-    prepare_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
-    result = train(opts)
+    result = train(opts)  # refuses an --out that holds, contains or sits inside an input before any work
     if result.model_path is not None:
         print(result.model_path, flush=True)
     elif result.progress.global_iter:
