@@ -159,3 +159,13 @@ def test_a_pth_whose_state_dict_holds_non_tensors(saved, message, frame, tmp_pat
     torch.save(saved, weights)
     code, err = _detect(capsys, frame, weights, tmp_path / "det.jsonl")
     assert code == 2 and "\n" not in err and err.startswith(f"dff: error: {weights}: ") and message in err, err
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pth"])
+def test_init_from_reads_through_the_same_checks(kind, tmp_path):
+    from dff.training.init_from import read_source
+
+    cfg = _tampered(lambda c: c.update(class_names=c["class_names"][:29]))
+    weights = _write(kind, json.dumps(cfg), tmp_path / f"fewer.{kind}")
+    with pytest.raises(DFFError, match=r"config field class_names names 29 classes, but the weights have 30"):
+        read_source(weights, "tiny_synthetic")

@@ -158,14 +158,18 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], DFFConfig]:
 
 def read_weights(path: Path) -> Weights:
     """Any weights file: our `.safetensors`, a `dff train` checkpoint or an mmtracking `.pth` (plain state dicts
-    too); CheckpointError (one line naming the file) for anything else or anything damaged."""
+    too); CheckpointError (one line naming the file) for anything else or anything damaged, a saved config
+    included (the schema, and one class name per classifier row)."""
     path = Path(path)
     if is_safetensors(path):
         state, cfg = read_safetensors(path)
+        check_class_count(state, cfg, path)
         return Weights(state, cfg, cfg.class_names)
     obj = _torch_load(path)
     if is_train_checkpoint(obj):
-        return _train_checkpoint(obj, path)
+        weights = _train_checkpoint(obj, path)
+        check_class_count(weights.state, weights.config, path)
+        return weights
     state, meta = _mmtracking(obj, path)
     classes = meta.get("CLASSES")
     if classes is not None and not isinstance(classes, (list, tuple)):
@@ -192,7 +196,6 @@ def read_model(path: Path, preset: DFFConfig | None = None) -> tuple[dict[str, t
     if saved is not None:
         if preset is not None and preset.name != saved.name:
             raise CheckpointError(f"{path}: saved for preset {saved.name!r}, not {preset.name!r}")
-        check_class_count(state, saved, path)
         return state, saved
     cfg = preset or get_preset(DEFAULT_PRESET)
     if classes is not None and len(classes) == cfg.num_classes and classes != cfg.class_names:
