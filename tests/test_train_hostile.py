@@ -263,6 +263,9 @@ def test_overwrite_deletes_the_old_run_only_once_every_check_passed(data, finish
     code, err = _cli(capsys, _train_args(data, finished, "--overwrite", "--batch-size", "20", "--max-iters", "1"))
     assert code == 2 and "--batch-size 20 is more than the 12 training pairs" in _one_line(err)
     assert _digests(finished) == before  # old code deleted the run before the training set was even read
+    code, err = _cli(capsys, _train_args(data, finished, "--overwrite", "--max-iters", "1"))  # (the last user)
+    assert code == 0, err
+    assert sorted(p.name for p in finished.iterdir() if p.is_file()) == ["latest.pth", "log.jsonl"]
 
 
 @pytest.mark.parametrize(

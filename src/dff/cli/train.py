@@ -10,6 +10,7 @@ from dff.config import PRESETS
 from dff.io.outputs import Output, check_outputs
 from dff.training.loop import train
 from dff.training.options import AMP_DTYPES, FREEZE, LATEST, TrainOptions
+from dff.training.run_dir import check_run_dir
 
 
 def _count(minimum: int):
@@ -137,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     weights = (args.backbone_weights, args.flownet_weights, init)
     inputs = [p for p in (args.ann, args.det_ann, *weights) if p is not None]
     check_outputs([Output(args.out, "--out", folder=True)], inputs=inputs)
-    result = train(opts)  # refuses an --out that holds, contains or sits inside an input before any work
+    check_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
+    result = train(opts)  # refuses an --out that is, contains or sits inside an input before any work
     if result.model_path is not None:
         print(result.model_path, flush=True)
     elif result.progress.global_iter:

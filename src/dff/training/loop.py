@@ -47,7 +47,7 @@ from dff.training.class_set import resolve_classes
 from dff.training.init_from import InitReport, init_from
 from dff.training.losses import LOSS_NAMES, DFFLoss
 from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
-from dff.training.run_dir import check_out_folder, check_run_dir, prepare_run_dir, trim_log
+from dff.training.run_dir import check_out_folder, prepare_run_dir, trim_log
 from dff.training.sampler import SeededPairs, ShardSampler
 from dff.training.schedule import StepWarmupSchedule
 from dff.training.state import (
@@ -302,7 +302,6 @@ def train(opts: TrainOptions, loss: Callable[[DFF], DFFLoss] = DFFLoss) -> Train
     `loss` builds the loss module around the model (a DFFLoss subclass may form the features otherwise).
     """
     check_out_folder(Path(opts.out), _file_inputs(opts))
-    check_run_dir(Path(opts.out), resume=opts.resume is not None, overwrite=opts.overwrite)
     resumed = _resume_state(opts)  # before anything is written, so a bad --resume touches nothing
     with distributed(opts.device) as d:
         if d.device.type == "cuda":
@@ -496,8 +495,9 @@ def _train(
     loader, sampler = _build_loader(opts, cfg, coco, d, seed)
     r = _setup(opts, d, cfg, settings, resumed, loss)
     progress = r.progress
-    if d.is_main:  # every check passed and the weights to start from are read: an --overwrite removes the old run
-        prepare_run_dir(out, resume=resumed is not None, overwrite=opts.overwrite)
+    if d.is_main:
+        if opts.overwrite:  # every check passed and the weights to start from are read: now the old run goes
+            prepare_run_dir(out, resume=resumed is not None, overwrite=True)
         out.mkdir(parents=True, exist_ok=True)
         if resumed:
             trim_log(out, progress.global_iter)

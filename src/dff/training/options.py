@@ -60,7 +60,7 @@ class TrainOptions:
     classes: str | tuple[str, ...] | None = None  # None: the preset's if they cover the file, else AUTO; or names
     init_from: str | os.PathLike | None = None  # a trained DFF (.pth, zoo name or .safetensors) to start from
     freeze: str | None = None  # a FREEZE value; None: "none" (on resume: the run's)
-    overwrite: bool = False  # `out` holds an earlier run: delete it (once every check passed) and start again
+    overwrite: bool = False  # delete the run `out` holds (once every check passed) and start again
 
     def __post_init__(self) -> None:
         if self.classes is not None and self.classes != AUTO:
