@@ -50,13 +50,14 @@ def test_every_option_from_the_command_line_equals_the_python_built_one():
         progress_bar=False,
         classes=("car", "bus"),
         freeze="backbone",
+        overwrite=True,
     )
     cli = parsed(
         *("--preset", "tiny_synthetic", "--ann", "d/vid.json", "--out", "o", "--data-root", "d"),
         *("--det-ann", "d/det.json", "--epochs", "3", "--resume", "o/epoch_1.pth", "--batch-size", "4"),
         *("--workers", "0", "--seed", "7", "--amp", "bf16", "--checkpoint-every", "5", "--log-every", "2"),
         *("--device", "cpu", "--lr", "0.0025", "--backbone-weights", "r18.pth", "--flownet-weights", "flow.pth"),
-        *("--max-iters", "11", "--no-progress", "--classes", "car, bus", "--freeze", "backbone"),
+        *("--max-iters", "11", "--no-progress", "--classes", "car, bus", "--freeze", "backbone", "--overwrite"),
     )
     assert cli == built
     defaults = TrainOptions(preset="tiny_synthetic", ann=Path("d/vid.json"), out=Path("o"))

@@ -15,7 +15,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -374,12 +374,13 @@ def build(preset: str | DFFConfig = "r50_dc5", device: str | torch.device = "cpu
 def load(
     path: str | os.PathLike, preset: str | DFFConfig | None = None, device: str | torch.device = "cpu"
 ) -> DFFModel:
-    """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, or a zoo name
-    (`dff_r50_dc5_imagenetvid`, ...: the official checkpoint, downloaded once and verified), its weights on
-    `device` (runs place their network where `RunOptions.device` says).
+    """Load an mmtracking `.pth` checkpoint (preset default r50_dc5), our `.safetensors` file, a `dff train`
+    checkpoint (`latest.pth`, `epoch_K.pth`) or a zoo name (`dff_r50_dc5_imagenetvid`, ...: the official
+    checkpoint, downloaded once and verified), its weights on `device` (runs place their network where
+    `RunOptions.device` says); dff.checkpoint.read_model reads the file.
 
-    For our format and for zoo names the preset is known; passing a different one is an error. (`dff.load`, in
-    dff.weights, also takes an ONNX export's manifest.)
+    For our format, training checkpoints and zoo names the preset is known; passing a different one is an error.
+    (`dff.load`, in dff.weights, also takes an ONNX export's manifest.)
     """
     from dff import zoo
 
@@ -388,16 +389,7 @@ def load(
         raise CheckpointError(f"{os.fspath(path)} is a {entry.preset} checkpoint, not {_config(preset).name}")
     path, zoo_preset = zoo.resolve(path)
     preset = preset or zoo_preset
-    if checkpoint.is_safetensors(path):
-        state, cfg = checkpoint.read_safetensors(path)
-        if preset is not None and _config(preset).name != cfg.name:
-            raise CheckpointError(f"{path}: saved for preset {cfg.name!r}, not {_config(preset).name!r}")
-    else:
-        state, meta = checkpoint.read_pth(path)
-        cfg = _config(preset or "r50_dc5")
-        classes = meta.get("CLASSES")
-        if classes is not None and len(classes) == cfg.num_classes and tuple(classes) != cfg.class_names:
-            cfg = replace(cfg, class_names=tuple(str(c) for c in classes))
+    state, cfg = checkpoint.read_model(path, None if preset is None else _config(preset))
     net = DFF(cfg)
     checkpoint.check_state_dict(net, state, path)
     net.load_state_dict(state, strict=True)

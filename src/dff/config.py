@@ -7,6 +7,8 @@ Every constant of the mmtracking-compatible presets comes from docs/mmtracking_s
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -170,25 +172,181 @@ class DFFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DFFConfig:
-        """Inverse of :meth:`to_dict`."""
-        sub = {
-            "backbone": BackboneConfig,
-            "neck": NeckConfig,
-            "rpn": RPNConfig,
-            "roi": RoIConfig,
-            "flow": FlowConfig,
-            "preprocess": PreprocessConfig,
-            "train": TrainConfig,
-        }
-        kwargs = {}
-        for k, v in d.items():
-            if k in sub:
-                kwargs[k] = sub[k](**{kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()})
-            elif isinstance(v, list):
-                kwargs[k] = tuple(v)
-            else:
-                kwargs[k] = v
-        return cls(**kwargs)
+        """Inverse of :meth:`to_dict`, for a config read from a file: every field is checked against the schema
+        (`SCHEMA`: its type, and its range or allowed values) and a missing or unknown field is refused, except the
+        fields added after the first saved files (`ADDED_LATER`), which take their defaults. Raises DFFError naming
+        the field ("config field preprocess.size_divisor: must be an integer in [1, 1024], got 0")."""
+        return _read(cls, d, "")
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An interval of allowed numbers, closed unless `low_open`; for a tuple field, of each element."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        return (self.low < x if self.low_open else self.low <= x) and x <= self.high
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+UNIT, POSITIVE_UNIT = Bound(0, 1), Bound(0, 1, low_open=True)
+CHANNELS = Bound(1, 2048)  # the widest layer a file may ask for (mmtracking's presets: 512 / 1024)
+PROPOSALS = Bound(1, 100_000)
+SCHEMA: dict[str, Bound | tuple] = {
+    "backbone.frozen_stages": Bound(-1, 4),
+    "backbone.num_stages": (3, 4),
+    "backbone.output_stride": (8, 16),
+    "neck.out_channels": CHANNELS,
+    "rpn.stride": (8, 16),
+    "rpn.anchor_base_size": Bound(1, 1024),
+    "rpn.anchor_scales": Bound(0, 1024, low_open=True),
+    "rpn.anchor_ratios": Bound(0, 100, low_open=True),
+    "rpn.feat_channels": CHANNELS,
+    "rpn.nms_iou": POSITIVE_UNIT,
+    "rpn.test_nms_pre": PROPOSALS,
+    "rpn.test_max_per_img": PROPOSALS,
+    "rpn.train_nms_pre": PROPOSALS,
+    "rpn.train_max_per_img": PROPOSALS,
+    "rpn.pos_iou": UNIT,
+    "rpn.neg_iou": UNIT,
+    "rpn.min_pos_iou": UNIT,
+    "rpn.num_samples": PROPOSALS,
+    "rpn.pos_fraction": UNIT,
+    "rpn.smooth_l1_beta": Bound(0, 1000),
+    "roi.output_size": Bound(1, 32),
+    "roi.sampling_ratio": Bound(1, 16),
+    "roi.fc_channels": CHANNELS,
+    "roi.target_stds": Bound(0, 100, low_open=True),
+    "roi.score_thr": UNIT,
+    "roi.nms_iou": POSITIVE_UNIT,
+    "roi.max_per_img": Bound(1, 10_000),
+    "roi.pos_iou": UNIT,
+    "roi.neg_iou": UNIT,
+    "roi.min_pos_iou": UNIT,
+    "roi.num_samples": PROPOSALS,
+    "roi.pos_fraction": UNIT,
+    "roi.smooth_l1_beta": Bound(0, 1000),
+    "flow.img_scale_factor": (0.5,),  # the FlowNet's half-resolution input (the fast path's 2x2 mean)
+    "flow.flow_scale_factor": Bound(0, 1000, low_open=True),
+    "flow.mean": Bound(-1e4, 1e4),
+    "flow.std": Bound(0, 1e4, low_open=True),
+    "flow.width_mult": Bound(0, 2, low_open=True),
+    "preprocess.scale": Bound(1, 8192),
+    "preprocess.mean": Bound(-1e4, 1e4),
+    "preprocess.std": Bound(0, 1e4, low_open=True),
+    "preprocess.size_divisor": Bound(1, 1024),
+    "train.lr_per_8_images": Bound(0, 100, low_open=True),
+    "train.momentum": UNIT,
+    "train.weight_decay": UNIT,
+    "train.grad_clip_norm": Bound(0, 1e6, low_open=True),
+    "train.warmup_iters": Bound(0, 10_000_000),
+    "train.warmup_ratio": POSITIVE_UNIT,
+    "train.lr_steps": Bound(0, 1_000_000),
+    "train.lr_gamma": POSITIVE_UNIT,
+    "train.epochs": Bound(1, 1_000_000),
+    "train.frame_range": Bound(0, 1000),
+    "train.flip_ratio": UNIT,
+    "train.min_img_size": Bound(1, 8192),
+    "train.flow_lr_mult": Bound(0, 1000),
+    "key_interval": Bound(1, 100_000),
+}
+"""Allowed values of the numeric fields (a Bound, or a tuple of the values allowed), by their dotted name."""
+
+LENGTHS = {"rpn.anchor_scales": (1, 16), "rpn.anchor_ratios": (1, 16), "train.lr_steps": (0, 100)}
+"""(fewest, most) elements of the variable-length tuple fields (`class_names`: `MAX_CLASSES`)."""
+MAX_CLASSES = 10_000
+
+ADDED_LATER = {"backbone.output_stride", "train.flow_lr_mult"}
+"""Fields that files saved before they existed lack; their defaults are what those files meant."""
+
+
+def _number(where: str, value: object, kind: type) -> int | float:
+    """`value` as an int or a finite float (JSON numbers; bools are not numbers), else DFFError."""
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    name = "an integer" if kind is int else "a finite number"
+    raise DFFError(f"config field {where}: must be {name}, got {_shown(value)}")
+
+
+def _in_schema(where: str, x: int | float) -> None:
+    rule = SCHEMA.get(where)
+    if isinstance(rule, Bound) and not rule.holds(x):
+        raise DFFError(f"config field {where}: must be in {rule}, got {_shown(x)}")
+    if isinstance(rule, tuple) and x not in rule:
+        raise DFFError(f"config field {where}: must be one of {', '.join(map(str, rule))}, got {_shown(x)}")
+
+
+def _value(where: str, value: object, hint: object) -> object:
+    """`value` checked against the field's type `hint` and its SCHEMA entry."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise DFFError(f"config field {where}: must be a non-empty string, got {_shown(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise DFFError(f"config field {where}: must be true or false, got {_shown(value)}")
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise DFFError(f"config field {where}: must be one of {', '.join(args)}, got {_shown(value)}")
+        return value
+    if hint in (int, float):
+        x = _number(where, value, hint)
+        _in_schema(where, x)
+        return x
+    # a tuple: tuple[X, ...] of any length, or tuple[X, X, ...] of a fixed one
+    if not isinstance(value, (list, tuple)):
+        raise DFFError(f"config field {where}: must be a list, got {_shown(value)}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        low, high = (1, MAX_CLASSES) if where == "class_names" else LENGTHS[where]
+        if not low <= len(value) <= high:
+            raise DFFError(f"config field {where}: must hold {low} to {high} values, got {len(value)}")
+        items = tuple(_value(where, v, args[0]) for v in value)
+        if where == "class_names" and len(set(items)) != len(items):
+            twice = sorted({n for n in items if items.count(n) > 1})
+            raise DFFError(f"config field {where}: names a class twice ({', '.join(twice[:3])})")
+        return items
+    if len(value) != len(args):
+        raise DFFError(f"config field {where}: must be a list of {len(args)} numbers, got {_shown(value)}")
+    return tuple(_value(where, v, a) for v, a in zip(value, args))
+
+
+def _read(cls: type, d: object, prefix: str) -> object:
+    """An instance of the config dataclass `cls` from the dict `d`, every field checked (see DFFConfig.from_dict)."""
+    if not isinstance(d, dict):
+        what = f"config field {prefix[:-1]}" if prefix else "config"
+        raise DFFError(f"{what}: must be a JSON object, got {_shown(d)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names), key=str)
+    if unknown:
+        raise DFFError(f"config has an unknown field {prefix}{unknown[0]}")
+    kwargs = {}
+    for name in names:
+        where = prefix + name
+        if name not in d:
+            if where in ADDED_LATER:
+                continue
+            raise DFFError(f"config field {where} is missing")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _read(hint, d[name], f"{where}.")
+        else:
+            kwargs[name] = _value(where, d[name], hint)
+    return cls(**kwargs)
 
 
 def r50_dc5() -> DFFConfig:

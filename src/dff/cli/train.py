@@ -8,6 +8,7 @@ from pathlib import Path
 from dff.cli.checks import check_device
 from dff.config import PRESETS
 from dff.training.options import AMP_DTYPES, FREEZE, LATEST, TrainOptions
+from dff.training.run_dir import check_run_dir
 
 
 def _count(minimum: int):
@@ -51,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="OUT holds an earlier run: delete its checkpoints, log and model and start again",
+        help="OUT holds an earlier run: delete its checkpoints, log and model (once every check passed and the "
+        "weights to start from are read) and start again",
     )
     p.add_argument("--batch-size", type=_count(1), default=1, help="pairs per process and step (default 1)")
     p.add_argument(
@@ -122,6 +124,7 @@ def options(args: argparse.Namespace) -> TrainOptions:
         classes=args.classes,
         init_from=args.init_from,
         freeze=args.freeze,
+        overwrite=args.overwrite,
     )
 
 
@@ -129,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
     """Train; print the final model's path (or the checkpoint's when stopped early)."""
     from dff.io.outputs import Output, check_outputs
     from dff.training.loop import train
-    from dff.training.run_dir import prepare_run_dir
 
     check_device(args.device)
     opts = options(args)  # bad option values and combinations are refused before anything is touched
@@ -137,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     weights = (args.backbone_weights, args.flownet_weights, init)
     inputs = [p for p in (args.ann, args.det_ann, *weights) if p is not None]
     check_outputs([Output(args.out, "--out", folder=True)], inputs=inputs)
-    prepare_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
-    result = train(opts)
+    check_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
+    result = train(opts)  # refuses an --out that is, contains or sits inside an input before any work
     if result.model_path is not None:
         print(result.model_path, flush=True)
     elif result.progress.global_iter:

@@ -1,13 +1,13 @@
 """`dff train --init-from`: a trained DFF's weights into a freshly built network whose class set may differ.
 
 The source is an official mmtracking `.pth`, a zoo name (the cached file `dff.zoo` keeps; downloaded and verified
-once if not cached), or our `.safetensors`, read by `dff.checkpoint`'s readers (module names equal mmtracking's
-keys, so no renaming). Every tensor outside the class-dependent layers (`CLASS_LAYERS`: the box head's `fc_cls`
-and `fc_reg`) must be in the file with the network's shape, else CheckpointError: the file is of another
-architecture. In the class-dependent layers the rows of each class of the new set that the source also has
+once if not cached), our `.safetensors` or a `dff train` checkpoint, read by `dff.checkpoint.read_weights` (module
+names equal mmtracking's keys, so no renaming). Every tensor outside the class-dependent layers (`CLASS_LAYERS`: the
+box head's `fc_cls` and `fc_reg`) must be in the file with the network's shape, else CheckpointError: the file is of
+another architecture. In the class-dependent layers the rows of each class of the new set that the source also has
 (matched by name) are copied from the source's row of that class, and the background row (the last of `fc_cls`,
 mmdet's order) from the source's background row; the rows of a new class keep the values the fresh head drew
-(`BBoxHead`'s own initialisation). The source's class names are our file's `class_names`, an mmtracking
+(`BBoxHead`'s own initialisation). The source's class names are those of the config our files save, an mmtracking
 checkpoint's `meta.CLASSES`, else mmtracking's 30 VID classes.
 """
 
@@ -75,12 +75,8 @@ def read_source(weights: str | os.PathLike, preset: str) -> tuple[Path, dict[str
     if entry is not None and entry.preset != preset:
         raise CheckpointError(f"{name}: the official {entry.preset} checkpoint, not one of preset {preset!r}")
     path, _ = zoo.resolve(name)
-    if checkpoint.is_safetensors(path):
-        state, cfg = checkpoint.read_safetensors(path)
-        return path, state, tuple(cfg.class_names)
-    state, meta = checkpoint.read_pth(path)
-    classes = meta.get("CLASSES")
-    return path, state, VID_CLASSES if classes is None else tuple(str(c) for c in classes)
+    state, _, classes = checkpoint.read_weights(path)
+    return path, state, classes or VID_CLASSES
 
 
 def _architecture_problems(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

@@ -43,11 +43,12 @@ from dff.errors import CheckpointError, DatasetError, DFFError
 from dff.io.atomic import atomic_path
 from dff.models.detector import DFF
 from dff.training import pretrained
+from dff.training.bounds import check_batch
 from dff.training.class_set import resolve_classes
 from dff.training.init_from import InitReport, init_from
 from dff.training.losses import LOSS_NAMES, DFFLoss
 from dff.training.options import AMP_DTYPES, LATEST, TrainOptions
-from dff.training.run_dir import trim_log
+from dff.training.run_dir import check_out_folder, prepare_run_dir, trim_log
 from dff.training.sampler import SeededPairs, ShardSampler
 from dff.training.schedule import StepWarmupSchedule
 from dff.training.state import (
@@ -125,12 +126,42 @@ def _collate(batch: list) -> list:
     return list(batch)
 
 
+def _file_inputs(opts: TrainOptions) -> list[tuple[str, Path]]:
+    """(option, path) of the files a run reads (a zoo name given to --init-from is no path here)."""
+    init = Path(opts.init_from) if opts.init_from is not None and Path(opts.init_from).is_file() else None
+    named = [
+        ("--ann", opts.ann),
+        ("--det-ann", opts.det_ann),
+        ("--init-from", init),
+        ("--backbone-weights", opts.backbone_weights),
+        ("--flownet-weights", opts.flownet_weights),
+    ]
+    return [(option, Path(path)) for option, path in named if path is not None]
+
+
+def _image_folders(data_root: Path, dataset) -> list[tuple[str, Path]]:
+    """(option, folder) of the folders the training images are read from: an ILSVRC root's `Data/VID` and
+    `Data/DET` trees whole, else every folder that holds a training image."""
+    folders = []
+    for d in getattr(dataset, "datasets", [dataset]):
+        if d.img_prefix != data_root:
+            folders.append(("training images under --data-root", d.img_prefix))
+            continue
+        names = {os.path.dirname(img["file_name"]) for img in d.coco.images}
+        folders += [("training images under --data-root", d.img_prefix / name) for name in sorted(names)]
+    return folders
+
+
 def _build_loader(
     opts: TrainOptions, cfg: DFFConfig, coco: CocoVID, d: DistContext, seed: int
 ) -> tuple[DataLoader, ShardSampler]:
+    """The loader and its sampler, once the run folder is checked against the image folders and the batch against
+    the training set and the memory (dff.training.bounds)."""
     vid_prefix, det_prefix = _image_prefixes(Path(opts.data_root))
     dataset = build_train_dataset(cfg, coco, vid_prefix, opts.det_ann, det_prefix if opts.det_ann else None)
     _check_usable(dataset, cfg)
+    check_out_folder(Path(opts.out), _image_folders(Path(opts.data_root), dataset))
+    check_batch(opts.batch_size, d.world_size, len(dataset), cfg, d.device, Path(opts.ann))
     sampler = ShardSampler(len(dataset), opts.batch_size, d.world_size, d.rank, seed)
     loader = DataLoader(
         _SafePairs(dataset, seed),
@@ -169,8 +200,8 @@ class _Logger:
     """JSONL always, TensorBoard when installed; rank 0 only."""
 
     def __init__(self, out: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.file = open(out / "log.jsonl", "a") if enabled else None
+        self.enabled, self.path = enabled, out / "log.jsonl"
+        self.file = open(self.path, "a") if enabled else None
         self.tb = None
         if enabled:
             try:
@@ -183,8 +214,11 @@ class _Logger:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk: named after the log, not an anonymous "[Errno 28]"
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, float) and k not in ("epoch", "iter", "global_iter"):
@@ -193,7 +227,10 @@ class _Logger:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
         if self.tb is not None:
             self.tb.close()
 
@@ -267,6 +304,7 @@ def train(opts: TrainOptions, loss: Callable[[DFF], DFFLoss] = DFFLoss) -> Train
 
     `loss` builds the loss module around the model (a DFFLoss subclass may form the features otherwise).
     """
+    check_out_folder(Path(opts.out), _file_inputs(opts))
     resumed = _resume_state(opts)  # before anything is written, so a bad --resume touches nothing
     with distributed(opts.device) as d:
         if d.device.type == "cuda":
@@ -461,6 +499,8 @@ def _train(
     r = _setup(opts, d, cfg, settings, resumed, loss)
     progress = r.progress
     if d.is_main:
+        if opts.overwrite:  # every check passed and the weights to start from are read: now the old run goes
+            prepare_run_dir(out, resume=resumed is not None, overwrite=True)
         out.mkdir(parents=True, exist_ok=True)
         if resumed:
             trim_log(out, progress.global_iter)

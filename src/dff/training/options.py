@@ -8,6 +8,7 @@ train(TrainOptions(preset="tiny_synthetic", ann=Path("annotations/imagenet_vid_t
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,13 @@ FREEZE = ("none", "backbone")
 
 LATEST = "latest.pth"
 """The file name of the last checkpoint in the run folder."""
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: NumPy's global generator takes seeds below 2**32 (torch's, below 2**64)."""
+MAX_LR = 100.0
+"""The largest learning rate per 8 pairs (the config schema's bound; the presets use 0.01 to 0.08)."""
+WORKERS_PER_CORE = 4
+"""Data loader processes per CPU core at most: each is a process holding its own copy of the data set."""
 
 
 @dataclass
@@ -50,6 +58,7 @@ class TrainOptions:
     classes: str | tuple[str, ...] | None = None  # None: the preset's if they cover the file, else AUTO; or names
     init_from: str | os.PathLike | None = None  # a trained DFF (.pth, zoo name or .safetensors) to start from
     freeze: str | None = None  # a FREEZE value; None: "none" (on resume: the run's)
+    overwrite: bool = False  # delete the run `out` holds (once every check passed) and start again
 
     def __post_init__(self) -> None:
         if self.classes is not None and self.classes != AUTO:
@@ -69,6 +78,20 @@ class TrainOptions:
                 raise InputError(f"training option {name} must be >= 1, got {getattr(self, name)}")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise InputError(f"training option amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(
+                f"training option seed must be in [0, 2**32 - 1] (what NumPy's and torch's generators take), "
+                f"got {self.seed}"
+            )
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise InputError(f"training option lr (per 8 pairs) must be in (0, {MAX_LR:g}], got {self.lr}")
+        cores = os.cpu_count() or 1
+        if self.workers > WORKERS_PER_CORE * cores:
+            raise InputError(
+                f"training option workers {self.workers} is more than {WORKERS_PER_CORE} data loader processes "
+                f"per CPU core ({cores} core(s) here: at most {WORKERS_PER_CORE * cores}); each is a process "
+                "with its own copy of the data set"
+            )
 
     @property
     def latest(self) -> Path:

@@ -11,16 +11,16 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from dff.checkpoint import TRAIN_FORMAT as FORMAT
+from dff.checkpoint import config_from_json
 from dff.config import DFFConfig
 from dff.errors import CheckpointError
 from dff.io.atomic import atomic_path
-
-FORMAT = "deep-feature-flow-train-state"
 
 
 @dataclass
@@ -69,10 +69,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _KeepsWriteErrors:
+    """A binary file that keeps the OS error of a failed write: torch.save reports one as a RuntimeError
+    ("enforce fail at inline_container.cc"), and this lets the caller raise the OSError itself (a full disk)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file next to `path`, then os.replace it into place."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError, not RuntimeError
-        torch.save(obj, f)
+    """torch.save to a temporary file next to `path`, then os.replace it into place; a failed write (a full disk)
+    raises its OSError under `path`'s name and leaves `path` as it was."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        out = _KeepsWriteErrors(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None
 
 
 def save_state(
@@ -116,7 +145,7 @@ def load_state(path: Path, preset: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a 'dff train' checkpoint (model-only files cannot be resumed)")
     if state["preset"] != preset:
         raise CheckpointError(f"{path}: checkpoint is for preset {state['preset']!r}, not {preset!r}")
-    state["config"] = DFFConfig.from_dict(json.loads(state["config"]))
+    state["config"] = config_from_json(state["config"], path, "run config")
     state["progress"] = Progress(**state["progress"])
     state["run"] = json.loads(state["run"])
     return state

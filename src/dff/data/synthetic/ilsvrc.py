@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import cv2
@@ -173,6 +174,58 @@ def _write_lists(root: Path, videos: list[SyntheticVideo], det: list[SyntheticIm
     write_text_atomic(root / "Lists" / "DET_train_30classes.txt", "".join(f"{n} 1\n" for n in ordered))
 
 
+LIMITS = {
+    "videos": (0, 100_000, "a set of ILSVRC's size has 4000"),
+    "val_videos": (0, 100_000, "a set of ILSVRC's size has 555"),
+    "frames": (1, 10_000, "frames per video"),
+    "det_images": (0, 1_000_000, "ILSVRC DET has about 450000"),
+    "width": (32, 4096, "pixels; ILSVRC's frames are at most 1280x720, and each is drawn in memory at 1.4x its size"),
+    "height": (32, 4096, "pixels; ILSVRC's frames are at most 1280x720, and each is drawn in memory at 1.4x its size"),
+    "seed": (0, 2**32 - 1, "what NumPy's and torch's generators take"),
+}
+"""(least, most, why) of each size option of `make_synthetic`."""
+MAX_IMAGES = 2_000_000
+"""Frames and DET images in all: what is drawn is also kept in memory until `synthetic_gt.json` is written."""
+JPEG_BYTES_PER_PIXEL = 0.25
+"""A low estimate of a written frame's size (quality 92: about 0.38 bytes per pixel measured), for the disk check."""
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _free_bytes(root: Path) -> int:
+    existing = root.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def check_size(
+    root: Path, videos: int, frames: int, seed: int, width: int, height: int, det_images: int, val_videos: int
+) -> None:
+    """Raise InputError naming the option and the bound for a set that cannot be made: an option outside
+    `LIMITS`, more than `MAX_IMAGES` images, or more than the free space of `root`'s disk (a low estimate)."""
+    given = dict(videos=videos, val_videos=val_videos, frames=frames, det_images=det_images)
+    given |= dict(width=width, height=height, seed=seed)
+    for name, value in given.items():
+        low, high, why = LIMITS[name]
+        if not low <= value <= high:
+            raise InputError(f"{root}: {name} must be in [{low}, {high}], got {value} ({why})")
+    images = (videos + val_videos) * frames + det_images
+    if images > MAX_IMAGES:
+        raise InputError(
+            f"{root}: {videos} + {val_videos} videos of {frames} frames and {det_images} DET images make {images} "
+            f"images, more than {MAX_IMAGES} (what is drawn is kept in memory until the ground truth is written)"
+        )
+    need, free = images * width * height * JPEG_BYTES_PER_PIXEL, _free_bytes(root)
+    if need > free:
+        raise InputError(
+            f"{root}: {images} images of {width}x{height} need about {_size(need)} or more, and the disk has "
+            f"{_size(free)} free"
+        )
+
+
 def make_synthetic(
     out_dir: Path | str,
     videos: int = 20,
@@ -190,14 +243,11 @@ def make_synthetic(
 
     ``videos`` training videos and ``val_videos`` validation videos of ``frames`` frames of ``width`` x
     ``height`` pixels, and ``det_images`` DET still images (about the same size). Refuses a non-empty
-    ``out_dir`` unless ``overwrite``. ``style``: "standard" or "varied" videos (`STYLES`).
+    ``out_dir`` unless ``overwrite``, and sizes that cannot be made (`check_size`) before writing anything.
+    ``style``: "standard" or "varied" videos (`STYLES`).
     """
     root = Path(out_dir)
-    if min(videos, val_videos, det_images) < 0 or frames < 1 or min(width, height) < 32:
-        raise InputError(
-            f"{root}: need videos/val_videos/det_images >= 0, frames >= 1 and a frame "
-            f"of at least 32x32 (got {width}x{height})"
-        )
+    check_size(root, videos, frames, seed, width, height, det_images, val_videos)
     if style not in STYLES:
         raise InputError(f"{root}: unknown synthetic style {style!r}; choose from {', '.join(STYLES)}")
     if root.exists() and any(root.iterdir()) and not overwrite:
