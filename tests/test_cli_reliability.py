@@ -165,9 +165,10 @@ def test_every_command_refuses_an_unwritable_output_before_working(tmp_path, cap
     bad = tmp_path / "file"
     bad.write_text("a regular file, so nothing can be created under it")
     (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "img").mkdir()
     code, err = run_cli(capsys, *(str(a).format(bad=bad, tmp=tmp_path) for a in argv))
     assert code == 2 and f"{bad} is a file, not a folder" in one_error_line(err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "file", "img"]
 
 
 def test_a_read_only_folder_is_refused(clip, tmp_path, capsys, monkeypatch):

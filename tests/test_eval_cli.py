@@ -137,7 +137,7 @@ def test_bad_arguments_are_one_line_errors(val_set, tmp_path, capsys):
     assert main(cli_args(val_set, tmp_path, "--metric", "map")) == 2
     assert main(cli_args(val_set, tmp_path, "--sweep-key-interval", "0,5")) == 2
     err = capsys.readouterr().err
-    assert "dff: error: unknown metric(s) map" in err and "dff: error: key intervals" in err
+    assert "dff: error: unknown metric(s) map" in err and "dff: error: --sweep-key-interval: key intervals" in err
 
 
 def run_group(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -251,9 +251,9 @@ def test_init_from_the_run_being_overwritten_is_refused_and_deletes_nothing(data
     code, err = _cli(capsys, argv)
     line = _one_line(err)
     assert code == 2
-    assert line == (
-        f"dff: error: {finished}: --out contains the input {finished / 'model.safetensors'} (--init-from); "
-        "choose a folder for the run outside it"
+    assert line == (  # the one input / output rule of every command (dff.io.outputs)
+        f"dff: error: {finished}: --out contains the input {finished / 'model.safetensors'}; "
+        "write outside what the command reads"
     )
     assert _digests(finished) == before
 
@@ -271,8 +271,8 @@ def test_overwrite_deletes_the_old_run_only_once_every_check_passed(data, finish
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        (".", "--out contains the input {data}/annotations/imagenet_vid_train.json (--ann)"),
-        ("annotations", "--out contains the input {data}/annotations/imagenet_vid_train.json (--ann)"),
+        (".", "--out contains the input {data}/annotations/imagenet_vid_train.json"),
+        ("annotations", "--out contains the input {data}/annotations/imagenet_vid_train.json"),
         ("Data", "--out contains the input {data}/Data/VID (training images under --data-root)"),
         ("Data/VID", "--out is the input {data}/Data/VID (training images under --data-root)"),
         (

@@ -58,7 +58,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "convert-checkpoint",
         "dff.cli.convert_checkpoint",
-        "convert an mmtracking DFF .pth to a .safetensors model file",
+        "convert an mmtracking DFF .pth or a dff train checkpoint to a .safetensors model file",
     ),
     Command(
         "convert-dataset",
