@@ -71,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--log-every", type=_count(1), default=50, metavar="N", help="log interval in iterations (default 50)"
     )
-    p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when this machine has it, the rank's GPU under torchrun, else the CPU; the default), cpu, "
+        "cuda[:N]",
+    )
     p.add_argument("--lr", type=float, help="learning rate per 8 pairs (default: the preset's)")
     p.add_argument("--backbone-weights", type=Path, help="local ImageNet ResNet/ResNeXt .pth to start from")
     p.add_argument("--flownet-weights", type=Path, help="local FlowNetSimple .pth to start from")

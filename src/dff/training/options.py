@@ -49,7 +49,7 @@ class TrainOptions:
     amp: str | None = None  # a key of AMP_DTYPES
     checkpoint_every: int = 0  # also write latest.pth every N iterations (0: epoch ends only)
     log_every: int = 50
-    device: str | None = None  # None: cuda (the rank's GPU) if available, else cpu
+    device: str = "auto"  # auto: cuda (the rank's GPU) when available, else cpu
     lr: float | None = None  # learning rate per 8 pairs
     backbone_weights: Path | None = None  # local ImageNet ResNet/ResNeXt .pth
     flownet_weights: Path | None = None  # local FlowNetSimple .pth
