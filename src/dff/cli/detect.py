@@ -152,6 +152,7 @@ def run_single(args: argparse.Namespace, policy: object | None, tracker: object,
 
     import dff
     from dff.io.live import is_live, open_live
+    from dff.io.outputs import Output, check_outputs
     from dff.io.sources import open_source
     from dff.io.writers import Outputs
     from dff.live.loop import DEFAULT_KEY_MODE, LiveOptions
@@ -176,7 +177,10 @@ def run_single(args: argparse.Namespace, policy: object | None, tracker: object,
             )
         else:
             outputs = Outputs(json="-", flow=args.show_flow)
-    check_detect_outputs(outputs, [args.source, args.weights], tracker)
+    if default_folder is None:
+        check_detect_outputs(outputs, [args.source, args.weights], tracker)
+    else:
+        check_outputs([Output(default_folder, "the default output folder", folder=True)], [args.source, args.weights])
     live = args.live or is_live(args.source)
     if not live and (args.key_mode or args.preview):
         raise DFFError(f"--key-mode and --preview are for live sources (a stream, a camera, or --live): {args.source}")
@@ -241,10 +245,10 @@ def _warn_bundled(model: object, source: object) -> None:
     from dff.cli.demo import CLIP_PATH
 
     if model.config.name == "tiny_synthetic" and str(Path(str(source)).resolve()) != str(CLIP_PATH):
-        log.warning(
-            "note: the tiny_synthetic model knows only this project's synthetic sprites; on real footage its "
-            "labels mean nothing. For real video use --weights %s (mmtracking's R-50, ImageNet VID).",
-            DEFAULT_WEIGHTS,
+        print(
+            "dff detect: note: the tiny_synthetic model knows only this project's synthetic sprites; on real "
+            f"footage its labels mean nothing. For real video use --weights {DEFAULT_WEIGHTS} (mmtracking's R-50).",
+            file=sys.stderr,
         )
 
 
