@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -25,9 +26,11 @@ import threading
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as dff detect sets it for live runs, before torch starts
 
-import dff
+import torch  # noqa: E402
+
+import dff  # noqa: E402
 from dff.golden import deterministic_state_dict
 from dff.io.live import open_live
 from dff.live.loop import LiveLoop, LiveOptions
@@ -42,7 +45,7 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def one_run(model: dff.DFFModel, run: RunOptions, mode: str, seconds: float, source: Path) -> dict:
+def one_run(model: dff.DFFModel, run: RunOptions, mode: str, seconds: float, source: Path, idle: int | None) -> dict:
     """Listen, start the sender, run the live loop for `seconds` of results, stop both; the figures."""
     url = f"udp://127.0.0.1:{free_udp_port()}"
     opened: dict = {}
@@ -67,7 +70,7 @@ def one_run(model: dff.DFFModel, run: RunOptions, mode: str, seconds: float, sou
         if "error" in opened:
             raise opened["error"]
         live = opened["source"]
-        loop = LiveLoop(model, run, LiveOptions(mode))
+        loop = LiveLoop(model, run, LiveOptions(mode, loop_threads=idle))
         results = []
         with live:
             stream = loop.results(live)
@@ -85,6 +88,7 @@ def one_run(model: dff.DFFModel, run: RunOptions, mode: str, seconds: float, sou
     s = loop.summary
     return {
         "mode": mode,
+        "loop_threads": idle,
         **s.to_dict(),
         "received": live.received,
         "dropped": live.dropped,
@@ -108,6 +112,11 @@ def main() -> None:
     p.add_argument("--modes", default="sync,async")
     p.add_argument("--key-interval", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--loop-threads",
+        default="",
+        help="async: comma-separated threads of the loop, one run per value ('': the default, half the cores)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -118,11 +127,12 @@ def main() -> None:
         model = dff.load(args.weights, preset=args.preset)
     run = RunOptions(device="cpu", key_policy=dff.FixedInterval(args.key_interval))
     model.network(run)  # built before the clock starts
-    modes = args.modes.split(",")
+    idles = [int(t) if t else None for t in args.loop_threads.split(",")]
+    settings = [(m, i) for m in args.modes.split(",") for i in (idles if m == "async" else [None])]
     out = []
     for k in range(args.rounds):
-        for mode in modes if k % 2 == 0 else modes[::-1]:
-            figures = one_run(model, run, mode, args.seconds, args.source)
+        for mode, idle in settings if k % 2 == 0 else settings[::-1]:
+            figures = one_run(model, run, mode, args.seconds, args.source, idle)
             out.append(figures)
             print(json.dumps(figures), flush=True)
     report = {

@@ -9,6 +9,7 @@ import argparse
 import datetime
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -124,6 +125,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dff.live import DEFAULT_KEY_MODE
+
+    live = args.inputs is None and (args.live or _is_live_name(args.source))
+    if live and (args.key_mode or DEFAULT_KEY_MODE) == "async":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts: idle thread teams sleep
     from dff.io.sources import is_stream
 
     _check_mode(args)
@@ -217,6 +223,12 @@ def run_single(args: argparse.Namespace, policy: object | None, tracker: object,
     if default_folder is not None:
         print(f"wrote {outputs.json} and {outputs.video}", file=sys.stderr)
     return summary_exit_code(summary)
+
+
+def _is_live_name(source: str | None) -> bool:
+    from dff.io.live import is_live
+
+    return source is not None and is_live(source)
 
 
 def parse_host_port(text: str) -> tuple[str, int]:

@@ -145,10 +145,11 @@ def image_source(name: str, files: list[Path], fps: float | None) -> FrameSource
     return FrameSource(name, rate, len(files), produce)
 
 
-def _open_container(name: str, is_stream: bool) -> av.container.InputContainer:
+def _open_container(name: str, is_stream: bool, options: dict[str, str] | None = None) -> av.container.InputContainer:
     start = time.monotonic()
+    timeout = (STREAM_TIMEOUT_S, STREAM_TIMEOUT_S) if is_stream else None
     try:
-        container = av.open(name, mode="r", timeout=(STREAM_TIMEOUT_S, STREAM_TIMEOUT_S) if is_stream else None)
+        container = av.open(name, mode="r", timeout=timeout, options=options or {})
     except av.error.FFmpegError as e:
         if is_stream and time.monotonic() - start >= STREAM_TIMEOUT_S:
             raise InputError(f"{name}: timed out: the stream sent nothing for {STREAM_TIMEOUT_S:g} s") from None

@@ -9,9 +9,12 @@ Key modes (`LiveOptions.key_mode`):
 - "sync": as offline, a key frame runs the backbone in the loop (the loop stalls for it);
 - "async": a key frame asked for once the video has a key state runs beside the loop (`dff.live.keys`), while the
   loop keeps propagating later frames from the previous key state; the frames after it lands propagate from it.
-Every key-frame policy works in both modes. On CPU the two sides share the cores deliberately: while a pass runs in
-the background the loop uses `busy_threads` OpenMP threads and the worker `worker_threads`; otherwise the loop has
-them all (docs/live.md has the measurements behind the defaults).
+Every key-frame policy works in both modes. On CPU the two sides share the cores deliberately: in async mode the
+worker runs its passes on its own OpenMP thread team of `worker_threads` threads (default half the cores) while the
+loop keeps `loop_threads` (default all of them), and both teams must sleep when idle instead of spinning
+(`OMP_WAIT_POLICY=PASSIVE`, set before torch starts: `dff detect` does it for async live runs, `LiveLoop` warns when
+it is not set). Measured on the 2-core CPU (BENCHMARKS.md, "Live video"): with spinning teams the loop's latency
+tail doubles; with a loop restricted to its half the loop processes a fifth fewer frames.
 
 On the simulated clock (`simulate`) the detections are computed the same way but time advances by a runtime
 profile's stage times, so that streaming evaluation is reproducible and can stand for other hardware.
@@ -19,7 +22,9 @@ profile's stage times, so that streaming evaluation is reproducible and can stan
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -30,38 +35,37 @@ from dff.errors import DFFError
 from dff.io.live import LiveFrame
 from dff.io.result import FrameResult
 from dff.io.sources import Frame
+from dff.live import DEFAULT_KEY_MODE, KEY_MODES
 from dff.live.clock import Clock, RealClock, RuntimeProfile, SimulatedClock
 from dff.live.keys import BackgroundKeys, SimulatedKeys
 from dff.run import RunOptions
 
-KEY_MODES = ("sync", "async")
+log = logging.getLogger(__name__)
+
 EPSILON = 1e-9  # simulated times that differ by less are equal (sums of stage times are not exact in binary)
-DEFAULT_KEY_MODE = "async"  # measured better on this project's CPU (BENCHMARKS.md, "Live video")
 
 
 @dataclass(frozen=True)
 class LiveOptions:
-    """How a live run schedules its work: the key mode and, on CPU in async mode, the threads of each side (None:
-    the worker gets half the cores, the loop the rest while a pass runs and all of them otherwise)."""
+    """How a live run schedules its work: the key mode and, on CPU in async mode, the OpenMP threads of each side
+    (None: half the cores for the worker, all of them for the loop)."""
 
     key_mode: str = DEFAULT_KEY_MODE
     worker_threads: int | None = None
-    busy_threads: int | None = None
+    loop_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.key_mode not in KEY_MODES:
             raise DFFError(f"--key-mode must be one of {', '.join(KEY_MODES)}, got {self.key_mode!r}")
-        for name in ("worker_threads", "busy_threads"):
+        for name in ("worker_threads", "loop_threads"):
             value = getattr(self, name)
             if value is not None and not 1 <= value <= 1024:
                 raise DFFError(f"{name} must be an integer in [1, 1024], got {value}")
 
-    def threads(self) -> tuple[int, int, int]:
-        """(loop threads when no pass runs, loop threads while one runs, worker threads) on this machine."""
+    def threads(self) -> tuple[int, int]:
+        """(threads of the loop, of the worker) on this machine."""
         total = torch.get_num_threads()
-        worker = self.worker_threads or max(1, total // 2)
-        busy = self.busy_threads or max(1, total - worker)
-        return total, busy, worker
+        return self.loop_threads or total, self.worker_threads or max(1, total // 2)
 
 
 @dataclass
@@ -146,15 +150,22 @@ class LiveLoop:
     def results(self, frames: Iterable[LiveFrame]) -> Iterator[FrameResult]:
         """The result of each frame the loop takes, as soon as it is ready."""
         async_ = self.options.key_mode == "async"
+        loop_threads, worker_threads = self.options.threads()
         if async_:
             if self.simulated:
                 self.keys = SimulatedKeys(self.clock, self.profile.async_.backbone_s)
             else:
-                self.keys = BackgroundKeys(self.options.threads()[2])
+                self.keys = BackgroundKeys(worker_threads)
         session = self.model.session(self.run, self.keys)
-        idle_threads, busy_threads, _ = self.options.threads()
         cpu = not self.simulated and self.model.network(self.run).device.type == "cpu"
         before = torch.get_num_threads()
+        if cpu and async_:
+            if os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
+                log.warning(
+                    "async key frames on CPU: set OMP_WAIT_POLICY=PASSIVE before torch starts (dff detect does), "
+                    "or the two thread teams spin against each other"
+                )
+            torch.set_num_threads(loop_threads)
         shape, frame_id = None, 0
         self.start = self.clock.now()
         try:
@@ -162,10 +173,6 @@ class LiveLoop:
                 if frame.image.shape != shape:
                     shape, frame_id = frame.image.shape, 0
                 busy = self.keys is not None and self.keys.busy
-                if cpu and async_:
-                    wanted = busy_threads if busy else idle_threads
-                    if torch.get_num_threads() != wanted:
-                        torch.set_num_threads(wanted)
                 turn = self.clock.now()
                 inp = self.model.prepare(frame, frame_id, self.run, frame.arrival_s - self.start)
                 r = session.step(inp)
