@@ -53,8 +53,8 @@ def test_a_live_file_run_has_latency_in_every_line(tmp_path, capsys, one_thread)
         )
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_leaves_a_valid_jsonl_and_a_playable_video(long_source, tmp_path, signum, code):
+@pytest.mark.parametrize(("signum", "code", "mode"), [(signal.SIGINT, 130, "sync"), (signal.SIGTERM, 143, "async")])
+def test_a_signal_leaves_a_valid_jsonl_and_a_playable_video(long_source, tmp_path, signum, code, mode):
     j, v = tmp_path / "d.jsonl", tmp_path / "d.mp4"
     cmd = [
         sys.executable,
@@ -71,6 +71,8 @@ def test_a_signal_leaves_a_valid_jsonl_and_a_playable_video(long_source, tmp_pat
         str(j),
         "--out-video",
         str(v),
+        "--key-mode",
+        mode,
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -111,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument(
         "--key-mode",
         choices=("sync", "async"),
-        help="live runs: async (key frames computed beside the frame loop, no stall; the default) or sync (as offline)",
+        help="live runs: sync (key frames in the loop, as offline; the default) or async (beside the loop: no stall)",
     )
     live.add_argument(
         "--preview",
