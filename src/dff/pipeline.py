@@ -270,11 +270,10 @@ def detect_live(
         if opts.tracker is not None:
             results = track(results, opts.tracker)
         for r in islice(results, opts.max_frames):
-            _write(writers, r, run, opts, summary)
+            shown = _write(writers, r, run, opts, summary)
             summary.frames += 1
             summary.key_frames = loop.summary.key_frames
             if preview is not None:
-                shown = r.subset(r.scores >= run.score_thr)
                 preview.publish(shown.plot, _figures(loop.summary, r))
             if stop.requested:
                 stop.mark(summary)
@@ -308,14 +307,15 @@ def _write(
     opts: DetectOptions,
     summary: DetectSummary,
     shown: bool = True,
-) -> None:
+) -> FrameResult:
     """One frame into every writer: the COCO results above `opts.coco_score_thr`, the others above
-    `run.score_thr`; the shown detections counted in the summary."""
+    `run.score_thr`; the shown detections counted in the summary and returned."""
     visible = r.subset(r.scores >= run.score_thr)
     for kind, writer in writers.items():
         writer.write(r.subset(r.scores >= opts.coco_score_thr) if kind == "coco" else visible)
     if shown:
         summary.count(visible)
+    return visible
 
 
 def _bar(opts: DetectOptions, total: int | None, desc: str) -> tqdm:

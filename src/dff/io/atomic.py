@@ -152,18 +152,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     format from it).
     """
     out = OutputFile(path, suffix)
-    tmp = out.name
-    try:
-        yield tmp
-    except OSError as e:
-        out.discard()
-        if e.filename is None or Path(e.filename) == tmp:
-            raise _named(e, out.path) from None
-        raise
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
+    with _committed(out, (out.name,)):
+        yield out.name
 
 
 @contextmanager
@@ -171,13 +161,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Yield an open file (UTF-8 for text) whose content replaces `path` when the block ends without an error;
     a stream is written to as the block runs."""
     out = OutputFile(path)
-    tmp = out._tmp
+    with _committed(out, (out._tmp, out.path)), out.open(mode) as f:
+        yield f
+
+
+@contextmanager
+def _committed(out: OutputFile, own: tuple[Path | None, ...]) -> Iterator[None]:
+    """Commit `out` when the block ends without an error, else discard it; an OSError about one of the `own` names
+    (or about no file) is raised under `out`'s own name."""
     try:
-        with out.open(mode) as f:
-            yield f
+        yield
     except OSError as e:
         out.discard()
-        if e.filename is None or Path(e.filename) in (tmp, out.path):
+        if e.filename is None or Path(e.filename) in own:
             raise _named(e, out.path) from None
         raise
     except BaseException:

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 import av
 import cv2
@@ -43,12 +43,25 @@ class ResultWriter(Protocol):
         """Finish the output."""
 
 
+class _ClosesOnExit:
+    """`with writer:` closes the writer when the block ends (with or without an error)."""
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+_W = TypeVar("_W", bound=_ClosesOnExit)
+
+
 def _named(error: OSError, path: Path) -> OSError:
     """`error` re-raised under the output's own name (not its temporary one), e.g. ENOSPC while writing it."""
     return OSError(error.errno, error.strerror or str(error), str(path))
 
 
-class JsonlWriter:
+class JsonlWriter(_ClosesOnExit):
     """Writes each frame's record (`FrameResult.to_record`) as one JSON line and flushes it; `path` '-' writes to
     stdout.
 
@@ -94,14 +107,8 @@ class JsonlWriter:
         else:
             self._file.discard()
 
-    def __enter__(self) -> JsonlWriter:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class CocoResultsWriter:
+class CocoResultsWriter(_ClosesOnExit):
     """Streams a COCO results array (`FrameResult.coco_items`: image_id, category_id, bbox xywh, score, track_id when
     tracked) without holding it in memory.
 
@@ -142,14 +149,8 @@ class CocoResultsWriter:
         else:
             self._file.discard()
 
-    def __enter__(self) -> CocoResultsWriter:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class MotWriter:
+class MotWriter(_ClosesOnExit):
     """MOTChallenge tracks, one line per tracked detection: `frame,id,x,y,w,h,conf,-1,-1,-1` (frame 1-based, box in
     pixels), as TrackEval and `dff convert-annotations --from mot` read them. Detections in no track (id -1) are left
     out; results without track ids are an error (run with tracking). Written whole on close, atomically."""
@@ -178,12 +179,6 @@ class MotWriter:
             with atomic_path(self.path, suffix=".txt") as tmp:
                 tmp.write_text("".join(self.lines), encoding="utf-8")
             self.frames = 0
-
-    def __enter__(self) -> MotWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm"}
@@ -230,7 +225,7 @@ def video_format(path: str | os.PathLike) -> tuple[str, str]:
     raise OutputError(f"{path}: this PyAV build has no encoder for {path.suffix} ({', '.join(_CODECS[muxer])})")
 
 
-class VideoWriter:
+class VideoWriter(_ClosesOnExit):
     """Encodes BGR frames to a video with PyAV at a constant frame rate, yuv420p; the container follows the extension
     (`video_format`: libx264 or mpeg4 in mp4/mkv/mov/avi, VP9 or AV1 in webm).
 
@@ -313,12 +308,6 @@ class VideoWriter:
         else:
             self._file.discard()
 
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _as_os_error(error: Exception) -> OSError:
     if isinstance(error, OSError):
@@ -350,7 +339,7 @@ def _fit(image: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int]) 
     return canvas
 
 
-class AnnotatedVideoWriter:
+class AnnotatedVideoWriter(_ClosesOnExit):
     """The annotated video: each result drawn on its frame (`FrameResult.plot`, with the tracks' trails) and
     encoded by `VideoWriter` at its frame's place in the source (frames a live run dropped leave the previous
     picture on screen, so the video plays in real time); the results must keep their frames
@@ -369,14 +358,8 @@ class AnnotatedVideoWriter:
     def close(self) -> None:
         self.video.close()
 
-    def __enter__(self) -> AnnotatedVideoWriter:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class FlowPictureWriter:
+class FlowPictureWriter(_ClosesOnExit):
     """One PNG per non-key frame, `flow_NNNNNN.png` in `folder`: the flow the frame was propagated with
     (`dff.io.draw.flow_picture`); the results must keep their frames and flow (`keep_frames`, `return_flow`).
     `coverage(image shape)` is the (h, w) share of the feature map that the frame covers (the rest is padding)."""
@@ -403,12 +386,6 @@ class FlowPictureWriter:
 
     def close(self) -> None:
         """Nothing to finish: each picture was written whole."""
-
-    def __enter__(self) -> FlowPictureWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

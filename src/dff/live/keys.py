@@ -15,7 +15,7 @@ lands only when the clock has run for the pass's time from the runtime profile, 
 
 from __future__ import annotations
 
-import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -34,7 +34,6 @@ class BackgroundKeys:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dff key frame")
         self._pending: Future | None = None
         self._tag: Any = None
-        self._lock = threading.Lock()
         self.passes = 0
         self.seconds: list[float] = []  # wall time of each pass (the runtime profile's async backbone time)
 
@@ -70,8 +69,6 @@ class BackgroundKeys:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _pass(self, net: Network, img: torch.Tensor, img_shape: tuple[int, int]) -> tuple[KeyState, Any]:
-        import time
-
         start = time.perf_counter()
         if self.threads is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)  # this thread's own OpenMP team (the loop keeps its own)
