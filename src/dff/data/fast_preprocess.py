@@ -7,7 +7,7 @@ channels_last tensor the fast network takes. Only OpenCV computes here, so a bac
 next frame neither starts a second OpenMP team next to the network's nor holds the GIL for long (a numpy
 uint8->float32 copy would, for milliseconds, stalling the main thread between its ops).
 
-Spec pitfalls handled here: 1, 2, 14 (docs/pitfalls.md maps each to its code and tests).
+Spec pitfalls handled here: 1, 2 (docs/pitfalls.md maps each to its code and tests).
 """
 
 from __future__ import annotations
@@ -31,12 +31,6 @@ def preprocess_hwc(frame: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray
     cv2.subtract(resized, np.float64(np.asarray(cfg.mean).reshape(1, -1)), dst=view, dtype=cv2.CV_32F)
     cv2.multiply(view, 1.0 / np.float64(np.asarray(cfg.std).reshape(1, -1)), view)
     return out, meta
-
-
-def half_hwc(hwc: np.ndarray) -> np.ndarray:
-    """The 2x2 mean of an (H, W, 3) float32 array with even H and W (what FlowNet's 0.5 bilinear resize gives)."""
-    h, w = hwc.shape[:2]
-    return cv2.resize(hwc, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
 
 
 def as_channels_last(hwc: np.ndarray) -> torch.Tensor:

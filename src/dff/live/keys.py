@@ -114,9 +114,5 @@ class SimulatedKeys:
         self._pending = None
         return key, tag
 
-    def next_landing(self) -> float | None:
-        """When the running pass lands (None if none runs)."""
-        return None if self._pending is None else self._pending[0]
-
     def close(self) -> None:
         """Nothing runs in the background."""
