@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
 from itertools import islice
@@ -146,7 +145,9 @@ def _command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.live:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts (async key frames: docs/live.md)
+        from dff.live import let_idle_threads_sleep
+
+        let_idle_threads_sleep()
     import torch
 
     from dff.benchmark import format_report, parse_settings, run_benchmark

@@ -9,7 +9,6 @@ import argparse
 import datetime
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -125,11 +124,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dff.live import DEFAULT_KEY_MODE
+    from dff.live import DEFAULT_KEY_MODE, let_idle_threads_sleep
 
     live = args.inputs is None and (args.live or _is_live_name(args.source))
     if live and (args.key_mode or DEFAULT_KEY_MODE) == "async":
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts: idle thread teams sleep
+        let_idle_threads_sleep()  # before torch starts
     from dff.io.sources import is_stream
 
     _check_mode(args)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,7 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.streaming:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts (async key frames: docs/live.md)
+        from dff.live import let_idle_threads_sleep
+
+        let_idle_threads_sleep()
     import dff
     from dff.data.cocovid import CocoVID
     from dff.distributed import distributed
